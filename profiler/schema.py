@@ -1,0 +1,344 @@
+"""The profile file: what the profiler writes and every other package reads.
+
+A profile describes one generative model on one hardware class. A request of the model is a
+list of *passes* in request order (an LLM: ``prefill`` once, then ``decode`` once per generated
+token; a diffusion model: ``text_encoder`` once, ``unet`` once per denoising step, ``vae_decoder``
+once). Each pass is a chain of *blocks* in execution order. A split ``k`` of a pass with ``N``
+blocks runs blocks ``[0, k)`` on the device and ``[k, N)`` on the MEC:
+
+* ``k == N``: the pass runs entirely on the device; nothing crosses the link.
+* ``0 < k < N``: ``blocks[k-1].out_bytes`` go up the link, ``pass.output_bytes`` come back.
+* ``k == 0``: the pass input (``pass.input_bytes``) goes up, ``pass.output_bytes`` come back.
+
+On disk the profile is JSON with ``"schema": 1``::
+
+    {"schema": 1,
+     "model": {"name": "gpt2", "source": "...", "parameters": {...}},
+     "hardware": {"class": "device", "cpu": "...", "gpu": null, "threads": 1,
+                  "backend": "onnxruntime-cpu", "versions": {...}, "description": "..."},
+     "passes": [{"name": "prefill", "repeat": 1, "input_bytes": 1024, "output_bytes": 8,
+                 "whole_ms": {"median": ..., "p95": ..., "mean": ..., "std": ..., "runs": 20},
+                 "blocks": [{"name": "h.0", "latency_ms": {...}, "out_bytes": 393216,
+                             "weight_bytes": 28311552, "out_tensors": [...]}, ...]}],
+     "created": "2026-11-27T13:00:00Z", "command": "python -m profiler ..."}
+
+Latency statistics are milliseconds. ``out_tensors`` (optional) names every tensor crossing the
+cut after a block with its shape, dtype and bytes; ``out_bytes`` is their total.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Block",
+    "Hardware",
+    "LatencyStats",
+    "ModelInfo",
+    "Pass",
+    "Profile",
+    "ProfileError",
+    "TensorInfo",
+    "check_compatible",
+    "load_profile",
+    "save_profile",
+]
+
+SCHEMA_VERSION = 1
+
+
+class ProfileError(ValueError):
+    """A profile file is missing, unreadable, malformed, or does not fit what it is used with."""
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Latency statistics of repeated timed runs, in milliseconds."""
+
+    median: float
+    p95: float
+    mean: float
+    std: float
+    runs: int
+
+    @classmethod
+    def from_samples(cls, samples_ms: Sequence[float]) -> LatencyStats:
+        """Summarise timed runs (milliseconds)."""
+        import numpy as np
+
+        a = np.asarray(samples_ms, dtype=np.float64)
+        if a.size == 0:
+            raise ProfileError("no timing samples")
+        return cls(
+            median=float(np.median(a)),
+            p95=float(np.percentile(a, 95)),
+            mean=float(a.mean()),
+            std=float(a.std(ddof=1)) if a.size > 1 else 0.0,
+            runs=int(a.size),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {"median": self.median, "p95": self.p95, "mean": self.mean, "std": self.std,
+                "runs": self.runs}
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One tensor crossing a cut."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    bytes: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype,
+                "bytes": self.bytes}
+
+
+@dataclass(frozen=True)
+class Block:
+    """A contiguous piece of a pass, timed on its own."""
+
+    name: str
+    latency: LatencyStats
+    out_bytes: int
+    weight_bytes: int
+    out_tensors: tuple[TensorInfo, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name, "latency_ms": self.latency.to_json(),
+                             "out_bytes": self.out_bytes, "weight_bytes": self.weight_bytes}
+        if self.out_tensors:
+            d["out_tensors"] = [t.to_json() for t in self.out_tensors]
+        return d
+
+
+@dataclass(frozen=True)
+class Pass:
+    """One forward pass of a request, run ``repeat`` times per request."""
+
+    name: str
+    repeat: int
+    blocks: tuple[Block, ...]
+    whole: LatencyStats
+    input_bytes: int
+    output_bytes: int
+
+    @property
+    def n_blocks(self) -> int:
+        return len(self.blocks)
+
+    def block_medians_ms(self) -> list[float]:
+        return [b.latency.median for b in self.blocks]
+
+    def upload_bytes(self, k: int) -> int:
+        """Bytes sent device -> MEC for split ``k`` (0 when the pass stays local)."""
+        n = len(self.blocks)
+        if not 0 <= k <= n:
+            raise ValueError(f"split {k} out of range 0..{n} for pass {self.name!r}")
+        if k == n:
+            return 0
+        return self.input_bytes if k == 0 else self.blocks[k - 1].out_bytes
+
+    def download_bytes(self, k: int) -> int:
+        """Bytes sent MEC -> device for split ``k`` (0 when the pass stays local)."""
+        return 0 if k == len(self.blocks) else self.output_bytes
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "repeat": self.repeat, "input_bytes": self.input_bytes,
+                "output_bytes": self.output_bytes, "whole_ms": self.whole.to_json(),
+                "blocks": [b.to_json() for b in self.blocks]}
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """The hardware class a profile was measured on, and how."""
+
+    hw_class: str
+    cpu: str
+    gpu: str | None
+    threads: int
+    backend: str
+    versions: Mapping[str, str] = field(default_factory=dict)
+    description: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"class": self.hw_class, "cpu": self.cpu, "gpu": self.gpu,
+                "threads": self.threads, "backend": self.backend,
+                "versions": dict(self.versions), "description": self.description}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    source: str
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "source": self.source, "parameters": dict(self.parameters)}
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A measured profile of one model on one hardware class."""
+
+    model: ModelInfo
+    hardware: Hardware
+    passes: tuple[Pass, ...]
+    created: str = ""
+    command: str = ""
+    schema: int = SCHEMA_VERSION
+
+    def pass_named(self, name: str) -> Pass:
+        for p in self.passes:
+            if p.name == name:
+                return p
+        names = ", ".join(p.name for p in self.passes)
+        raise ProfileError(f"profile of {self.model.name!r} has no pass {name!r} (has: {names})")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema": self.schema, "model": self.model.to_json(),
+                "hardware": self.hardware.to_json(),
+                "passes": [p.to_json() for p in self.passes],
+                "created": self.created, "command": self.command}
+
+    @classmethod
+    def from_json(cls, data: Any, where: str = "<profile>") -> Profile:
+        """Validate and build a profile from parsed JSON; errors name ``where`` and the field."""
+        return _parse_profile(data, where)
+
+
+def save_profile(profile: Profile, path: str | Path) -> None:
+    """Write ``profile`` as JSON (atomically: a temporary file renamed into place)."""
+    p = Path(path)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(p.name + ".tmp")
+        tmp.write_text(json.dumps(profile.to_json(), indent=1) + "\n")
+        tmp.replace(p)
+    except OSError as e:
+        raise ProfileError(f"{p}: cannot write profile: {e.strerror or e}") from e
+
+
+def load_profile(path: str | Path) -> Profile:
+    """Read and validate a profile file. Raises :class:`ProfileError` naming file and field."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise ProfileError(f"{p}: profile file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ProfileError(f"{p}: cannot read profile: {e}") from e
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ProfileError(f"{p}:{e.lineno}: not valid JSON ({e.msg})") from None
+    return _parse_profile(data, str(p))
+
+
+def check_compatible(device: Profile, mec: Profile) -> None:
+    """Raise :class:`ProfileError` unless two profiles describe the same model and blocks."""
+    if device.model.name != mec.model.name:
+        raise ProfileError(f"device profile is of model {device.model.name!r} but MEC profile "
+                           f"is of {mec.model.name!r}")
+    dn = [(p.name, [b.name for b in p.blocks]) for p in device.passes]
+    mn = [(p.name, [b.name for b in p.blocks]) for p in mec.passes]
+    if dn != mn:
+        raise ProfileError(f"device and MEC profiles of {device.model.name!r} have different "
+                           "passes or blocks; profile both with the same model parameters")
+
+
+# ---------------------------------------------------------------- validation helpers
+
+
+def _get(d: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    if not isinstance(d, dict):
+        raise ProfileError(f"{where}: expected an object")
+    if key not in d:
+        raise ProfileError(f"{where}: missing field {key!r}")
+    v = d[key]
+    if kind is float and isinstance(v, int) and not isinstance(v, bool):
+        v = float(v)
+    if not isinstance(v, kind) or isinstance(v, bool) and kind is not bool:
+        want = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+        raise ProfileError(f"{where}: field {key!r} must be {want}, got {type(v).__name__}")
+    return v
+
+
+def _nonneg_float(d: Any, key: str, where: str) -> float:
+    v = _get(d, key, float, where)
+    if not math.isfinite(v) or v < 0:
+        raise ProfileError(f"{where}: field {key!r} must be a finite number >= 0, got {v}")
+    return float(v)
+
+
+def _nonneg_int(d: Any, key: str, where: str) -> int:
+    v = _get(d, key, int, where)
+    if v < 0:
+        raise ProfileError(f"{where}: field {key!r} must be >= 0, got {v}")
+    return int(v)
+
+
+def _stats(d: Any, where: str) -> LatencyStats:
+    return LatencyStats(median=_nonneg_float(d, "median", where), p95=_nonneg_float(d, "p95", where),
+                        mean=_nonneg_float(d, "mean", where), std=_nonneg_float(d, "std", where),
+                        runs=_nonneg_int(d, "runs", where))
+
+
+def _parse_profile(data: Any, where: str) -> Profile:
+    if not isinstance(data, dict):
+        raise ProfileError(f"{where}: a profile must be a JSON object")
+    schema = _get(data, "schema", int, where)
+    if schema != SCHEMA_VERSION:
+        raise ProfileError(f"{where}: schema {schema} is not supported (this version reads "
+                           f"schema {SCHEMA_VERSION})")
+    m = _get(data, "model", dict, where)
+    model = ModelInfo(name=_get(m, "name", str, f"{where}: model"),
+                      source=str(m.get("source", "")), parameters=dict(m.get("parameters", {})))
+    h = _get(data, "hardware", dict, where)
+    hw = Hardware(hw_class=_get(h, "class", str, f"{where}: hardware"),
+                  cpu=str(h.get("cpu", "")), gpu=h.get("gpu"),
+                  threads=_nonneg_int(h, "threads", f"{where}: hardware"),
+                  backend=str(h.get("backend", "")),
+                  versions={str(k): str(v) for k, v in dict(h.get("versions", {})).items()},
+                  description=str(h.get("description", "")))
+    raw_passes = _get(data, "passes", list, where)
+    if not raw_passes:
+        raise ProfileError(f"{where}: 'passes' is empty")
+    passes = []
+    for i, rp in enumerate(raw_passes):
+        pw = f"{where}: passes[{i}]"
+        name = _get(rp, "name", str, pw)
+        pw = f"{where}: pass {name!r}"
+        repeat = _nonneg_int(rp, "repeat", pw)
+        if repeat < 1:
+            raise ProfileError(f"{pw}: 'repeat' must be >= 1")
+        raw_blocks = _get(rp, "blocks", list, pw)
+        if not raw_blocks:
+            raise ProfileError(f"{pw}: 'blocks' is empty")
+        blocks = []
+        for j, rb in enumerate(raw_blocks):
+            bw = f"{pw} blocks[{j}]"
+            tensors = tuple(
+                TensorInfo(name=str(t.get("name", "")), shape=tuple(int(x) for x in t.get("shape", [])),
+                           dtype=str(t.get("dtype", "")), bytes=_nonneg_int(t, "bytes", bw))
+                for t in rb.get("out_tensors", []) if isinstance(t, dict))
+            blocks.append(Block(name=_get(rb, "name", str, bw),
+                                latency=_stats(_get(rb, "latency_ms", dict, bw), f"{bw} latency_ms"),
+                                out_bytes=_nonneg_int(rb, "out_bytes", bw),
+                                weight_bytes=_nonneg_int(rb, "weight_bytes", bw),
+                                out_tensors=tensors))
+        passes.append(Pass(name=name, repeat=repeat, blocks=tuple(blocks),
+                           whole=_stats(_get(rp, "whole_ms", dict, pw), f"{pw} whole_ms"),
+                           input_bytes=_nonneg_int(rp, "input_bytes", pw),
+                           output_bytes=_nonneg_int(rp, "output_bytes", pw)))
+    return Profile(model=model, hardware=hw, passes=tuple(passes),
+                   created=str(data.get("created", "")), command=str(data.get("command", "")),
+                   schema=schema)
