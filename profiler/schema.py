@@ -266,7 +266,7 @@ def _get(d: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
     v = d[key]
     if kind is float and isinstance(v, int) and not isinstance(v, bool):
         v = float(v)
-    if not isinstance(v, kind) or isinstance(v, bool) and kind is not bool:
+    if not isinstance(v, kind) or (isinstance(v, bool) and kind is not bool):
         want = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
         raise ProfileError(f"{where}: field {key!r} must be {want}, got {type(v).__name__}")
     return v
