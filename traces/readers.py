@@ -62,6 +62,7 @@ MAHIMAHI_PACKET_BYTES = 1500
 ZERO_GAP_WARN_S = 5.0
 _DIRECTIONS = {"down": "DL_bitrate", "up": "UL_bitrate"}
 _PERIOD_RE = re.compile(r"^#\s*period_s\s*=\s*(\S+)\s*$")
+_SOURCE_RE = re.compile(r"^#\s*source:\s*(.+)$")
 _SKIP_NAMES = re.compile(r"(^\.|^readme|\.md$|\.txt$|\.json$|\.png$|\.py$|\.sh$)", re.IGNORECASE)
 
 
@@ -224,9 +225,12 @@ def _read_pensieve(path: Path) -> Trace:
     return _from_samples(path, times, rates, lines, None)
 
 
-def _csv_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]], float | None]:
-    """Header (lower-cased), data rows with line numbers, and a ``# period_s=`` value."""
+def _csv_rows(
+    path: Path,
+) -> tuple[list[str], list[tuple[int, list[str]]], float | None, str]:
+    """Header (lower-cased), data rows with line numbers, ``# period_s=`` and ``# source:``."""
     period: float | None = None
+    origin = ""
     header: list[str] | None = None
     rows: list[tuple[int, list[str]]] = []
     for lineno, raw in enumerate(_read_lines(path), 1):
@@ -236,13 +240,16 @@ def _csv_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]], float
             m = _PERIOD_RE.match(raw.strip())
             if m:
                 period = _number(m.group(1), f"{path}:{lineno}", "period_s")
+            m = _SOURCE_RE.match(raw.strip())
+            if m:
+                origin = m.group(1).strip()
             continue
         cells = next(csv.reader([raw]))
         if header is None:
             header = [c.strip().lower() for c in cells]
             continue
         rows.append((lineno, cells))
-    return header or [], rows, period
+    return header or [], rows, period, origin
 
 
 def _column(path: Path, header: list[str], name: str, fmt: str) -> int:
@@ -262,7 +269,7 @@ def _cell(path: Path, lineno: int, cells: list[str], col: int, name: str) -> str
 
 
 def _read_per_second(path: Path, column: str, unit_bps: float, fmt: str, label: str) -> Trace:
-    header, rows, _ = _csv_rows(path)
+    header, rows, _, _ = _csv_rows(path)
     col = _column(path, header, column, fmt)
     rates = [
         _rate(_cell(path, ln, cells, col, column), f"{path}:{ln}", f"{column} ({label})") * unit_bps
@@ -280,7 +287,7 @@ def _read_per_second(path: Path, column: str, unit_bps: float, fmt: str, label: 
 
 
 def _read_csv(path: Path) -> Trace:
-    header, rows, period = _csv_rows(path)
+    header, rows, period, origin = _csv_rows(path)
     if header and all(_is_number(c) for c in header):
         rows.insert(0, (rows[0][0] - 1 if rows else 1, header))
         header = ["time_s", "mbps"]
@@ -288,7 +295,11 @@ def _read_csv(path: Path) -> Trace:
     rcol = _column(path, header, "mbps", "csv")
     times = [_number(_cell(path, ln, c, tcol, "time_s"), f"{path}:{ln}", "time_s") for ln, c in rows]
     rates = [_rate(_cell(path, ln, c, rcol, "mbps"), f"{path}:{ln}", "mbps") * 1e6 for ln, c in rows]
-    return _from_samples(path, times, rates, [ln for ln, _ in rows], period)
+    trace = _from_samples(path, times, rates, [ln for ln, _ in rows], period)
+    if origin:
+        trace = Trace(trace.times_s, trace.rates_bps, trace.period_s, name=trace.name,
+                      source=f"{path} [{origin}]")
+    return trace
 
 
 def _is_number(text: str) -> bool:

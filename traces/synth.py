@@ -43,7 +43,7 @@ Example::
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -69,20 +69,21 @@ def _grid(seconds: float, dt_s: float) -> npt.NDArray[np.float64]:
     n = max(1, math.ceil(seconds / dt_s - 1e-9))
     # i / (1/dt) keeps decimal steps tidy (0.3, not 0.30000000000000004) in the CSV files
     inv = 1.0 / dt_s
-    return np.arange(n) / inv if abs(inv - round(inv)) < 1e-9 else np.arange(n) * dt_s
+    grid = np.arange(n) / round(inv) if abs(inv - round(inv)) < 1e-9 else np.arange(n) * dt_s
+    return np.asarray(grid, dtype=np.float64)
 
 
 def _fading(rng: np.random.Generator, n: int, sigma: float) -> npt.NDArray[np.float64]:
     if not (math.isfinite(sigma) and sigma >= 0):
         raise TraceError(f"sigma must be finite and >= 0, got {sigma!r}")
-    return np.exp(sigma * rng.standard_normal(n) - sigma * sigma / 2.0)
+    return np.asarray(np.exp(sigma * rng.standard_normal(n) - sigma * sigma / 2.0), dtype=np.float64)
 
 
 def _kbit(rates_mbps: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     return np.round(rates_mbps * 1e3) * 1e3
 
 
-def _fmt(params: dict[str, object]) -> str:
+def _fmt(params: Mapping[str, object]) -> str:
     return " ".join(f"{k}={v}" for k, v in params.items())
 
 

@@ -104,25 +104,25 @@ class Trace:
                 f"got shapes {times.shape} and {rates.shape}"
             )
         if not np.all(np.isfinite(times)) or times[0] != 0.0:
-            raise TraceError(f"{label}: times_s must be finite and start at 0, got {times[0]!r}")
+            raise TraceError(f"{label}: times_s must be finite and start at 0, got {float(times[0])!r}")
         steps = np.diff(times)
         if np.any(steps <= 0):
             i = int(np.argmax(steps <= 0)) + 1
             raise TraceError(
                 f"{label}: times_s must be strictly increasing; segment {i} starts at "
-                f"{times[i]!r} after {times[i - 1]!r}"
+                f"{float(times[i])!r} after {float(times[i - 1])!r}"
             )
         bad = ~np.isfinite(rates) | (rates < 0)
         if np.any(bad):
             i = int(np.argmax(bad))
             raise TraceError(
-                f"{label}: rates_bps must be finite and >= 0; segment {i} has {rates[i]!r}"
+                f"{label}: rates_bps must be finite and >= 0; segment {i} has {float(rates[i])!r}"
             )
         period = float(self.period_s)
         if not math.isfinite(period) or period <= times[-1]:
             raise TraceError(
                 f"{label}: period_s must be finite and greater than the last segment start "
-                f"{times[-1]!r}, got {self.period_s!r}"
+                f"{float(times[-1])!r}, got {self.period_s!r}"
             )
         if self.end not in END_POLICIES:
             raise TraceError(f"{label}: end must be one of {END_POLICIES}, got {self.end!r}")
@@ -184,7 +184,7 @@ class Trace:
             bad = t[~(np.isfinite(t) & (t >= 0))].ravel()[0]
             raise TraceError(
                 f"{self.label}: {what} must be finite and >= 0 (seconds since trace start), "
-                f"got {bad!r}"
+                f"got {float(bad)!r}"
             )
 
     def _segment_index(self, u: npt.NDArray[np.float64]) -> npt.NDArray[np.intp]:
