@@ -228,7 +228,7 @@ def _brute_bytes(starts: list[int], rates: list[float], period_ms: int, t0: floa
     return total
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(ms_traces(), st.floats(0.0, 3.0), st.floats(0.0, 2.5), st.booleans())
 def test_finish_time_matches_brute_force(
     spec: tuple[list[int], list[float], int], t0_frac: float, periods: float, whole: bool
@@ -239,9 +239,14 @@ def test_finish_time_matches_brute_force(
     nbytes = periods * tr.bytes_per_period
     if whole:  # exact multiples of a period's bytes hit the loop point exactly
         nbytes = round(periods) * tr.bytes_per_period
-    want = _brute_finish(starts, rates, period_ms, t0, nbytes)
     got = tr.finish_time(t0, nbytes)
-    assert abs(got - want) <= 1e-6  # well inside the 1 ms resolution of the reference
+    # finish time jumps across zero gaps as nbytes grows: compare with the reference at
+    # nbytes -/+ 1e-9 of the cumulative bytes (finish_time's documented tolerance is 1e-12),
+    # so float rounding at a knife edge cannot decide the outcome
+    slack = 1e-9 * (nbytes + tr.bytes_per_period * (t0_frac + 1))
+    lo = _brute_finish(starts, rates, period_ms, t0, max(nbytes - slack, 0.0))
+    hi = _brute_finish(starts, rates, period_ms, t0, nbytes + slack)
+    assert lo - 1e-6 <= got <= hi + 1e-6  # well inside the 1 ms resolution of the reference
     assert got >= t0
     assert tr.bytes_between(t0, got) == pytest.approx(nbytes, rel=1e-9, abs=1e-3)
 

@@ -46,6 +46,8 @@ __all__ = ["END_POLICIES", "EndPolicy", "Trace"]
 
 EndPolicy = Literal["loop", "hold", "stop"]
 END_POLICIES: tuple[str, ...] = ("loop", "hold", "stop")
+#: relative tolerance in bytes of finish_time (a transfer within this fraction is complete)
+_SNAP = 1e-12
 
 ArrayLike = float | int | npt.ArrayLike
 FloatOrArray = float | npt.NDArray[np.float64]
@@ -273,7 +275,10 @@ class Trace:
     def finish_time(self, t0: ArrayLike, nbytes: ArrayLike) -> FloatOrArray:
         """Absolute time (s) at which ``nbytes`` started at ``t0`` have all been delivered.
 
-        Exact for the piecewise-constant model (the bytes flow as a fluid at the capacity).
+        Exact for the piecewise-constant model (the bytes flow as a fluid at the capacity), up
+        to a relative 1e-12 of the cumulative bytes since time 0 (at most half of ``nbytes``),
+        so float noise cannot push a transfer that ends exactly on a boundary across a
+        following zero-capacity gap.
         ``nbytes == 0`` gives ``t0``. Raises :class:`TraceError` when a transfer never
         finishes: the trace is all zero, or (policies ``stop``/``hold`` with a final rate of 0)
         fewer bytes than requested remain after ``t0``.
@@ -304,6 +309,9 @@ class Trace:
                         f"{max(per - float(start.ravel()[k]), 0.0):.0f} bytes remain before the "
                         f"trace ends at {self.period_s} s)"
                     )
+            # float noise in the prefix sums (~1e-16 relative) must not push a target that sits
+            # exactly on a boundary past a zero-capacity gap: count bytes within _SNAP as done
+            target = target - np.minimum(_SNAP * target, 0.5 * n)
             safe_target = np.where(positive, target, np.maximum(per, 1.0))
             done = np.maximum(self._inverse(np.maximum(safe_target, 0.0)), a)
             out = np.where(positive, done, a)
