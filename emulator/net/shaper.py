@@ -1,0 +1,385 @@
+"""Live trace replay: a shaper process that changes HTB rates on schedule and measures links.
+
+:class:`ShaperProcess` runs in its own process (spawned when the network is built, so the
+application's threads and the GIL cannot delay it; SCHED_FIFO when allowed). On ``start(t0)``
+it sets every shaped class to the trace's rate at ``now - t0``, then walks the traces'
+segments in time order: it sleeps until just before each change (``Event.wait``, then a short
+spin), starts the netlink change early by the running median of its own duration, and logs
+``lag = ack time - scheduled time`` (the kernel applied the change at or before the ack). A
+second thread samples each class's byte counter every ``sample_s`` and turns windows into
+``link.csv`` rows. ``stop()`` returns the lags and rows to the parent.
+
+Rates: ``capacity_bps`` from the trace is application goodput; the HTB rate is
+``capacity / PAYLOAD_FRACTION`` wire bits when overhead compensation is on (see
+:mod:`emulator.net.config`), never below ``MIN_RATE_BPS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import math
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from emulator.net.config import MIN_RATE_BPS, PAYLOAD_FRACTION
+from emulator.net.errors import NetError
+from emulator.net.tc import FRAME_BYTES, HtbRateSetter, burst_bytes, class_bytes
+from traces import Trace
+
+__all__ = ["ShapedClass", "ShaperProcess", "ShaperSettings", "lag_summary"]
+
+_SPIN_S = 0.0015  # busy-wait this long before a change (Event.wait wakes ~0.1-1 ms late)
+_CHUNK_S = 60.0  # trace segments are read ahead in chunks of this many seconds
+
+
+@dataclass(frozen=True)
+class ShapedClass:
+    """One HTB class the run shapes or measures.
+
+    :param role: ``leaf`` (own trace, updated live), ``cell`` (shared-cell parent, updated
+        live), ``child`` (a device's share of a cell: fixed floor rate, borrows up to the cell
+        ceiling; measured only).
+    :param trace: capacity (goodput bit/s) the class follows; for ``child`` the cell's trace.
+    """
+
+    ifname: str
+    ifindex: int
+    classid: int
+    parent: int
+    role: str
+    device: int
+    direction: str
+    trace: Trace
+
+
+@dataclass(frozen=True)
+class ShaperSettings:
+    """How rates map onto HTB and how often links are sampled."""
+
+    compensate_overhead: bool = True
+    burst_s: float = 0.004
+    sample_s: float = 1.0
+    realtime: bool = True
+    child_ceil_bps: dict[str, float] = field(default_factory=dict)
+
+
+def wire_Bps(capacity_bps: float, compensate: bool) -> int:
+    """HTB rate in bytes/s for a trace capacity in bit/s."""
+    bps = max(capacity_bps, MIN_RATE_BPS)
+    if compensate:
+        bps /= PAYLOAD_FRACTION
+    return max(1, int(bps / 8.0))
+
+
+def _changes(trace: Trace, t_from: float) -> Iterator[tuple[float, float]]:
+    """``(t, rate)`` for every rate change strictly after ``t_from`` (trace time), forever."""
+    last = float(trace.capacity_at(t_from))
+    a = t_from
+    while True:
+        b = a + _CHUNK_S
+        for s, _e, r in trace.segments(a, b):
+            if s > t_from and r != last:
+                yield s, r
+                last = r
+        a = b
+        if trace.end != "loop" and a > trace.period_s + _CHUNK_S:
+            return
+
+
+def lag_summary(values_ms: list[float]) -> dict[str, float]:
+    """Median, 95th percentile and max of a list of milliseconds (NaN when empty)."""
+    if not values_ms:
+        return {"median": math.nan, "p95": math.nan, "max": math.nan}
+    s = sorted(values_ms)
+    return {
+        "median": statistics.median(s),
+        "p95": s[min(len(s) - 1, math.ceil(0.95 * len(s)) - 1)],
+        "max": s[-1],
+    }
+
+
+class _Child:
+    """Runs inside the shaper process."""
+
+    def __init__(
+        self, classes: list[ShapedClass], cfg: ShaperSettings, conn: Connection | None
+    ) -> None:
+        self.classes = classes
+        self.cfg = cfg
+        self.conn = conn
+        self.stop_evt = threading.Event()
+        self.lags_ms: list[float] = []
+        self.calls_ms: list[float] = []
+        self.rows: list[dict[str, Any]] = []
+        self.rows_lock = threading.Lock()
+        self.realtime = False
+        self.errors: list[str] = []
+
+    def _msg(self, setter: HtbRateSetter, c: ShapedClass, capacity_bps: float) -> bytes:
+        rate = wire_Bps(capacity_bps, self.cfg.compensate_overhead)
+        b = burst_bytes(rate, self.cfg.burst_s)
+        return setter.encode(c.ifindex, c.classid, c.parent, rate, rate, b, b, FRAME_BYTES)
+
+    def replay(self, t0: float) -> None:
+        live = [c for c in self.classes if c.role in ("leaf", "cell")]
+        try:
+            with HtbRateSetter() as setter:
+                t_now = max(0.0, time.monotonic() - t0)
+                heap: list[tuple[float, int, float]] = []
+                iters = []
+                for k, c in enumerate(live):
+                    setter.send(self._msg(setter, c, float(c.trace.capacity_at(t_now))))
+                    it = _changes(c.trace, t_now)
+                    iters.append(it)
+                    nxt = next(it, None)
+                    if nxt is not None:
+                        heapq.heappush(heap, (nxt[0], k, nxt[1]))
+                lead = 0.0005
+                while heap and not self.stop_evt.is_set():
+                    t_s, k, rate = heapq.heappop(heap)
+                    due = t0 + t_s
+                    msg = self._msg(setter, live[k], rate)
+                    if not self._sleep_until(due - lead):
+                        break
+                    a = time.monotonic()
+                    setter.send(msg)
+                    b = time.monotonic()
+                    self.calls_ms.append((b - a) * 1e3)
+                    self.lags_ms.append((b - due) * 1e3)
+                    lead = min(statistics.median(self.calls_ms[-32:]) / 1e3, 0.005)
+                    nxt = next(iters[k], None)
+                    if nxt is not None:
+                        heapq.heappush(heap, (nxt[0], k, nxt[1]))
+        except Exception as exc:  # reported to the parent at stop()
+            self.errors.append(f"shaper: {exc}")
+
+    def _sleep_until(self, deadline: float) -> bool:
+        while True:
+            rem = deadline - time.monotonic()
+            if rem <= 0:
+                return True
+            if rem > _SPIN_S:
+                if self.stop_evt.wait(rem - _SPIN_S):
+                    return False
+            elif self.stop_evt.is_set():
+                return False
+
+    def sample(self, t0: float) -> None:
+        from pyroute2 import IPRoute
+
+        dt = self.cfg.sample_s
+        try:
+            with IPRoute() as ipr:
+                ifaces = sorted({c.ifindex for c in self.classes})
+
+                def read() -> dict[tuple[int, int], int]:
+                    out: dict[tuple[int, int], int] = {}
+                    for i in ifaces:
+                        for h, n in class_bytes(ipr, i).items():
+                            out[(i, h)] = n
+                    return out
+
+                k = max(0, math.ceil((time.monotonic() - t0) / dt))
+                if k > 0 and time.monotonic() - t0 > (k - 1) * dt + 0.1 * dt:
+                    if not self._wait(t0 + k * dt):
+                        return
+                else:
+                    k = max(k - 1, 0)
+                prev = read()
+                prev_t = time.monotonic()
+                while True:
+                    k += 1
+                    if not self._wait(t0 + k * dt):
+                        return
+                    cur = read()
+                    now = time.monotonic()
+                    self._rows(prev, cur, prev_t - t0, now - t0)
+                    prev, prev_t = cur, now
+        except Exception as exc:
+            self.errors.append(f"sampler: {exc}")
+
+    def _wait(self, deadline: float) -> bool:
+        rem = deadline - time.monotonic()
+        return not (rem > 0 and self.stop_evt.wait(rem))
+
+    def _rows(
+        self, prev: dict[tuple[int, int], int], cur: dict[tuple[int, int], int], a: float, b: float
+    ) -> None:
+        span = max(b - a, 1e-6)
+        frac = PAYLOAD_FRACTION if self.cfg.compensate_overhead else 1.0
+        new: list[dict[str, Any]] = []
+        for c in self.classes:
+            key = (c.ifindex, c.classid)
+            if key not in cur or key not in prev:
+                continue
+            wire = (cur[key] - prev[key]) * 8.0 / span
+            cap = float(c.trace.bytes_between(max(a, 0.0), max(b, 1e-9))) * 8.0 / span
+            new.append(
+                {
+                    "t_s": round(a, 4),
+                    "device": c.device,
+                    "direction": c.direction,
+                    "capacity_mbps": round(cap / 1e6, 4),
+                    "goodput_mbps": round(wire * frac / 1e6, 4),
+                    "wire_mbps": round(wire / 1e6, 4),
+                }
+            )
+        with self.rows_lock:
+            self.rows.extend(new)
+
+    def result(self) -> dict[str, Any]:
+        with self.rows_lock:
+            rows = list(self.rows)
+        return {
+            "changes": len(self.lags_ms),
+            "lag_ms": lag_summary(self.lags_ms),
+            "call_ms": lag_summary(self.calls_ms),
+            "lags_ms": list(self.lags_ms),
+            "realtime": self.realtime,
+            "errors": list(self.errors),
+            "rows": rows,
+        }
+
+
+def _child_main(classes: list[ShapedClass], cfg: ShaperSettings, conn: Connection) -> None:
+    child = _Child(classes, cfg, conn)
+    if cfg.realtime:
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
+            child.realtime = True
+        except (OSError, AttributeError):
+            child.realtime = False
+    conn.send(("ready", os.getpid()))
+    threads: list[threading.Thread] = []
+    while True:
+        try:
+            msg = conn.recv()
+        except EOFError:
+            child.stop_evt.set()
+            break
+        if msg[0] == "start" and not threads:
+            t0 = float(msg[1])
+            threads = [
+                threading.Thread(target=child.replay, args=(t0,), daemon=True),
+                threading.Thread(target=child.sample, args=(t0,), daemon=True),
+            ]
+            for t in threads:
+                t.start()
+            conn.send(("started",))
+        elif msg[0] == "poll":
+            conn.send(("result", child.result()))
+        elif msg[0] == "stop":
+            child.stop_evt.set()
+            for t in threads:
+                t.join(timeout=5.0)
+            conn.send(("result", child.result()))
+            break
+    conn.close()
+
+
+class ShaperProcess:
+    """Parent-side handle of the shaper process (started at construction, idle until start).
+
+    The process is ``python -m emulator.net.shaper --fd N`` (a plain subprocess, so the
+    caller's ``__main__`` is never re-imported); it talks over a socketpair with pickled
+    messages, the first of which is the plan (classes and settings).
+    """
+
+    def __init__(self, classes: list[ShapedClass], settings: ShaperSettings) -> None:
+        parent_sock, child_sock = socket.socketpair()
+        env = dict(os.environ)
+        root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+        fd = child_sock.fileno()
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "emulator.net.shaper", "--fd", str(fd)],
+            pass_fds=(fd,),
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
+        child_sock.close()
+        self._conn = Connection(parent_sock.detach())
+        self._result: dict[str, Any] | None = None
+        self._started = False
+        self._conn.send(("plan", classes, settings))
+        msg = self._recv(timeout=30.0)
+        assert msg[0] == "ready"
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def _recv(self, timeout: float) -> Any:
+        try:
+            if not self._conn.poll(timeout):
+                raise NetError(
+                    f"shaper process (pid {self._proc.pid}) did not answer within {timeout:.0f} s"
+                )
+            return self._conn.recv()
+        except (EOFError, OSError) as exc:
+            raise NetError(f"shaper process exited (code {self._proc.poll()})") from exc
+
+    def start(self, t0: float) -> None:
+        """Begin the replay with trace time 0 at ``t0`` (``time.monotonic()`` clock)."""
+        if self._started:
+            raise NetError("shaping already started; stop_shaping() first (one replay per run)")
+        self._conn.send(("start", t0))
+        self._recv(timeout=10.0)
+        self._started = True
+
+    def poll(self) -> dict[str, Any]:
+        """Stats and rows so far (the replay goes on)."""
+        if self._result is not None:
+            return self._result
+        self._conn.send(("poll",))
+        msg = self._recv(timeout=10.0)
+        return dict(msg[1])
+
+    def stop(self) -> dict[str, Any]:
+        """Stop the replay and the process; returns the final stats and rows."""
+        if self._result is None:
+            try:
+                self._conn.send(("stop",))
+                self._result = dict(self._recv(timeout=10.0)[1])
+            except (NetError, OSError):
+                self._result = _Child([], ShaperSettings(), None).result()
+            self.close()
+        return self._result
+
+    def close(self) -> None:
+        """Terminate the process if still running (idempotent)."""
+        try:
+            self._proc.wait(timeout=2.0)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait(timeout=2.0)
+        self._conn.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m emulator.net.shaper",
+        description="Shaper process of emulator.net (started by EmulatedNetwork, not by hand).",
+    )
+    ap.add_argument("--fd", type=int, required=True, help="socket fd to the parent")
+    args = ap.parse_args(argv)
+    conn = Connection(args.fd)
+    msg = conn.recv()
+    assert msg[0] == "plan"
+    _child_main(msg[1], msg[2], conn)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,158 @@
+"""Traffic-control plumbing: HTB setup with ``tc -batch``, in-place rate changes over netlink.
+
+Setup (once per run) feeds ``tc -batch -`` the qdiscs, classes, bfifo leaves and u32/mirred
+filters; pyroute2 0.9 has no bfifo plugin and sends a bfifo qdisc to the root, so the CLI is
+the reliable path for the static part. The live path, :class:`HtbRateSetter`, encodes an
+``RTM_NEWTCLASS`` change with pyroute2's own HTB class encoder (``tc('change-class', 'htb',
+...)`` builds the same message) and sends it on a dedicated netlink socket, without pyroute2's
+asyncio round trip: ~0.6 ms instead of ~1.3-2 ms per change on the 2-core reference machine.
+The class handle is unchanged by a change; the qdisc is never recreated. Class byte counters
+come from pyroute2's ``get_classes``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import subprocess
+from typing import Any
+
+from pyroute2 import IPRoute
+from pyroute2.netlink import NLM_F_ACK, NLM_F_REQUEST, NLMSG_ERROR
+from pyroute2.netlink.rtnl import RTM_NEWTCLASS
+from pyroute2.netlink.rtnl.tcmsg import plugins as _tc_plugins
+from pyroute2.netlink.rtnl.tcmsg import tcmsg
+
+from emulator.net.errors import NetError
+
+__all__ = ["FRAME_BYTES", "HtbRateSetter", "burst_bytes", "class_bytes", "handle", "tc_batch"]
+
+#: largest Ethernet frame HTB sees with gso_max_segs 1 (1500 MTU + 14 header)
+FRAME_BYTES: int = 1514
+
+
+def handle(major: int, minor: int) -> int:
+    """A tc handle ``major:minor`` as the kernel's 32-bit integer."""
+    return (major << 16) | minor
+
+
+def burst_bytes(rate_Bps: float, burst_s: float) -> int:
+    """HTB burst for a rate: ``burst_s`` seconds of it, at least two full frames."""
+    return max(2 * FRAME_BYTES, int(rate_Bps * burst_s))
+
+
+def tc_batch(lines: list[str], *, mnexec_pid: int | None = None) -> None:
+    """Run ``tc -batch -`` with ``lines`` (inside a host's namespace when ``mnexec_pid``).
+
+    :raises NetError: tc failed; the message holds tc's first error line and the command.
+    """
+    argv = ["tc", "-batch", "-"]
+    if mnexec_pid is not None:
+        argv = ["mnexec", "-a", str(mnexec_pid), *argv]
+    try:
+        res = subprocess.run(
+            argv, input="\n".join(lines) + "\n", capture_output=True, text=True, check=False
+        )
+    except FileNotFoundError as exc:
+        raise NetError(f"{argv[0]} not found: apt-get install iproute2 mininet") from exc
+    if res.returncode != 0:
+        err = (res.stderr.strip().splitlines() or ["(no message)"])[0]
+        raise NetError(
+            f"tc setup failed: {err} (batch of {len(lines)} commands; first: {lines[0]!r}); "
+            "check kernel support with: python -m emulator.doctor"
+        )
+
+
+class HtbRateSetter:
+    """Changes the rate/ceil/burst of existing HTB classes in place over one netlink socket."""
+
+    def __init__(self) -> None:
+        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        self._sock.bind((0, 0))
+        self._seq = 1000
+        self._htb: Any = _tc_plugins["htb"]
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __enter__(self) -> HtbRateSetter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def encode(
+        self,
+        ifindex: int,
+        classid: int,
+        parent: int,
+        rate_Bps: int,
+        ceil_Bps: int,
+        burst: int,
+        cburst: int,
+        quantum: int = FRAME_BYTES,
+    ) -> bytes:
+        """The netlink message of ``tc class change dev IF parent P classid C htb rate ..
+        ceil .. burst .. cburst .. quantum ..`` (built ahead of time, sent by :meth:`send`)."""
+        opts = self._htb.get_class_parameters(
+            {
+                "rate": int(rate_Bps),
+                "ceil": int(ceil_Bps),
+                "burst": int(burst),
+                "cburst": int(cburst),
+                "quantum": int(quantum),
+            }
+        )
+        # rate tables are legacy: the kernel derives timing from the rate itself
+        opts["attrs"] = [a for a in opts["attrs"] if a[0] not in ("TCA_HTB_RTAB", "TCA_HTB_CTAB")]
+        msg = tcmsg()
+        msg["family"] = 0
+        msg["index"] = ifindex
+        msg["handle"] = classid
+        msg["parent"] = parent
+        msg["attrs"] = [["TCA_KIND", "htb"], ["TCA_OPTIONS", opts]]
+        msg["header"]["type"] = RTM_NEWTCLASS
+        msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_ACK
+        msg["header"]["sequence_number"] = 0
+        msg.encode()
+        return bytes(msg.data)
+
+    def send(self, message: bytes) -> None:
+        """Send an encoded change and wait for the kernel's ack.
+
+        :raises NetError: the kernel refused (errno named).
+        """
+        self._seq += 1
+        data = bytearray(message)
+        struct.pack_into("=I", data, 8, self._seq)
+        self._sock.send(data)
+        while True:
+            reply = self._sock.recv(65536)
+            mtype, _flags, seq = struct.unpack_from("=HHI", reply, 4)
+            if seq != self._seq:
+                continue
+            if mtype == NLMSG_ERROR:
+                (err,) = struct.unpack_from("=i", reply, 16)
+                if err != 0:
+                    (classid,) = struct.unpack_from("=I", data, 16 + 8)
+                    raise NetError(
+                        f"HTB change-class {classid >> 16:x}:{classid & 0xFFFF:x} failed: "
+                        f"errno {-err} ({os.strerror(-err)})"
+                    )
+            return
+
+    def change(self, *args: int) -> None:
+        """:meth:`encode` then :meth:`send` (same arguments as :meth:`encode`)."""
+        self.send(self.encode(*args))
+
+
+def class_bytes(ipr: IPRoute, ifindex: int) -> dict[int, int]:
+    """Bytes sent so far by each HTB class of ``ifindex`` (handle -> bytes)."""
+    out: dict[int, int] = {}
+    for msg in ipr.get_classes(ifindex):
+        stats = msg.get_attr("TCA_STATS2")
+        basic = stats.get_attr("TCA_STATS_BASIC") if stats is not None else None
+        if basic is not None:
+            out[int(msg["handle"])] = int(basic["bytes"])
+    return out

@@ -1,0 +1,458 @@
+"""The emulated network of one run: devices -- AP bridge -- MEC, shaped live from traces.
+
+Layout (Mininet, LinuxBridge switch, no controller)::
+
+    <id>d0 ─veth─┐                          ┌ uplink:   every device port's ingress
+    <id>d1 ─veth─┤ <id>ap (bridge) ─wire─ <id>m │ is redirected to IFB <id>iu (HTB, u32 src ip)
+    ...          │                          └ downlink: the MEC port's ingress to IFB <id>id
+                                                (HTB, u32 dst ip); wire = veth, or the TAP
+                                                relay when delay is needed and netem is absent
+
+The wireless hop is shaped in the root namespace by HTB on two IFBs: one class per device (its
+own trace), or for a shared cell one parent class at the cell's rate with one child per device
+(floor rate, ceil = the cell's peak) so idle devices lend capacity. Every class has a bfifo leaf
+of ``queue_bytes``. All veths have ``gso_max_segs 1`` and TSO/GSO off (per-frame shaping), and
+every host has ``net.ipv4.tcp_slow_start_after_idle=0``. Unclassified frames (ARP) pass unshaped.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any
+
+from emulator.net.cleanup import RunState, delete_links, kill_tracked, proc_start_time
+from emulator.net.config import DEFAULT_QUEUE_BYTES, NetConfig, new_run_id
+from emulator.net.delay import DelayMethod, delay_line, netem_available
+from emulator.net.errors import NetError
+from emulator.net.shaper import ShapedClass, ShaperProcess, ShaperSettings, wire_Bps
+from emulator.net.tc import FRAME_BYTES, burst_bytes, handle, tc_batch
+from traces import Trace
+
+__all__ = ["MEC_IP", "EmulatedNetwork", "device_ip"]
+
+MEC_IP = "10.0.0.254"
+_PREFIX = 24
+_MIN_RATE_BPS_CHILD = 8_000.0
+
+
+def device_ip(i: int) -> str:
+    """Address of device ``i`` (``10.0.0.<i+1>``)."""
+    return f"10.0.0.{i + 1}"
+
+
+def _prepare(trace: Trace, resample_s: float | None) -> Trace:
+    if resample_s is None or trace.times_s.size < 2:
+        return trace
+    shortest = float(min(trace.times_s[1:] - trace.times_s[:-1]))
+    return trace.resampled(resample_s) if shortest < resample_s - 1e-12 else trace
+
+
+def _sh(argv: list[str]) -> None:
+    res = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        raise NetError(f"{' '.join(argv)} failed: {res.stderr.strip()}")
+
+
+class EmulatedNetwork:
+    """Builds the network on ``__enter__``, tears down exactly what it made on ``__exit__``.
+
+    Nothing is shaped until :meth:`start_shaping`; before that the classes sit at the traces'
+    rates at time 0. See the module docstring for the layout.
+    """
+
+    def __init__(self, cfg: NetConfig, *, verbose: bool = True) -> None:
+        cfg.validate()
+        self.cfg = cfg
+        self.run_id: str = cfg.run_id or new_run_id()
+        self.verbose = verbose
+        self.up_traces = [_prepare(t, cfg.resample_s) for t in cfg.uplink_traces()]
+        self.down_traces = [_prepare(t, cfg.resample_s) for t in cfg.downlink_traces()]
+        self.delay_method: DelayMethod = "none"
+        self.queue_bytes = cfg.queue_bytes or self._default_queue()
+        self.mec: Any = None
+        self.devices: list[Any] = []
+        self._net: Any = None
+        self._state: RunState | None = None
+        self._shaper: ShaperProcess | None = None
+        self._relay: subprocess.Popen[str] | None = None
+        self._procs: list[subprocess.Popen[Any]] = []
+        self._classes: list[ShapedClass] = []
+        self._prev_sigterm: Any = None
+        self._t0: float | None = None
+        self._final: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------ names
+    @property
+    def ap_name(self) -> str:
+        return f"{self.run_id}ap"
+
+    def _ap_port(self, k: int) -> str:
+        return f"{self.ap_name}-eth{k}"
+
+    @property
+    def ifb_up(self) -> str:
+        return f"{self.run_id}iu"
+
+    @property
+    def ifb_down(self) -> str:
+        return f"{self.run_id}id"
+
+    @property
+    def mec_port(self) -> str:
+        """The AP-side end of the AP<->MEC wire."""
+        if self.delay_method == "tun-relay":
+            return f"{self.run_id}ta"
+        return self._ap_port(self.cfg.n_devices + 1)
+
+    def _default_queue(self) -> int:
+        peak = max([t.percentile_bps(95) for t in self.up_traces + self.down_traces] or [0.0])
+        rtt = max(2 * self.cfg.one_way_delay_s, 0.0)
+        return int(max(DEFAULT_QUEUE_BYTES, 2 * peak / 8 * rtt))
+
+    def _say(self, line: str) -> None:
+        if self.verbose:
+            print(f"emulator.net[{self.run_id}]: {line}", file=sys.stderr, flush=True)
+
+    # ------------------------------------------------------------------ lifecycle
+    def __enter__(self) -> EmulatedNetwork:
+        if os.geteuid() != 0:
+            raise NetError(
+                "the emulated network needs root: sudo .venv/bin/python ... (check with "
+                "python -m emulator.doctor)"
+            )
+        n = self.cfg.n_devices
+        links = [
+            self.ap_name,
+            *[self._ap_port(k) for k in range(1, n + 2)],
+            self.ifb_up,
+            self.ifb_down,
+            f"{self.run_id}ta",
+        ]
+        self._state = RunState.new(self.run_id)
+        self._state.links = links
+        self._state.save()
+        self._install_sigterm()
+        try:
+            self._build()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _install_sigterm(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+
+            def _on_term(signum: int, frame: FrameType | None) -> None:
+                raise SystemExit(128 + signum)
+
+            self._prev_sigterm = signal.signal(signal.SIGTERM, _on_term)
+
+    def _build(self) -> None:
+        from mininet.log import lg
+        from mininet.net import Mininet
+        from mininet.nodelib import LinuxBridge
+
+        assert self._state is not None
+        cfg = self.cfg
+        t_build = time.monotonic()
+        if lg.getEffectiveLevel() < 40:
+            lg.setLogLevel("error")
+        _sh(["ip", "link", "add", self.ifb_up, "type", "ifb"])
+        if cfg.one_way_delay_s > 0:
+            self.delay_method = "netem" if netem_available(self.ifb_up) else "tun-relay"
+        net = Mininet(build=False, controller=None, switch=LinuxBridge, autoSetMacs=True)
+        self._net = net
+        ap = net.addSwitch(self.ap_name, dpid="1")
+        self.devices = [
+            net.addHost(f"{self.run_id}d{i}", ip=f"{device_ip(i)}/{_PREFIX}")
+            for i in range(cfg.n_devices)
+        ]
+        self.mec = net.addHost(f"{self.run_id}m", ip=f"{MEC_IP}/{_PREFIX}")
+        for h in self.devices:
+            net.addLink(h, ap)
+        if self.delay_method != "tun-relay":
+            net.addLink(self.mec, ap)
+        net.build()
+        for h in [*self.devices, self.mec]:
+            self._state.track(h.pid, f"mininet:{h.name}")
+        net.start()
+        if self.delay_method == "tun-relay":
+            self._start_relay()
+        self._tune_links()
+        self._setup_htb()
+        if self.delay_method == "netem":
+            d = f"{cfg.one_way_delay_s * 1e3:.3f}ms"
+            tc_batch([f"qdisc add dev {self.mec_port} root netem delay {d} limit 100000"])
+            tc_batch(
+                [f"qdisc add dev {self.mec.defaultIntf()} root netem delay {d} limit 100000"],
+                mnexec_pid=self.mec.pid,
+            )
+        self._shaper = ShaperProcess(
+            self._classes,
+            ShaperSettings(cfg.compensate_overhead, cfg.burst_s, cfg.sample_s, cfg.realtime),
+        )
+        self._state.track(self._shaper.pid, "shaper")
+        self._say(
+            f"{cfg.n_devices} device(s) + MEC up in {time.monotonic() - t_build:.2f} s; "
+            f"{'shared cell' if cfg.shared_cell else 'per-device links'}; queue "
+            f"{self.queue_bytes} B; downlink {'shaped' if self.down_traces else 'unshaped'}"
+        )
+        if cfg.one_way_delay_s > 0:
+            self._say(delay_line(self.delay_method, cfg.one_way_delay_s))
+
+    def _start_relay(self) -> None:
+        assert self._state is not None
+        inner, outer = f"{self.run_id}tm", f"{self.run_id}ta"
+        argv = [
+            sys.executable,
+            "-m",
+            "emulator.net.tunrelay",
+            "--netns-pid",
+            str(self.mec.pid),
+            "--inner",
+            inner,
+            "--outer",
+            outer,
+            "--delay-s",
+            repr(self.cfg.one_way_delay_s),
+        ]
+        if self.cfg.realtime:
+            argv.append("--realtime")
+        env = dict(os.environ)
+        root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+        self._relay = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+        )
+        self._state.track(self._relay.pid, "tunrelay")
+        assert self._relay.stdout is not None
+        line = self._relay.stdout.readline().strip()
+        if line != "ready":
+            raise NetError(
+                f"delay relay failed to start (exit {self._relay.poll()}); "
+                "check TUN support: python -m emulator.doctor"
+            )
+        from mininet.link import Intf
+
+        _sh(["ip", "link", "set", outer, "master", self.ap_name])
+        _sh(["ip", "link", "set", outer, "up"])
+        Intf(inner, node=self.mec)
+        self.mec.setIP(MEC_IP, _PREFIX, intf=inner)
+        self.mec.cmd(f"ip link set {inner} up")
+
+    def _tune_links(self) -> None:
+        for h in [*self.devices, self.mec]:
+            cmds = ["sysctl -qw net.ipv4.tcp_slow_start_after_idle=0"]
+            for intf in h.intfNames():
+                if intf == "lo":
+                    continue
+                cmds.append(f"ip link set dev {intf} gso_max_segs 1")
+                cmds.append(f"ethtool -K {intf} tso off gso off >/dev/null 2>&1")
+            h.cmd("; ".join(cmds))
+        for k in range(1, self.cfg.n_devices + 2):
+            port = self._ap_port(k)
+            if Path(f"/sys/class/net/{port}").exists():
+                subprocess.run(
+                    ["ip", "link", "set", "dev", port, "gso_max_segs", "1"],
+                    capture_output=True,
+                    check=False,
+                )
+                subprocess.run(
+                    ["ethtool", "-K", port, "tso", "off", "gso", "off"],
+                    capture_output=True,
+                    check=False,
+                )
+
+    def _ifindex(self, name: str) -> int:
+        try:
+            return int(Path(f"/sys/class/net/{name}/ifindex").read_text())
+        except OSError as exc:
+            raise NetError(f"interface {name} vanished during setup") from exc
+
+    def _setup_htb(self) -> None:
+        cfg = self.cfg
+        n = cfg.n_devices
+        lines: list[str] = []
+        dirs: list[tuple[str, str, list[Trace], list[str]]] = [
+            ("up", self.ifb_up, self.up_traces, [self._ap_port(k) for k in range(1, n + 1)])
+        ]
+        if self.down_traces:
+            _sh(["ip", "link", "add", self.ifb_down, "type", "ifb"])
+            dirs.append(("down", self.ifb_down, self.down_traces, [self.mec_port]))
+        for direction, ifb, traces, ports in dirs:
+            _sh(["ip", "link", "set", ifb, "up"])
+            idx = self._ifindex(ifb)
+            match = "src" if direction == "up" else "dst"
+            lines.append(f"qdisc add dev {ifb} root handle 1: htb default fff")
+            parent = handle(1, 0)
+            if cfg.shared_cell:
+                cell = traces[0]
+                r = wire_Bps(float(cell.capacity_at(0.0)), cfg.compensate_overhead)
+                b = burst_bytes(r, cfg.burst_s)
+                lines.append(
+                    f"class add dev {ifb} parent 1: classid 1:1 htb rate {r * 8}bit "
+                    f"ceil {r * 8}bit burst {b} cburst {b} quantum {FRAME_BYTES}"
+                )
+                self._classes.append(
+                    ShapedClass(ifb, idx, handle(1, 1), parent, "cell", -1, direction, cell)
+                )
+                parent = handle(1, 1)
+            for i in range(n):
+                minor = 0x10 + i
+                tr = traces[0] if len(traces) == 1 else traces[i]
+                if cfg.shared_cell:
+                    peak = float(max(tr.rates_bps.max(), _MIN_RATE_BPS_CHILD))
+                    rate = wire_Bps(_MIN_RATE_BPS_CHILD, cfg.compensate_overhead)
+                    ceil = wire_Bps(peak, cfg.compensate_overhead)
+                    role = "child"
+                    par = "1:1"
+                else:
+                    rate = ceil = wire_Bps(float(tr.capacity_at(0.0)), cfg.compensate_overhead)
+                    role = "leaf"
+                    par = "1:"
+                b = burst_bytes(ceil, cfg.burst_s)
+                lines.append(
+                    f"class add dev {ifb} parent {par} classid 1:{minor:x} htb rate "
+                    f"{rate * 8}bit ceil {ceil * 8}bit burst {b} cburst {b} "
+                    f"quantum {FRAME_BYTES}"
+                )
+                lines.append(
+                    f"qdisc add dev {ifb} parent 1:{minor:x} handle {minor:x}: bfifo "
+                    f"limit {self.queue_bytes}"
+                )
+                lines.append(
+                    f"filter add dev {ifb} parent 1: protocol ip prio 1 u32 match ip "
+                    f"{match} {device_ip(i)}/32 flowid 1:{minor:x}"
+                )
+                self._classes.append(
+                    ShapedClass(ifb, idx, handle(1, minor), parent, role, i, direction, tr)
+                )
+            for port in ports:
+                lines.append(f"qdisc add dev {port} handle ffff: ingress")
+                lines.append(
+                    f"filter add dev {port} parent ffff: protocol all u32 match u32 0 0 "
+                    f"action mirred egress redirect dev {ifb}"
+                )
+        tc_batch(lines)
+
+    def close(self) -> None:
+        """Tear down everything this run created (idempotent; used by ``__exit__``)."""
+        errors: list[str] = []
+        if self._shaper is not None:
+            try:
+                self._final = self._shaper.stop()
+            except Exception as exc:
+                errors.append(f"shaper: {exc}")
+            self._shaper = None
+        if self._procs:
+            state = self._state
+            if state is not None:
+                kill_tracked([p for p in state.procs if p.tag.startswith("popen")])
+            for p in self._procs:
+                try:
+                    p.wait(timeout=2.0)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+            self._procs = []
+        if self._relay is not None:
+            try:
+                assert self._relay.stdin is not None
+                self._relay.stdin.close()
+                self._relay.terminate()
+                self._relay.wait(timeout=2.0)
+            except Exception:
+                self._relay.kill()
+            self._relay = None
+        if self._net is not None:
+            try:
+                self._net.stop()
+            except Exception as exc:
+                errors.append(f"mininet stop: {exc}")
+            self._net = None
+        if self._state is not None:
+            kill_tracked([p for p in self._state.procs if p.tag.startswith("mininet:")])
+            delete_links(self._state.links)
+            self._state.path.unlink(missing_ok=True)
+            self._state = None
+        if self._prev_sigterm is not None:
+            signal.signal(signal.SIGTERM, self._prev_sigterm)
+            self._prev_sigterm = None
+        if errors:
+            self._say("teardown: " + "; ".join(errors))
+
+    # ------------------------------------------------------------------ running
+    def popen(self, host: Any, argv: list[str], **kw: Any) -> subprocess.Popen[Any]:
+        """Start ``argv`` in ``host``'s namespace (own session); killed at teardown."""
+        if self._state is None:
+            raise NetError("popen needs a running network: use it inside `with EmulatedNetwork`")
+        p: subprocess.Popen[Any] = subprocess.Popen(["mnexec", "-da", str(host.pid), *argv], **kw)
+        self._procs.append(p)
+        self._state.track(p.pid, f"popen:{host.name}:{os.path.basename(argv[0])}")
+        return p
+
+    def start_shaping(self, t0_monotonic: float | None = None) -> None:
+        """Start the live replay; trace time 0 is ``t0_monotonic`` (default: now)."""
+        if self._shaper is None:
+            raise NetError("start_shaping needs a running network (inside `with`)")
+        self._t0 = time.monotonic() if t0_monotonic is None else float(t0_monotonic)
+        self._shaper.start(self._t0)
+
+    def stop_shaping(self) -> None:
+        """Stop the replay (rates stay as last set); stats and rows remain readable."""
+        if self._shaper is not None:
+            self._final = self._shaper.stop()
+            self._shaper = None
+
+    def _result(self) -> dict[str, Any]:
+        if self._shaper is not None:
+            return self._shaper.poll()
+        return self._final or {"changes": 0, "rows": [], "lag_ms": {}, "call_ms": {}}
+
+    def capacity_at(self, device_index: int, t_trace: float) -> float:
+        """Uplink capacity (goodput bit/s) configured for a device at trace time ``t_trace``;
+        with a shared cell, the cell's capacity."""
+        if not 0 <= device_index < self.cfg.n_devices:
+            raise NetError(
+                f"device_index must be in 0..{self.cfg.n_devices - 1}, got {device_index}"
+            )
+        tr = self.up_traces[0] if len(self.up_traces) == 1 else self.up_traces[device_index]
+        return float(tr.capacity_at(max(t_trace, 0.0)))
+
+    def link_rows(self) -> list[dict[str, Any]]:
+        """Per ``sample_s`` window and shaped class: ``t_s, device, direction, capacity_mbps,
+        goodput_mbps, wire_mbps`` (device ``-1`` is a shared cell's total)."""
+        return list(self._result().get("rows", []))
+
+    def shaper_stats(self) -> dict[str, Any]:
+        """``changes``, ``lag_ms`` (median/p95/max), ``call_ms``, ``realtime``, ``errors``."""
+        res = dict(self._result())
+        res.pop("rows", None)
+        res.pop("lags_ms", None)
+        res["delay_method"] = self.delay_method
+        res["queue_bytes"] = self.queue_bytes
+        return res
+
+    def elapsed(self) -> float:
+        """Trace time now (seconds since ``t0``), NaN before :meth:`start_shaping`."""
+        return math.nan if self._t0 is None else time.monotonic() - self._t0
+
+    def host_pid_alive(self) -> bool:
+        return self.mec is not None and proc_start_time(self.mec.pid) is not None
