@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 
 import traces
 from traces import Trace, TraceError
+from traces._search import BucketIndex
+from traces.readers import trace_from_mahimahi
 
 
 def _trace(starts: list[float], rates_mbps: list[float], period: float, **kw: object) -> Trace:
@@ -276,3 +278,34 @@ def test_vectorised_equals_scalar(
     assert isinstance(vec, np.ndarray) and vec.shape == t0.shape
     np.testing.assert_array_equal(vec, [tr.finish_time(a, b) for a, b in zip(t0s, nbytes, strict=True)])
     np.testing.assert_array_equal(tr.capacity_at(t0), [tr.capacity_at(a) for a in t0s])
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(st.floats(0.0, 100.0), min_size=1, max_size=300),
+    st.lists(st.floats(-10.0, 110.0), min_size=1, max_size=60),
+    st.sampled_from(["left", "right"]),
+)
+def test_bucket_index_equals_searchsorted(xs: list[float], qs: list[float], side: str) -> None:
+    arr = np.sort(np.array(xs + xs[: len(xs) // 3]))  # with duplicates, as cum bytes over gaps
+    q = np.concatenate([np.array(qs), arr, np.nextafter(arr, np.inf), np.nextafter(arr, -np.inf)])
+    got = BucketIndex(arr, side)(q)  # type: ignore[arg-type]
+    np.testing.assert_array_equal(got, np.searchsorted(arr, q, side=side))  # type: ignore[call-overload]
+
+
+def test_large_vectorised_queries_equal_scalar_ones() -> None:
+    # > 16 segments and > 256 queries: the bucket-index path, on a bursty 1 ms trace with gaps
+    rng = np.random.default_rng(4)
+    stamps = np.sort(np.concatenate([rng.integers(0, 3000, 4000), rng.integers(5000, 9000, 3000)]))
+    stamps[-1] = 9500
+    tr = trace_from_mahimahi(stamps)
+    t0 = rng.uniform(0, 40, 3000)
+    nbytes = rng.uniform(0, 3 * tr.bytes_per_period, 3000)
+    vec = tr.finish_time(t0, nbytes)
+    np.testing.assert_array_equal(vec, [tr.finish_time(a, b) for a, b in zip(t0.tolist(), nbytes.tolist(), strict=True)])
+    np.testing.assert_array_equal(tr.capacity_at(t0), [tr.capacity_at(a) for a in t0.tolist()])
+    t1 = t0 + rng.uniform(0, 20, 3000)
+    np.testing.assert_array_equal(
+        tr.bytes_between(t0, t1), [tr.bytes_between(a, b) for a, b in zip(t0.tolist(), t1.tolist(), strict=True)]
+    )
+    assert np.all(vec >= t0)

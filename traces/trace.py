@@ -41,6 +41,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from traces._search import BucketIndex
 from traces.errors import TraceError
 
 __all__ = ["END_POLICIES", "EndPolicy", "Trace"]
@@ -49,6 +50,9 @@ EndPolicy = Literal["loop", "hold", "stop"]
 END_POLICIES: tuple[str, ...] = ("loop", "hold", "stop")
 #: relative tolerance in bytes of finish_time (a transfer within this fraction is complete)
 _SNAP = 1e-12
+# vectorised queries use a bucket index (traces/_search.py) above these sizes
+_BUCKET_MIN_SEGMENTS = 16
+_BUCKET_MIN_QUERIES = 256
 
 ArrayLike = float | int | npt.ArrayLike
 FloatOrArray = float | npt.NDArray[np.float64]
@@ -100,6 +104,8 @@ class Trace:
     _lists: tuple[list[float], list[float], list[float]] = field(
         init=False, repr=False, compare=False
     )
+    # bucket indexes for large vectorised queries, built on first use
+    _index: dict[str, BucketIndex] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         label = self.label
@@ -146,6 +152,7 @@ class Trace:
         object.__setattr__(self, "period_s", period)
         object.__setattr__(self, "_cum", cum)
         object.__setattr__(self, "_lists", (times.tolist(), rates.tolist(), cum.tolist()))
+        object.__setattr__(self, "_index", {})
 
     # ------------------------------------------------------------------ identity
     @property
@@ -195,8 +202,21 @@ class Trace:
                 f"got {float(bad)!r}"
             )
 
+    def _search(
+        self, key: Literal["times", "cum"], q: npt.NDArray[np.float64]
+    ) -> npt.NDArray[np.intp]:
+        """``searchsorted`` (times: right, cum: left); bucketed for big arrays, same result."""
+        xs = self.times_s if key == "times" else self._cum
+        side: Literal["left", "right"] = "right" if key == "times" else "left"
+        if xs.size < _BUCKET_MIN_SEGMENTS or q.size < _BUCKET_MIN_QUERIES:
+            return np.searchsorted(xs, q, side=side)
+        index = self._index.get(key)
+        if index is None:
+            index = self._index[key] = BucketIndex(xs, side)
+        return index(q)
+
     def _segment_index(self, u: npt.NDArray[np.float64]) -> npt.NDArray[np.intp]:
-        i = np.searchsorted(self.times_s, u, side="right") - 1
+        i = self._search("times", u) - 1
         return np.clip(i, 0, self.times_s.size - 1)
 
     def _wrap(self, t: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64], ...]:
@@ -227,7 +247,7 @@ class Trace:
     def _time_within(self, rem: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """Earliest u in [0, period] with cum(u) >= rem, for 0 < rem <= bytes_per_period."""
         cum = self._cum
-        j = np.clip(np.searchsorted(cum, rem, side="left"), 1, self.times_s.size)
+        j = np.clip(self._search("cum", rem), 1, self.times_s.size)
         i = j - 1
         rate = self.rates_bps[i]
         safe = np.where(rate > 0, rate, 1.0)
