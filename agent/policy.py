@@ -48,6 +48,9 @@ class Observation:
     """The MEC's own estimate of how long a new job would wait before it starts."""
     time_s: float = 0.0
     """Time since the start of the run (for logging; policies should not need it)."""
+    mec_accepts: bool = True
+    """False while the MEC rejects new sessions (its queue is at its limit): offloading is
+    then infeasible and policies must run the request locally."""
 
 
 @dataclass(frozen=True)

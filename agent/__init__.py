@@ -1,0 +1,50 @@
+"""The split agent: latency model, simulator (Gymnasium env), baselines, oracle, RL training
+and evaluation.
+
+Modules, one concept each::
+
+    errors        AgentError, PolicyMismatchError
+    link          a device's link: traces + propagation delay, fast exact finish times
+    latency       the latency model: timeline of one request (LatencyModel, simulate_request)
+    actions       the action space (split index -> Decision), per-action cost constants
+    observation   the observation vector shared by the env and live RL policies
+    scenario      devices, arrivals, MEC, running a policy with the exact model
+    tables        precomputed per-split timelines that make the env step cheap
+    env           the Gymnasium env "AigcSplit-v0"
+    oracle        per-request optimum with knowledge of the future
+    policies      make_policy(spec, device_profile, mec_profile): local/offload/fixed/greedy/RL
+    train         python -m agent.train
+    evaluate      python -m agent.evaluate
+    policy        (interface) Workload, Observation, Decision, Policy
+
+Importing :mod:`agent` registers the env id ``AigcSplit-v0`` with Gymnasium.
+"""
+
+from __future__ import annotations
+
+from agent.errors import AgentError, PolicyMismatchError
+from agent.policy import Decision, Observation, Policy, Workload
+
+__all__ = [
+    "ENV_ID",
+    "AgentError",
+    "Decision",
+    "Observation",
+    "Policy",
+    "PolicyMismatchError",
+    "Workload",
+]
+
+ENV_ID = "AigcSplit-v0"
+
+
+def _register() -> None:
+    try:
+        from gymnasium.envs.registration import register, registry
+    except ImportError:  # pragma: no cover - gymnasium is a dependency
+        return
+    if ENV_ID not in registry:
+        register(id=ENV_ID, entry_point="agent.env:AigcSplitEnv")
+
+
+_register()

@@ -1,0 +1,146 @@
+"""The action space: one split index per request, and what it costs before it runs.
+
+Action ``a`` in ``0..N`` (``N`` = blocks of the model's *main pass*: the pass with the largest
+device time per request, e.g. GPT-2's ``decode`` or SD's ``unet``) splits every pass that has
+the same blocks as the main pass at ``a`` (GPT-2: prefill and decode share their blocks and the
+KV cache stays consistent). Passes with other blocks (SD's text encoder and VAE decoder) run on
+the MEC when ``a == 0`` (full offload) and on the device otherwise. ``a == N`` is fully local.
+
+:meth:`SplitActions.costs` gives per-action constants for one workload (compute, bytes, round
+trips), from which :meth:`ActionCosts.predict` is the latency the shared model predicts under
+a constant throughput estimate: what the greedy baseline minimises and what the RL observation
+carries as features.
+
+Masks (:meth:`SplitActions.mask`): an action is infeasible when the MEC rejects new sessions
+(its queue is at its limit; then only the local action is allowed), or when the blocks it puts
+on the device need more weight memory than ``device_memory_bytes`` (optional).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from agent.latency import LatencyModel
+from agent.policy import Decision, Workload
+
+__all__ = ["ActionCosts", "SplitActions"]
+
+F64 = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class ActionCosts:
+    """Per-action constants of one workload (arrays of length ``n_actions``)."""
+
+    compute_s: F64
+    """Device plus MEC compute of the whole request."""
+    xfer_bytes: F64
+    """Bytes up plus bytes down of the whole request."""
+    round_trips: F64
+    """Offloaded pass instances (each pays one round trip of propagation delay)."""
+    offloads: npt.NDArray[np.bool_]
+    local_s: float
+    """Latency of the fully local request."""
+    pre_s: F64
+    """Device time before the first upload (local passes before the first offloaded one, plus
+    that pass's device part)."""
+    first_up_bytes: F64
+    repeats: tuple[tuple[str, int], ...]
+
+    def predict(self, throughput_bps: float, rtt_s: float, wait_s: float) -> F64:
+        """Predicted latency of every action with a constant throughput (up and down)."""
+        thr = throughput_bps if throughput_bps > 1.0 else 1.0
+        out: F64 = (self.compute_s + self.xfer_bytes * (8.0 / thr) + self.round_trips * rtt_s
+                    + self.offloads * wait_s)
+        return out
+
+
+class SplitActions:
+    """Maps action indices to :class:`~agent.policy.Decision` s for one model."""
+
+    def __init__(self, model: LatencyModel, *, device_memory_bytes: int | None = None) -> None:
+        self.model = model
+        default = Workload(model.model)
+        reps = model.repeats(default)
+        main = max(model.passes, key=lambda p: p.local_s * max(reps[p.name], 1))
+        self.main_pass = main.name
+        self.n_blocks = main.n_blocks
+        self.n_actions = main.n_blocks + 1
+        self.local_action = main.n_blocks
+        self.offload_action = 0
+        self._group = {p.name for p in model.passes if p.block_names == main.block_names}
+        self._decisions = [self._make_decision(a) for a in range(self.n_actions)]
+        self._cache: dict[tuple[tuple[str, int], ...], ActionCosts] = {}
+        mask = np.ones(self.n_actions, dtype=bool)
+        if device_memory_bytes is not None:
+            for a in range(self.n_actions):
+                need = 0
+                for p, dp in zip(model.passes, model.device_profile.passes, strict=True):
+                    k = self._split(p.name, p.n_blocks, a)
+                    need = max(need, sum(b.weight_bytes for b in dp.blocks[:k]))
+                mask[a] = need <= device_memory_bytes
+            if not mask.any():
+                mask[0] = True
+        self._static_mask = mask
+        self._local_only = np.zeros(self.n_actions, dtype=bool)
+        self._local_only[self.local_action] = True
+        if not self._static_mask[self.local_action]:
+            self._local_only = self._static_mask.copy()
+
+    def _split(self, name: str, n: int, a: int) -> int:
+        if name in self._group:
+            return a
+        return 0 if a == 0 else n
+
+    def _make_decision(self, a: int) -> Decision:
+        splits = {p.name: self._split(p.name, p.n_blocks, a) for p in self.model.passes}
+        return Decision(splits=splits, action=a)
+
+    def decision(self, action: int) -> Decision:
+        """The decision for action index ``action``."""
+        return self._decisions[int(action)]
+
+    def mask(self, mec_accepts: bool = True) -> npt.NDArray[np.bool_]:
+        """Feasible actions (a fresh boolean array)."""
+        return (self._static_mask if mec_accepts else self._local_only).copy()
+
+    def costs(self, workload: Workload | Mapping[str, int]) -> ActionCosts:
+        """Per-action constants for a workload (or a mapping of pass repeats); cached."""
+        reps = (self.model.repeats(workload) if isinstance(workload, Workload)
+                else self.model.repeats(Workload(self.model.model, dict(workload))))
+        key = tuple(sorted(reps.items()))
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        n = self.n_actions
+        comp = np.zeros(n)
+        xfer = np.zeros(n)
+        rts = np.zeros(n)
+        pre = np.zeros(n)
+        first = np.zeros(n)
+        for a in range(n):
+            seen_offload = False
+            for p in self.model.passes:
+                k = self._split(p.name, p.n_blocks, a)
+                r = reps[p.name]
+                if r == 0:
+                    continue
+                comp[a] += r * (p.device_s[k] + (p.mec_s[k] if k < p.n_blocks else 0.0))
+                if k < p.n_blocks:
+                    xfer[a] += r * (p.up_bytes[k] + p.down_bytes[k])
+                    rts[a] += r
+                    if not seen_offload:
+                        pre[a] += p.device_s[k]
+                        first[a] = p.up_bytes[k]
+                        seen_offload = True
+                elif not seen_offload:
+                    pre[a] += r * p.device_s[k]
+        c = ActionCosts(compute_s=comp, xfer_bytes=xfer, round_trips=rts, offloads=rts > 0,
+                        local_s=float(comp[self.local_action]), pre_s=pre,
+                        first_up_bytes=first, repeats=key)
+        self._cache[key] = c
+        return c

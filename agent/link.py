@@ -1,0 +1,146 @@
+"""The wireless hop of one device: uplink and downlink capacity traces plus propagation delay.
+
+:class:`FastTrace` answers the two questions the latency model asks of a
+:class:`traces.Trace` -- *when do ``B`` bytes started at ``t0`` finish* and *what was the mean
+rate over ``[t0, t1)``* -- for one scalar at a time, with :mod:`bisect` on Python lists
+instead of numpy (about 1-2 us per call instead of ~30 us). It follows the same fluid model
+as :meth:`traces.Trace.finish_time` (bytes flow at the capacity; zero-capacity gaps stall;
+the trace loops at its end) and agrees with it to floating-point rounding (tested). Traces with
+an end policy other than ``loop`` are delegated to the trace itself.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left, bisect_right
+from dataclasses import dataclass, field
+
+from traces import Trace, TraceError
+
+__all__ = ["FastTrace", "Link", "fast_trace"]
+
+
+class FastTrace:
+    """Scalar, exact finish times and mean rates over a looping :class:`traces.Trace`."""
+
+    __slots__ = ("_bytes_per_period", "_cum", "_loop", "_n", "_rates", "_times", "period_s", "trace")
+
+    def __init__(self, trace: Trace) -> None:
+        self.trace = trace
+        self.period_s = float(trace.period_s)
+        self._times: list[float] = [float(x) for x in trace.times_s]
+        self._rates: list[float] = [float(x) / 8.0 for x in trace.rates_bps]  # bytes/s
+        ends = [*self._times[1:], self.period_s]
+        cum = [0.0]
+        for t0, t1, r in zip(self._times, ends, self._rates, strict=True):
+            cum.append(cum[-1] + r * (t1 - t0))
+        self._cum = cum
+        self._n = len(self._times)
+        self._bytes_per_period = cum[-1]
+        self._loop = trace.end == "loop"
+        if self._bytes_per_period <= 0.0:
+            raise TraceError(f"{trace.label}: the trace has zero capacity everywhere, so no "
+                             "transfer over it finishes; use a trace with some capacity")
+
+    def cum_bytes(self, t: float) -> float:
+        """Bytes deliverable in ``[0, t)``."""
+        if not self._loop:
+            return float(self.trace.bytes_between(0.0, t))
+        k = math.floor(t / self.period_s)
+        u = t - k * self.period_s
+        i = bisect_right(self._times, u) - 1
+        if i < 0:
+            i = 0
+        return k * self._bytes_per_period + self._cum[i] + self._rates[i] * (u - self._times[i])
+
+    def finish(self, t0: float, nbytes: float) -> float:
+        """Absolute time at which ``nbytes`` started at ``t0`` are delivered (``t0`` if 0)."""
+        if nbytes <= 0.0:
+            return t0
+        if not self._loop:
+            return float(self.trace.finish_time(t0, nbytes))
+        target = self.cum_bytes(t0) + nbytes
+        per = self._bytes_per_period
+        k = math.floor(target / per)
+        rem = target - k * per
+        if rem <= 0.0:
+            k -= 1
+            rem += per
+        j = bisect_left(self._cum, rem)
+        if j < 1:
+            j = 1
+        elif j > self._n:
+            j = self._n
+        i = j - 1
+        rate = self._rates[i]
+        u = self._times[i] + ((rem - self._cum[i]) / rate if rate > 0.0 else 0.0)
+        done = k * self.period_s + u
+        return done if done > t0 else t0
+
+    def mean_bps(self, t0: float, t1: float) -> float:
+        """Mean capacity over ``[t0, t1)`` in bit/s (``t1 > t0``)."""
+        return (self.cum_bytes(t1) - self.cum_bytes(t0)) * 8.0 / (t1 - t0)
+
+
+_FAST_CACHE: dict[int, tuple[Trace, FastTrace]] = {}
+
+
+def fast_trace(trace: Trace) -> FastTrace:
+    """A cached :class:`FastTrace` for ``trace`` (keyed by object identity)."""
+    hit = _FAST_CACHE.get(id(trace))
+    if hit is not None and hit[0] is trace:
+        return hit[1]
+    if len(_FAST_CACHE) > 4096:
+        _FAST_CACHE.clear()
+    ft = FastTrace(trace)
+    _FAST_CACHE[id(trace)] = (trace, ft)
+    return ft
+
+
+@dataclass(frozen=True)
+class Link:
+    """One device's hop to the MEC: uplink trace, downlink trace, one-way propagation delay.
+
+    ``down`` defaults to the uplink trace (most public traces give one direction). Every
+    transfer pays ``one_way_delay_s`` once, on top of its serialisation time from the trace.
+    Simulation time ``t`` reads the traces at ``t + offset_s`` (devices start at different
+    points of a trace).
+    """
+
+    up: Trace
+    down: Trace | None = None
+    one_way_delay_s: float = 0.02
+    offset_s: float = 0.0
+    fast_up: FastTrace = field(init=False, repr=False, compare=False)
+    fast_down: FastTrace = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.one_way_delay_s) or self.one_way_delay_s < 0:
+            raise TraceError(f"one-way delay must be a finite number >= 0 s, got "
+                             f"{self.one_way_delay_s!r}")
+        fu = fast_trace(self.up)
+        object.__setattr__(self, "fast_up", fu)
+        object.__setattr__(self, "fast_down", fu if self.down is None else fast_trace(self.down))
+
+    def up_finish(self, t: float, nbytes: float) -> float:
+        """When ``nbytes`` sent up at simulation time ``t`` arrive (without propagation)."""
+        o = self.offset_s
+        return self.fast_up.finish(t + o, nbytes) - o
+
+    def down_finish(self, t: float, nbytes: float) -> float:
+        """When ``nbytes`` sent down at simulation time ``t`` arrive (without propagation)."""
+        o = self.offset_s
+        return self.fast_down.finish(t + o, nbytes) - o
+
+    def recent_up_bps(self, t: float, window_s: float) -> float:
+        """Mean uplink capacity over ``[t - window_s, t)``: the device's throughput sample."""
+        o = self.offset_s
+        return self.fast_up.mean_bps(t + o - window_s, t + o)
+
+    @property
+    def down_trace(self) -> Trace:
+        return self.up if self.down is None else self.down
+
+    @property
+    def rtt_s(self) -> float:
+        return 2.0 * self.one_way_delay_s

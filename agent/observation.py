@@ -1,0 +1,113 @@
+"""The observation vector: built from :class:`agent.policy.Observation` by the env and by every
+RL policy at run time, with the same function (:func:`encode`), so simulator and emulator agree.
+
+Only what a device has live goes in: the throughputs of its own recent transfers (never the
+future trace), its RTT, what the MEC reports about its queue, and the request's workload.
+Every feature is scaled by a fixed, documented constant and clipped to ``[0, OBS_HIGH]``::
+
+    [0, H)          throughput history, newest last, each  log10(1 + bps / 1e5) / 4
+                    (1 Mbit/s -> 0.26, 10 Mbit/s -> 0.50, 1 Gbit/s -> 1.0); missing -> 0
+    H               the throughput estimate (Observation.throughput_bps, else the harmonic mean
+                    of the history), same scale
+    H+1             RTT / RTT_SCALE_S (0.1 s)
+    H+2             MEC queue length / QUEUE_SCALE (8)
+    H+3             MEC busy slots / MEC slots
+    H+4             MEC expected wait / time_scale_s
+    H+5 .. +P       repeats of each pass / (4 x its profiled repeat)
+    then A values   the latency the shared model predicts for each action from the throughput
+                    estimate, RTT and expected wait (agent.actions.ActionCosts.predict),
+                    divided by the request's fully-local latency
+
+``H = HISTORY`` (4), ``P`` passes, ``A`` actions; ``time_scale_s`` is the fully-local latency of
+the model's default workload (stored in every policy sidecar as ``obs_scales``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from agent.actions import ActionCosts, SplitActions
+from agent.policy import Observation, Workload
+
+__all__ = [
+    "HISTORY",
+    "OBS_HIGH",
+    "QUEUE_SCALE",
+    "RTT_SCALE_S",
+    "ObservationEncoder",
+    "harmonic_mean",
+    "throughput_feature",
+]
+
+HISTORY = 4
+OBS_HIGH = 10.0
+RTT_SCALE_S = 0.1
+QUEUE_SCALE = 8.0
+F32 = npt.NDArray[np.float32]
+
+
+def throughput_feature(bps: float) -> float:
+    """Scaled throughput: ``log10(1 + bps / 1e5) / 4``."""
+    return math.log10(1.0 + max(bps, 0.0) / 1e5) / 4.0
+
+
+def harmonic_mean(values: Sequence[float]) -> float:
+    """Harmonic mean of the positive values (0 when there are none)."""
+    pos = [v for v in values if v > 0.0]
+    if not pos:
+        return 0.0
+    return len(pos) / sum(1.0 / v for v in pos)
+
+
+class ObservationEncoder:
+    """Encodes observations for one model's action space (see the module docstring)."""
+
+    def __init__(self, actions: SplitActions) -> None:
+        self.actions = actions
+        model = actions.model
+        self.pass_names = tuple(p.name for p in model.passes)
+        self.profile_repeats = tuple(max(p.repeat, 1) for p in model.passes)
+        self.time_scale_s = max(model.local_latency(Workload(model.model)), 1e-6)
+        self.size = HISTORY + 5 + len(self.pass_names) + actions.n_actions
+
+    def scales(self) -> dict[str, Any]:
+        """The fixed scales, for provenance sidecars."""
+        return {"history": HISTORY, "throughput": "log10(1 + bps/1e5)/4", "rtt_s": RTT_SCALE_S,
+                "queue": QUEUE_SCALE, "time_scale_s": self.time_scale_s,
+                "repeats": dict(zip(self.pass_names, self.profile_repeats, strict=True)),
+                "high": OBS_HIGH, "size": self.size}
+
+    def encode(self, obs: Observation) -> F32:
+        """The observation vector of a live :class:`~agent.policy.Observation`."""
+        costs = self.actions.costs(obs.workload)
+        est = obs.throughput_bps if obs.throughput_bps > 0 else harmonic_mean(
+            obs.recent_throughputs_bps)
+        return self.encode_raw(obs.recent_throughputs_bps, est, obs.rtt_s, obs.mec_queue_len,
+                               obs.mec_busy_slots, max(obs.mec_slots, 1),
+                               obs.mec_expected_wait_s, costs)
+
+    def encode_raw(self, history: Sequence[float], estimate_bps: float, rtt_s: float,
+                   queue_len: int, busy_slots: int, slots: int, wait_s: float,
+                   costs: ActionCosts) -> F32:
+        """The same vector from its parts (the env's fast path)."""
+        hist = list(history[-HISTORY:])
+        feats = [0.0] * (HISTORY - len(hist)) + [throughput_feature(b) for b in hist]
+        feats.append(throughput_feature(estimate_bps))
+        feats.append(rtt_s / RTT_SCALE_S)
+        feats.append(queue_len / QUEUE_SCALE)
+        feats.append(busy_slots / slots)
+        feats.append(wait_s / self.time_scale_s)
+        reps = dict(costs.repeats)
+        feats.extend(reps[n] / (4.0 * r) for n, r in zip(self.pass_names, self.profile_repeats,
+                                                           strict=True))
+        pred = costs.predict(estimate_bps, rtt_s, wait_s) / max(costs.local_s, 1e-9)
+        out = np.empty(self.size, dtype=np.float32)
+        out[: len(feats)] = feats
+        out[len(feats):] = pred
+        np.clip(out, 0.0, OBS_HIGH, out=out)
+        return out

@@ -1,0 +1,209 @@
+"""Policies and the factory that both the evaluator and the emulator use.
+
+``make_policy(spec, device_profile, mec_profile, **kw)`` where ``spec`` is one of:
+
+``local``       every pass on the device.
+``offload``     every pass on the MEC (split 0), unless the MEC rejects the session.
+``fixed:K``     split ``K`` of the main pass (see :mod:`agent.actions`) for every request.
+``fixed``       the single split with the lowest mean latency on the training traces
+                (``traces=`` keyword, default the bundled ``traces/data/train``), found by
+                simulating every split with :func:`agent.scenario.run_policy`.
+``greedy``      Neurosurgeon-style: the split minimising the latency the shared model predicts
+                from the device's throughput estimate (the harmonic mean of its recent
+                transfers), its RTT and the MEC's expected wait.
+``default``     the shipped RL policy of the model, ``policies/<model>.zip``.
+a path          an SB3 ``.zip`` (MaskablePPO, PPO, DQN or A2C) trained by ``python -m agent.train``.
+
+Keywords: ``mec_speedup`` (default 1.0) must match the scenario the policy runs in;
+``device_memory_bytes`` masks splits whose device part needs more weight memory.
+Every failure is an :class:`~agent.errors.AgentError` (or a ``ProfileError``) naming the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agent.actions import SplitActions
+from agent.errors import AgentError, PolicyMismatchError
+from agent.latency import LatencyModel
+from agent.observation import ObservationEncoder, harmonic_mean
+from agent.policy import Decision, Observation, Policy
+from profiler.schema import Profile
+
+__all__ = [
+    "POLICIES_DIR",
+    "SPECS",
+    "FixedPolicy",
+    "GreedyPolicy",
+    "SB3Policy",
+    "load_sidecar",
+    "make_policy",
+]
+
+#: where the shipped default policies live (``<model>.zip`` plus ``<model>.json``)
+POLICIES_DIR: Path = Path(__file__).resolve().parent.parent / "policies"
+SPECS = ("local", "offload", "fixed", "fixed:K", "greedy", "default", "PATH.zip")
+
+
+class FixedPolicy:
+    """The same action for every request (local, full offload, or a fixed split)."""
+
+    def __init__(self, name: str, actions: SplitActions, action: int) -> None:
+        if not 0 <= action < actions.n_actions:
+            raise AgentError(f"split {action} is out of range 0..{actions.n_blocks} for the "
+                             f"{actions.model.model!r} main pass {actions.main_pass!r}")
+        self.name = name
+        self.actions = actions
+        self.action = action
+
+    def decide(self, obs: Observation) -> Decision:
+        a = self.action
+        if not obs.mec_accepts and a != self.actions.local_action:
+            a = self.actions.local_action
+        return self.actions.decision(a)
+
+
+class GreedyPolicy:
+    """Minimise the predicted latency (throughput estimate, RTT, MEC expected wait)."""
+
+    def __init__(self, actions: SplitActions, name: str = "greedy") -> None:
+        self.name = name
+        self.actions = actions
+
+    def decide(self, obs: Observation) -> Decision:
+        costs = self.actions.costs(obs.workload)
+        est = obs.throughput_bps if obs.throughput_bps > 0 else harmonic_mean(
+            obs.recent_throughputs_bps)
+        pred = costs.predict(est, obs.rtt_s, obs.mec_expected_wait_s)
+        pred[~self.actions.mask(obs.mec_accepts)] = np.inf
+        return self.actions.decision(int(np.argmin(pred)))
+
+
+def load_sidecar(path: str | Path) -> dict[str, Any]:
+    """The JSON provenance sidecar next to a policy ``.zip`` (``{}`` when there is none)."""
+    side = Path(path).with_suffix(".json")
+    if not side.is_file():
+        return {}
+    try:
+        data = json.loads(side.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise AgentError(f"{side}: unreadable policy sidecar ({e})") from None
+    return data if isinstance(data, dict) else {}
+
+
+def _load_sb3(path: Path, algo: str | None) -> Any:
+    from sb3_contrib import MaskablePPO
+    from stable_baselines3 import A2C, DQN, PPO
+
+    loaders: dict[str, Any] = {"maskable-ppo": MaskablePPO, "ppo": PPO, "dqn": DQN, "a2c": A2C}
+    order = [algo] if algo in loaders else list(loaders)
+    last: Exception | None = None
+    for name in order:
+        try:
+            return loaders[name].load(str(path), device="cpu")
+        except Exception as e:  # SB3 raises many kinds on a file of another algorithm
+            last = e
+    raise AgentError(f"{path}: not a stable-baselines3 policy file this version can load "
+                     f"({type(last).__name__}: {last}); train one with python -m agent.train")
+
+
+class SB3Policy:
+    """A trained SB3 policy behind the :class:`~agent.policy.Policy` protocol.
+
+    Builds its observation with :class:`~agent.observation.ObservationEncoder` (the env's own
+    function) and calls ``predict(obs, deterministic=True, action_masks=mask)``; algorithms
+    without masks that pick an infeasible action fall back to the local action.
+    """
+
+    def __init__(self, path: str | Path, actions: SplitActions, name: str | None = None,
+                 mec_speedup: float = 1.0) -> None:
+        p = Path(path)
+        if not p.is_file():
+            raise AgentError(f"{p}: policy file not found (train one with python -m agent.train, "
+                             "or use one of: local, offload, fixed, fixed:K, greedy, default)")
+        if not zipfile.is_zipfile(p):
+            raise AgentError(f"{p}: not an SB3 policy .zip file")
+        side = load_sidecar(p)
+        model_name = actions.model.model
+        if side.get("model") not in (None, model_name):
+            raise PolicyMismatchError(f"{p}: policy was trained for model {side['model']!r}, "
+                                      f"not {model_name!r}; use a policy of this model")
+        trained_speedup = side.get("mec_speedup")
+        if trained_speedup is not None and float(trained_speedup) != mec_speedup:
+            raise PolicyMismatchError(f"{p}: policy was trained with --mec-speedup "
+                                      f"{trained_speedup}, not {mec_speedup}; use the same value")
+        self.encoder = ObservationEncoder(actions)
+        self.actions = actions
+        self.sb3 = _load_sb3(p, side.get("algo"))
+        shape = getattr(self.sb3.observation_space, "shape", None)
+        n = getattr(self.sb3.action_space, "n", None)
+        if shape != (self.encoder.size,) or n != actions.n_actions:
+            raise PolicyMismatchError(
+                f"{p}: policy observation space {shape} / {n} actions does not match the "
+                f"profiles ({self.encoder.size},) / {actions.n_actions} actions of "
+                f"{model_name!r}; train a policy with these profiles")
+        self.maskable = type(self.sb3).__name__ == "MaskablePPO"
+        self.name = name or p.stem
+        self.path = p
+        self.sidecar = side
+
+    def decide(self, obs: Observation) -> Decision:
+        vec = self.encoder.encode(obs)
+        mask = self.actions.mask(obs.mec_accepts)
+        if self.maskable:
+            act, _ = self.sb3.predict(vec, deterministic=True, action_masks=mask)
+        else:
+            act, _ = self.sb3.predict(vec, deterministic=True)
+        a = int(act)
+        if not mask[a]:
+            a = self.actions.local_action
+        return self.actions.decision(a)
+
+
+def make_policy(spec: str, device_profile: Profile, mec_profile: Profile, **kw: Any) -> Policy:
+    """Build a policy from ``spec`` (see the module docstring).
+
+    :raises AgentError: unknown spec, bad split, missing or mismatched policy file.
+    :raises profiler.schema.ProfileError: the profiles do not fit each other.
+    """
+    mec_speedup = float(kw.pop("mec_speedup", 1.0))
+    memory = kw.pop("device_memory_bytes", None)
+    model = LatencyModel(device_profile, mec_profile, mec_speedup=mec_speedup)
+    actions = SplitActions(model, device_memory_bytes=memory)
+    s = spec.strip()
+    if s == "local":
+        return FixedPolicy("local", actions, actions.local_action)
+    if s == "offload":
+        return FixedPolicy("offload", actions, actions.offload_action)
+    if s.startswith("fixed:"):
+        try:
+            k = int(s.split(":", 1)[1])
+        except ValueError:
+            raise AgentError(f"policy spec {spec!r}: K in fixed:K must be an integer split "
+                             f"0..{actions.n_blocks}") from None
+        return FixedPolicy(f"fixed:{k}", actions, k)
+    if s == "fixed":
+        from agent.scenario import best_fixed_split
+
+        k = best_fixed_split(model, actions, **kw)
+        return FixedPolicy(f"fixed({k})", actions, k)
+    if s == "greedy":
+        return GreedyPolicy(actions)
+    if s == "default":
+        path = POLICIES_DIR / f"{model.model}.zip"
+        if not path.is_file():
+            raise AgentError(f"no shipped default policy for model {model.model!r} "
+                             f"({path} is missing); see policies/README.md")
+        return SB3Policy(path, actions, name="default", mec_speedup=mec_speedup)
+    if s.endswith(".zip") or "/" in s:
+        return SB3Policy(s, actions, mec_speedup=mec_speedup)
+    near = difflib.get_close_matches(s, ["local", "offload", "fixed", "greedy", "default",
+                                         "oracle"], n=1)
+    hint = f" Did you mean {near[0]!r}?" if near else ""
+    raise AgentError(f"unknown policy spec {spec!r}; use one of {', '.join(SPECS)}.{hint}")

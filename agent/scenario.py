@@ -1,0 +1,227 @@
+"""A scenario: several devices sharing one MEC, request arrivals, and running a policy in it.
+
+Arrivals are open-loop: device ``i`` draws exponential inter-arrival times with mean
+``local_latency / load`` (the fully-local latency of the model's default workload divided by
+the offered ``load``) and a workload variant per request from its own generator, spawned from
+the run's seed. A request starts when it has arrived and the device's previous request is
+done; requests are decided in start order. Since each device's draws depend only on the seed,
+every policy sees the same arrivals and workloads (common random numbers).
+
+Links: every device replays the same trace from its own starting point (offsets spread evenly
+around the trace from a seeded random phase), or, with ``shared_cell``, all devices replay the
+trace from the same point with ``1 / n_devices`` of its capacity each.
+
+Throughput samples: at each decision the device adds the mean uplink capacity of the last
+``probe_window_s`` (1 s) to its history (what its recent transfers, or a probe, measured);
+its estimate is the harmonic mean of the last :data:`agent.observation.HISTORY` samples.
+
+:func:`run_policy` simulates with the exact latency model (:func:`agent.latency.simulate_request`);
+:class:`agent.env.AigcSplitEnv` runs the same fleet with precomputed tables.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from agent.actions import SplitActions
+from agent.errors import AgentError
+from agent.latency import LatencyModel, MecState, RequestResult, simulate_request
+from agent.link import Link
+from agent.observation import HISTORY, harmonic_mean
+from agent.policy import Decision, Observation, Policy, Workload
+from traces import Trace
+
+__all__ = ["FuturePolicy", "ScenarioConfig", "best_fixed_split", "make_links", "run_policy"]
+
+
+@dataclass(frozen=True)
+class ScenarioConfig:
+    """Scenario parameters (seconds, counts). Validated on construction."""
+
+    n_devices: int = 4
+    mec_slots: int = 1
+    mec_queue_limit: int | None = 4
+    one_way_delay_s: float = 0.02
+    load: float = 0.5
+    shared_cell: bool = False
+    horizon_s: float = 300.0
+    probe_window_s: float = 1.0
+    workloads: tuple[Mapping[str, int], ...] = field(default_factory=tuple)
+    """Workload variants as pass repeats (each request draws one uniformly); empty: the
+    profile's default repeats."""
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.n_devices >= 1, f"--devices must be >= 1, got {self.n_devices}"),
+            (self.mec_slots >= 1, f"--mec-slots must be >= 1, got {self.mec_slots}"),
+            (self.mec_queue_limit is None or self.mec_queue_limit >= 0,
+             f"--mec-queue must be >= 0, got {self.mec_queue_limit}"),
+            (math.isfinite(self.one_way_delay_s) and self.one_way_delay_s >= 0,
+             f"--delay-ms must be >= 0, got {self.one_way_delay_s * 1e3}"),
+            (math.isfinite(self.load) and 0 < self.load <= 10,
+             f"--load must be in (0, 10], got {self.load}"),
+            (math.isfinite(self.horizon_s) and self.horizon_s > 0,
+             f"--horizon must be > 0 s, got {self.horizon_s}"),
+            (self.probe_window_s > 0, f"probe window must be > 0 s, got {self.probe_window_s}"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise AgentError(msg)
+
+    def variants(self, model: LatencyModel) -> list[Workload]:
+        if not self.workloads:
+            return [Workload(model.model)]
+        out = [Workload(model.model, dict(w)) for w in self.workloads]
+        for w in out:
+            model.repeats(w)
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["workloads"] = [dict(w) for w in self.workloads]
+        return d
+
+
+class FuturePolicy(Protocol):
+    """A policy that may look at the future (the oracle): decides with the link and MEC."""
+
+    name: str
+
+    def decide_future(self, link: Link, mec: MecState, workload: Workload,
+                      t_start: float) -> Decision: ...
+
+
+_SCALED: dict[tuple[int, int], tuple[Trace, Trace]] = {}
+
+
+def make_links(trace: Trace, config: ScenarioConfig, phase: float) -> list[Link]:
+    """The devices' links on ``trace`` for a run whose random phase is ``phase`` in [0, 1)."""
+    n = config.n_devices
+    if config.shared_cell:
+        key = (id(trace), n)
+        hit = _SCALED.get(key)
+        if hit is None or hit[0] is not trace:
+            hit = (trace, trace.scaled(1.0 / n) if n > 1 else trace)
+            _SCALED[key] = hit
+        return [Link(hit[1], None, config.one_way_delay_s, phase * trace.period_s)
+                for _ in range(n)]
+    return [Link(trace, None, config.one_way_delay_s, ((phase + i / n) % 1.0) * trace.period_s)
+            for i in range(n)]
+
+
+class Fleet:
+    """Arrivals, device availability and throughput histories of one run (shared by the exact
+    runner and the env)."""
+
+    def __init__(self, config: ScenarioConfig, n_variants: int, mean_gap_s: float,
+                 rng: np.random.Generator) -> None:
+        self.config = config
+        self.n = config.n_devices
+        self.rngs = rng.spawn(self.n)
+        self.mean_gap_s = mean_gap_s
+        self.n_variants = n_variants
+        self.free = [0.0] * self.n
+        self.arrival = [0.0] * self.n
+        self.variant = [0] * self.n
+        self.history: list[deque[float]] = [deque(maxlen=HISTORY) for _ in range(self.n)]
+        for i in range(self.n):
+            self._draw(i, 0.0)
+
+    def _draw(self, i: int, after: float) -> None:
+        g = self.rngs[i]
+        self.arrival[i] = after + float(g.exponential(self.mean_gap_s))
+        self.variant[i] = int(g.integers(self.n_variants)) if self.n_variants > 1 else 0
+
+    def next_device(self) -> tuple[int, float]:
+        """The device whose request starts next, and when."""
+        best, when = 0, math.inf
+        for i in range(self.n):
+            s = self.arrival[i] if self.arrival[i] > self.free[i] else self.free[i]
+            if s < when:
+                best, when = i, s
+        return best, when
+
+    def done(self, i: int, t_end: float) -> None:
+        """Device ``i`` finished its request at ``t_end``; draw its next arrival."""
+        self.free[i] = t_end
+        self._draw(i, self.arrival[i])
+
+
+def _mean_gap(model: LatencyModel, config: ScenarioConfig) -> float:
+    return model.local_latency(Workload(model.model)) / config.load
+
+
+def run_policy(model: LatencyModel, actions: SplitActions, policy: Policy | FuturePolicy,
+               trace: Trace, config: ScenarioConfig, seed: int, *,
+               detail: bool = False) -> list[RequestResult]:
+    """Run ``policy`` on ``trace`` for ``config.horizon_s`` (capped at the trace period) with
+    the exact latency model; returns every request in start order."""
+    rng = np.random.default_rng(seed)
+    phase = float(rng.random())
+    links = make_links(trace, config, phase)
+    variants = config.variants(model)
+    fleet = Fleet(config, len(variants), _mean_gap(model, config), rng)
+    mec = MecState(config.mec_slots, config.mec_queue_limit)
+    horizon = min(config.horizon_s, trace.period_s)
+    window = config.probe_window_s
+    future = hasattr(policy, "decide_future")
+    out: list[RequestResult] = []
+    while True:
+        i, t = fleet.next_device()
+        if t >= horizon:
+            break
+        link = links[i]
+        hist = fleet.history[i]
+        hist.append(link.recent_up_bps(t, window))
+        wl = variants[fleet.variant[i]]
+        accepts = mec.accepts(t)
+        if future:
+            decision = policy.decide_future(link, mec, wl, t)  # type: ignore[union-attr]
+        else:
+            obs = Observation(workload=wl, throughput_bps=harmonic_mean(hist),
+                              recent_throughputs_bps=tuple(hist), rtt_s=link.rtt_s,
+                              mec_queue_len=mec.queue_len(t), mec_busy_slots=mec.busy_slots(t),
+                              mec_slots=mec.slots, mec_expected_wait_s=mec.expected_wait(t),
+                              time_s=t, mec_accepts=accepts)
+            decision = policy.decide(obs)  # type: ignore[union-attr]
+        if not accepts and decision.action != actions.local_action:
+            decision = actions.decision(actions.local_action)
+        res = simulate_request(model, link, decision, wl, t, mec, device=f"device{i}",
+                               detail=detail)
+        out.append(res)
+        fleet.done(i, res.t_end)
+    return out
+
+
+def best_fixed_split(model: LatencyModel, actions: SplitActions, *,
+                     traces: Sequence[Trace] | None = None,
+                     config: ScenarioConfig | None = None, seed: int = 0) -> int:
+    """The split with the lowest mean latency over ``traces`` (default: the bundled training
+    traces ``traces/data/train``), every request at that split."""
+    from agent.policies import FixedPolicy
+
+    if traces is None:
+        from traces import DATA_DIR, load_traces
+
+        traces = load_traces(DATA_DIR / "train")
+    if not traces:
+        raise AgentError("no traces to choose the best fixed split on")
+    cfg = config or ScenarioConfig()
+    best, best_mean = actions.local_action, math.inf
+    mask = actions.mask(True)
+    for a in range(actions.n_actions):
+        if not mask[a]:
+            continue
+        pol = FixedPolicy(f"fixed:{a}", actions, a)
+        lat = [r.latency_s for j, tr in enumerate(traces)
+               for r in run_policy(model, actions, pol, tr, cfg, seed + j)]
+        m = float(np.mean(lat)) if lat else math.inf
+        if m < best_mean:
+            best, best_mean = a, m
+    return best
