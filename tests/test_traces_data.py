@@ -96,3 +96,22 @@ def test_constant_and_step() -> None:
 def test_bad_synth_parameters(kind: str, params: dict[str, object], match: str) -> None:
     with pytest.raises(TraceError, match=re.escape(match)):
         synth.make(kind, 10, seed=0, **params)
+
+
+def test_readme_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    text = (DATA_DIR.parent / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    assert blocks
+    for block in blocks:
+        exec(compile(block, "traces/README.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "Mbit/s" in out and "mmwave" in out
+
+
+@pytest.mark.parametrize("module", ["traces", "traces.trace", "traces.synth"])
+def test_docstring_examples(module: str) -> None:
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.attempted > 0 and result.failed == 0

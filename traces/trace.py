@@ -101,9 +101,10 @@ class Trace:
     mahimahi_at_zero: int = 0
     _cum: npt.NDArray[np.float64] = field(init=False, repr=False, compare=False)
     # the same data as Python lists, for the scalar fast path (bisect beats numpy on one query)
-    _lists: tuple[list[float], list[float], list[float]] = field(
+    _lists: tuple[list[float], list[float], list[float], list[float]] = field(
         init=False, repr=False, compare=False
     )
+    _dur: npt.NDArray[np.float64] = field(init=False, repr=False, compare=False)
     # bucket indexes for large vectorised queries, built on first use
     _index: dict[str, BucketIndex] = field(init=False, repr=False, compare=False)
 
@@ -151,7 +152,10 @@ class Trace:
         object.__setattr__(self, "rates_bps", rates)
         object.__setattr__(self, "period_s", period)
         object.__setattr__(self, "_cum", cum)
-        object.__setattr__(self, "_lists", (times.tolist(), rates.tolist(), cum.tolist()))
+        object.__setattr__(self, "_dur", ends - times)
+        object.__setattr__(
+            self, "_lists", (times.tolist(), rates.tolist(), cum.tolist(), (ends - times).tolist())
+        )
         object.__setattr__(self, "_index", {})
 
     # ------------------------------------------------------------------ identity
@@ -244,18 +248,24 @@ class Trace:
         extra = np.maximum(t - self.period_s, 0.0) * self._end_rate() / 8.0
         return self._cum_within(inside) + extra
 
-    def _time_within(self, rem: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        """Earliest u in [0, period] with cum(u) >= rem, for 0 < rem <= bytes_per_period."""
+    def _time_within(
+        self, rem: npt.NDArray[np.float64], slack: npt.NDArray[np.float64]
+    ) -> npt.NDArray[np.float64]:
+        """Earliest u in [0, period] with cum(u) >= rem + slack, where the segment is located
+        with rem alone (0 < rem <= bytes_per_period) and the position is clamped to its end."""
         cum = self._cum
         j = np.clip(self._search("cum", rem), 1, self.times_s.size)
         i = j - 1
         rate = self.rates_bps[i]
         safe = np.where(rate > 0, rate, 1.0)
-        dt = np.where(rate > 0, (rem - cum[i]) * 8.0 / safe, 0.0)
+        dt = np.where(rate > 0, np.minimum((rem + slack - cum[i]) * 8.0 / safe, self._dur[i]), 0.0)
         return np.asarray(self.times_s[i] + dt, dtype=np.float64)
 
-    def _inverse(self, target: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        """Earliest t with cum_bytes(t) >= target, for target > 0 (caller checks reachability)."""
+    def _inverse(
+        self, target: npt.NDArray[np.float64], slack: npt.NDArray[np.float64]
+    ) -> npt.NDArray[np.float64]:
+        """Earliest t with cum_bytes(t) >= target + slack, locating the segment by target alone
+        (so float noise of size slack cannot jump a gap), for target > 0."""
         per = self._cum[-1]
         if self.end == "loop":
             k = np.floor(target / per)
@@ -266,11 +276,11 @@ class Trace:
             high = rem > per
             k = np.where(high, k + 1, k)
             rem = np.where(high, rem - per, rem)
-            return np.asarray(k * self.period_s + self._time_within(rem), dtype=np.float64)
+            return np.asarray(k * self.period_s + self._time_within(rem, slack), dtype=np.float64)
         inside = target <= per
         rate = self._end_rate()
-        past = self.period_s + (target - per) * 8.0 / (rate if rate > 0 else 1.0)
-        within = self._time_within(np.clip(target, np.finfo(float).tiny, per))
+        past = self.period_s + (target + slack - per) * 8.0 / (rate if rate > 0 else 1.0)
+        within = self._time_within(np.clip(target, np.finfo(float).tiny, per), slack)
         return np.asarray(np.where(inside, within, past), dtype=np.float64)
 
     # ------------------------------------------------------------------ scalar fast path
@@ -284,7 +294,7 @@ class Trace:
             )
 
     def _s_cum_within(self, u: float) -> float:
-        times, rates, cum = self._lists
+        times, rates, cum, _ = self._lists
         i = min(max(bisect_right(times, u) - 1, 0), len(times) - 1)
         return cum[i] + rates[i] * (u - times[i]) / 8.0
 
@@ -297,13 +307,13 @@ class Trace:
         extra = max(t - self.period_s, 0.0) * self._end_rate() / 8.0
         return self._s_cum_within(inside) + extra
 
-    def _s_time_within(self, rem: float) -> float:
-        times, rates, cum = self._lists
+    def _s_time_within(self, rem: float, slack: float) -> float:
+        times, rates, cum, dur = self._lists
         i = min(max(bisect_left(cum, rem), 1), len(times)) - 1
         rate = rates[i]
-        return times[i] + ((rem - cum[i]) * 8.0 / rate if rate > 0 else 0.0)
+        return times[i] + (min((rem + slack - cum[i]) * 8.0 / rate, dur[i]) if rate > 0 else 0.0)
 
-    def _s_inverse(self, target: float) -> float:
+    def _s_inverse(self, target: float, slack: float) -> float:
         per = self._lists[2][-1]
         if self.end == "loop":
             k = math.floor(target / per)
@@ -312,11 +322,11 @@ class Trace:
                 k, rem = k - 1, rem + per
             if rem > per:
                 k, rem = k + 1, rem - per
-            return k * self.period_s + self._s_time_within(rem)
+            return k * self.period_s + self._s_time_within(rem, slack)
         if target <= per:
-            return self._s_time_within(min(max(target, np.finfo(float).tiny), per))
+            return self._s_time_within(min(max(target, np.finfo(float).tiny), per), slack)
         rate = self._end_rate()
-        return self.period_s + (target - per) * 8.0 / (rate if rate > 0 else 1.0)
+        return self.period_s + (target + slack - per) * 8.0 / (rate if rate > 0 else 1.0)
 
     def _s_finish(self, t0: float, n: float) -> float:
         self._s_check(t0, "t0")
@@ -331,8 +341,8 @@ class Trace:
             self._never_any(np.array(n))
         if self.end != "loop" and self._end_rate() <= 0.0 and target > per * (1 + 1e-12):
             self._never_one(t0, n, start)
-        target = target - min(_SNAP * target, 0.5 * n)
-        return max(self._s_inverse(max(target, 0.0)), t0)
+        slack = min(_SNAP * target, 0.5 * n)
+        return max(self._s_inverse(max(target - slack, 0.0), slack), t0)
 
     def _never_any(self, n: npt.NDArray[np.float64]) -> None:
         raise TraceError(
@@ -353,7 +363,7 @@ class Trace:
         if isinstance(t, float | int):
             tf = float(t)
             self._s_check(tf, "t")
-            times, rates, _ = self._lists
+            times, rates, _, _ = self._lists
             if self.end == "loop":
                 k = math.floor(tf / self.period_s)
                 uf = min(max(tf - k * self.period_s, 0.0), self.period_s)
@@ -395,10 +405,10 @@ class Trace:
     def finish_time(self, t0: ArrayLike, nbytes: ArrayLike) -> FloatOrArray:
         """Absolute time (s) at which ``nbytes`` started at ``t0`` have all been delivered.
 
-        Exact for the piecewise-constant model (the bytes flow as a fluid at the capacity), up
-        to a relative 1e-12 of the cumulative bytes since time 0 (at most half of ``nbytes``),
-        so float noise cannot push a transfer that ends exactly on a boundary across a
-        following zero-capacity gap.
+        Exact for the piecewise-constant model (the bytes flow as a fluid at the capacity). A
+        transfer that ends within a relative 1e-12 of the cumulative bytes (at most half of
+        ``nbytes``) of a segment's end finishes at that end, so float noise cannot push it
+        across a following zero-capacity gap.
         ``nbytes == 0`` gives ``t0``. Raises :class:`TraceError` when a transfer never
         finishes: the trace is all zero, or (policies ``stop``/``hold`` with a final rate of 0)
         fewer bytes than requested remain after ``t0``.
@@ -425,10 +435,11 @@ class Trace:
                     self._never_one(float(a.ravel()[k]), float(n.ravel()[k]),
                                     float(start.ravel()[k]))
             # float noise in the prefix sums (~1e-16 relative) must not push a target that sits
-            # exactly on a boundary past a zero-capacity gap: count bytes within _SNAP as done
-            target = target - np.minimum(_SNAP * target, 0.5 * n)
-            safe_target = np.where(positive, target, np.maximum(per, 1.0))
-            done = np.maximum(self._inverse(np.maximum(safe_target, 0.0)), a)
+            # exactly on a boundary past a zero-capacity gap: the segment is located with the
+            # target less a slack of _SNAP, the position within it computed with the full target
+            slack = np.where(positive, np.minimum(_SNAP * target, 0.5 * n), 0.0)
+            safe_target = np.where(positive, target - slack, np.maximum(per, 1.0))
+            done = np.maximum(self._inverse(np.maximum(safe_target, 0.0), slack), a)
             out = np.where(positive, done, a)
         else:
             out = a.astype(np.float64, copy=True)
