@@ -76,7 +76,8 @@ def test_plot_writes_png(tmp_path: Path) -> None:
         (b"\x00\x01\x02garbage", ["show"]),
         (b"0\n7\n3\n", ["convert", "--to", "csv"]),
         (b"0 1\n1 nan\n", ["show", "--json"]),
-        (b"0 0\n1 0\n", ["convert", "--to", "mahimahi"]),  # all zero: nothing to write
+        (b"0 0\n1 0\n", ["convert", "--to", "mahimahi"]),  # all zero: no transfer finishes
+        (b"0 0\n1 0\n", ["show"]),
     ],
 )
 def test_bad_input_is_one_line_and_exit_1(

@@ -87,6 +87,7 @@ def test_constant_and_step() -> None:
     ("kind", "params", "match"),
     [
         ("nope", {}, "unknown synthetic kind 'nope'"),
+        ("mmWave", {}, "(did you mean 'mmwave'?)"),
         ("cellular", {"stay": 2.0}, "stay must be a probability"),
         ("cellular", {"bogus": 1}, "bad parameters"),
         ("step", {"levels_mbps": [], "step_s": 1}, "levels_mbps must be non-empty"),

@@ -167,6 +167,8 @@ def test_explicit_format_overrides_detection(tmp_path: Path) -> None:
         load_trace(path, "mahimahi")
     with pytest.raises(TraceError, match="unknown trace format 'nope'"):
         load_trace(path, "nope")
+    with pytest.raises(TraceError, match=re.escape("(did you mean 'mahimahi'?)")):
+        load_trace(path, "mahimah")
 
 
 # ---------------------------------------------------------------- bad input

@@ -7,8 +7,9 @@ Subcommands (``python -m traces SUBCOMMAND --help`` for details)::
     synth KIND --seconds N --seed S OUT              generate cellular/mmwave/subthz/constant/step
     plot FILE -o PNG                                 capacity over time (matplotlib, Agg)
 
-Bad input prints one ``error: FILE:LINE: ...`` line on stderr and exits with status 1 (no
-traceback); warnings (long zero-capacity gaps) print ``warning: ...`` lines and do not fail.
+Bad input (including an all-zero trace, over which no transfer can finish) prints one
+``error: FILE:LINE: ...`` line on stderr and exits with status 1 (no traceback); warnings (long
+zero-capacity gaps) print ``warning: ...`` lines and do not fail.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def summary(trace: Trace, window_s: float | None = 1.0) -> dict[str, object]:
         "sha256": trace.sha256(),
         "segments": int(trace.times_s.size),
         "duration_s": trace.duration_s,
+        "end": trace.end,
         "mean_mbps": round(trace.mean_bps() / mbps, 6),
         "median_mbps": pct(50),
         "p5_mbps": pct(5),
@@ -122,7 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(args: argparse.Namespace, path: Path) -> Trace:
-    return load_trace(path, args.format, direction=args.direction, scale=args.scale)
+    trace = load_trace(path, args.format, direction=args.direction, scale=args.scale)
+    if trace.bytes_per_period <= 0:
+        raise TraceError(
+            f"{path}: the trace has zero capacity everywhere, so no transfer over it can "
+            f"finish; check the file, the column (--direction) or --scale"
+        )
+    return trace
 
 
 def _show(args: argparse.Namespace) -> None:

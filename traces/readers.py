@@ -31,6 +31,7 @@ Example::
 from __future__ import annotations
 
 import csv
+import difflib
 import math
 import os
 import re
@@ -349,7 +350,11 @@ def load_trace(
     elif fmt == "csv":
         trace = _read_csv(p)
     else:
-        raise TraceError(f"{p}: unknown trace format {fmt!r}; use one of {', '.join(FORMATS)}")
+        hint = difflib.get_close_matches(str(fmt), FORMATS, n=1)
+        raise TraceError(
+            f"{p}: unknown trace format {fmt!r}; use one of {', '.join(FORMATS)}"
+            + (f" (did you mean {hint[0]!r}?)" if hint else "")
+        )
     if scale != 1.0:
         trace = trace.scaled(scale)
     if end != "loop":

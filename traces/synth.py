@@ -42,6 +42,7 @@ Example::
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Mapping, Sequence
 
@@ -209,7 +210,11 @@ def make(kind: str, seconds: float, seed: int = 0, **params: object) -> Trace:
         elif kind == "step":
             tr = step(seconds, **params)  # type: ignore[arg-type]
         else:
-            raise TraceError(f"unknown synthetic kind {kind!r}; use one of {', '.join(KINDS)}")
+            hint = difflib.get_close_matches(kind, KINDS, n=1)
+            raise TraceError(
+                f"unknown synthetic kind {kind!r}; use one of {', '.join(KINDS)}"
+                + (f" (did you mean {hint[0]!r}?)" if hint else "")
+            )
     except TypeError as exc:
         raise TraceError(f"synth {kind}: bad parameters {sorted(params)}: {exc}") from None
     return Trace(tr.times_s, tr.rates_bps, tr.period_s, name=f"{kind}-s{seed}",
