@@ -161,8 +161,9 @@ class _Child:
                     nxt = next(iters[k], None)
                     if nxt is not None:
                         heapq.heappush(heap, (nxt[0], k, nxt[1]))
-        except Exception as exc:  # reported to the parent at stop()
-            self.errors.append(f"shaper: {exc}")
+        except Exception as exc:  # reported to the parent by poll()/stop()
+            self.errors.append(f"shaper: {type(exc).__name__}: {exc}")
+            print(f"emulator.net shaper: {self.errors[-1]}", file=sys.stderr, flush=True)
 
     def _sleep_until(self, deadline: float) -> bool:
         while True:
@@ -207,7 +208,8 @@ class _Child:
                     self._rows(prev, cur, prev_t - t0, now - t0)
                     prev, prev_t = cur, now
         except Exception as exc:
-            self.errors.append(f"sampler: {exc}")
+            self.errors.append(f"sampler: {type(exc).__name__}: {exc}")
+            print(f"emulator.net shaper: {self.errors[-1]}", file=sys.stderr, flush=True)
 
     def _wait(self, deadline: float) -> bool:
         rem = deadline - time.monotonic()
@@ -291,19 +293,20 @@ def _child_main(classes: list[ShapedClass], cfg: ShaperSettings, conn: Connectio
 class ShaperProcess:
     """Parent-side handle of the shaper process (started at construction, idle until start).
 
-    The process is ``python -m emulator.net.shaper --fd N`` (a plain subprocess, so the
+    The process is a plain ``python -c`` subprocess running :func:`main` (so the
     caller's ``__main__`` is never re-imported); it talks over a socketpair with pickled
     messages, the first of which is the plan (classes and settings).
     """
 
-    def __init__(self, classes: list[ShapedClass], settings: ShaperSettings) -> None:
+    def __init__(self) -> None:
         parent_sock, child_sock = socket.socketpair()
         env = dict(os.environ)
-        root = str(Path(__file__).resolve().parents[2])
-        env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+        # the child imports exactly what the parent imports (same traces, same emulator)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         fd = child_sock.fileno()
+        code = "import sys; from emulator.net.shaper import main; sys.exit(main(sys.argv[1:]))"
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "emulator.net.shaper", "--fd", str(fd)],
+            [sys.executable, "-c", code, "--fd", str(fd)],
             pass_fds=(fd,),
             env=env,
             stdin=subprocess.DEVNULL,
@@ -312,6 +315,9 @@ class ShaperProcess:
         self._conn = Connection(parent_sock.detach())
         self._result: dict[str, Any] | None = None
         self._started = False
+
+    def load(self, classes: list[ShapedClass], settings: ShaperSettings) -> None:
+        """Send the plan (the process starts while the network is built) and wait for it."""
         self._conn.send(("plan", classes, settings))
         msg = self._recv(timeout=30.0)
         assert msg[0] == "ready"
@@ -375,8 +381,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fd", type=int, required=True, help="socket fd to the parent")
     args = ap.parse_args(argv)
     conn = Connection(args.fd)
-    msg = conn.recv()
-    assert msg[0] == "plan"
+    try:
+        msg = conn.recv()
+    except EOFError:
+        return 0
+    if msg[0] != "plan":  # the run was torn down before it finished building
+        return 0
     _child_main(msg[1], msg[2], conn)
     return 0
 

@@ -175,6 +175,8 @@ class EmulatedNetwork:
         t_build = time.monotonic()
         if lg.getEffectiveLevel() < 40:
             lg.setLogLevel("error")
+        self._shaper = ShaperProcess()  # its interpreter starts while the network is built
+        self._state.track(self._shaper.pid, "shaper")
         _sh(["ip", "link", "add", self.ifb_up, "type", "ifb"])
         if cfg.one_way_delay_s > 0:
             self.delay_method = "netem" if netem_available(self.ifb_up) else "tun-relay"
@@ -205,11 +207,10 @@ class EmulatedNetwork:
                 [f"qdisc add dev {self.mec.defaultIntf()} root netem delay {d} limit 100000"],
                 mnexec_pid=self.mec.pid,
             )
-        self._shaper = ShaperProcess(
+        self._shaper.load(
             self._classes,
             ShaperSettings(cfg.compensate_overhead, cfg.burst_s, cfg.sample_s, cfg.realtime),
         )
-        self._state.track(self._shaper.pid, "shaper")
         self._say(
             f"{cfg.n_devices} device(s) + MEC up in {time.monotonic() - t_build:.2f} s; "
             f"{'shared cell' if cfg.shared_cell else 'per-device links'}; queue "
@@ -223,8 +224,8 @@ class EmulatedNetwork:
         inner, outer = f"{self.run_id}tm", f"{self.run_id}ta"
         argv = [
             sys.executable,
-            "-m",
-            "emulator.net.tunrelay",
+            "-I",
+            str(Path(__file__).with_name("tunrelay.py")),  # stdlib only: starts fast
             "--netns-pid",
             str(self.mec.pid),
             "--inner",
@@ -236,11 +237,8 @@ class EmulatedNetwork:
         ]
         if self.cfg.realtime:
             argv.append("--realtime")
-        env = dict(os.environ)
-        root = str(Path(__file__).resolve().parents[2])
-        env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
         self._relay = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         )
         self._state.track(self._relay.pid, "tunrelay")
         assert self._relay.stdout is not None
@@ -254,7 +252,7 @@ class EmulatedNetwork:
 
         _sh(["ip", "link", "set", outer, "master", self.ap_name])
         _sh(["ip", "link", "set", outer, "up"])
-        Intf(inner, node=self.mec)
+        Intf(inner, node=self.mec, moveIntfFn=lambda *a, **k: True)  # already there
         self.mec.setIP(MEC_IP, _PREFIX, intf=inner)
         self.mec.cmd(f"ip link set {inner} up")
 
@@ -435,6 +433,12 @@ class EmulatedNetwork:
             )
         tr = self.up_traces[0] if len(self.up_traces) == 1 else self.up_traces[device_index]
         return float(tr.capacity_at(max(t_trace, 0.0)))
+
+    def capacity_mean(self, device_index: int, t0: float, t1: float) -> float:
+        """Mean uplink capacity (goodput bit/s) of a device over trace time ``[t0, t1)``."""
+        self.capacity_at(device_index, t0)  # validates the index
+        tr = self.up_traces[0] if len(self.up_traces) == 1 else self.up_traces[device_index]
+        return float(tr.bytes_between(t0, t1)) * 8.0 / (t1 - t0)
 
     def link_rows(self) -> list[dict[str, Any]]:
         """Per ``sample_s`` window and shaped class: ``t_s, device, direction, capacity_mbps,

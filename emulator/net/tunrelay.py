@@ -1,6 +1,6 @@
 """A userspace delay line between two TAP devices: the AP<->MEC wire when the kernel has no netem.
 
-``python -m emulator.net.tunrelay --netns-pid PID --inner NAME --outer NAME --delay-s D``
+``python emulator/net/tunrelay.py --netns-pid PID --inner NAME --outer NAME --delay-s D``
 creates TAP ``inner`` inside the network namespace of process ``PID`` (the MEC host) and TAP
 ``outer`` in its own namespace (the run adds it to the AP bridge), prints ``ready``, then copies
 Ethernet frames between them: each direction is a FIFO of ``(arrival + D, frame)`` released when
@@ -96,7 +96,7 @@ def relay(fd_a: int, fd_b: int, delay_s: float, stop_fd: int | None = None) -> N
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m emulator.net.tunrelay",
+        prog="tunrelay.py",
         description="Delay line between a TAP in another namespace and a TAP here.",
     )
     ap.add_argument(

@@ -1,0 +1,213 @@
+"""Measuring the emulated network: bulk goodput per window, ping delay, CPU saturation, link.csv.
+
+:func:`bulk_goodput` saturates device 0's uplink with one TCP flow (:mod:`emulator.net.bulk`)
+and returns per-window rows ``t_s, capacity_mbps, goodput_mbps`` where goodput is application
+bytes counted by the receiver and capacity is the trace's mean over the window (the shaper sets
+HTB to ``capacity / PAYLOAD_FRACTION``, so the two are directly comparable).
+:func:`ping_one_way` halves ping RTTs. :class:`CpuWatch` reads ``/proc/stat`` once per window
+and flags windows where the machine was >= 95% busy (emulators under-deliver when CPU-bound).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from emulator.net.errors import NetError
+from emulator.net.topology import MEC_IP, EmulatedNetwork
+
+__all__ = [
+    "CPU_BUSY_WARN",
+    "CpuWatch",
+    "bulk_goodput",
+    "fidelity",
+    "ping_one_way",
+    "write_link_csv",
+]
+
+CPU_BUSY_WARN: float = 0.95
+_BULK = str(Path(__file__).with_name("bulk.py"))
+
+
+def _cpu_times() -> tuple[int, int]:
+    with open("/proc/stat") as f:
+        parts = f.readline().split()[1:]
+    vals = [int(x) for x in parts]
+    idle = vals[3] + (vals[4] if len(vals) > 4 else 0)
+    return sum(vals[:8]), idle
+
+
+class CpuWatch:
+    """Whole-machine CPU busy fraction per ``window_s`` (a thread reading ``/proc/stat``)."""
+
+    def __init__(self, window_s: float = 1.0, t0: float | None = None) -> None:
+        self.window_s = window_s
+        self.t0 = t0
+        self.busy: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        t = time.monotonic() if self.t0 is None else self.t0
+        if self._stop.wait(max(0.0, t - time.monotonic())):
+            return
+        prev = _cpu_times()
+        while True:
+            t += self.window_s
+            if self._stop.wait(max(0.0, t - time.monotonic())):
+                return
+            cur = _cpu_times()
+            total = cur[0] - prev[0]
+            self.busy.append(1.0 - (cur[1] - prev[1]) / total if total > 0 else 0.0)
+            prev = cur
+
+    def __enter__(self) -> CpuWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2.0)
+
+    def saturated(self) -> int:
+        """Windows at or above :data:`CPU_BUSY_WARN`."""
+        return sum(b >= CPU_BUSY_WARN for b in self.busy)
+
+    def warning(self) -> str | None:
+        """A one-line warning when any window was CPU-saturated, else ``None``."""
+        n = self.saturated()
+        if not n:
+            return None
+        return (
+            f"warning: CPU >= {CPU_BUSY_WARN:.0%} busy in {n} of {len(self.busy)} windows "
+            f"(max {max(self.busy):.0%}): the emulator may under-deliver the trace there"
+        )
+
+
+def bulk_goodput(
+    net: EmulatedNetwork,
+    seconds: float,
+    *,
+    window_s: float = 1.0,
+    device: int = 0,
+    t0: float | None = None,
+) -> list[dict[str, Any]]:
+    """Saturate ``device``'s uplink for ``seconds`` from the start of the replay.
+
+    Starts the receiver on the MEC and the sender on the device, then :meth:`start_shaping`
+    with ``t0`` (default 1 s from now: the flow is at full speed at trace time 0).
+    """
+    port = 5001
+    py = sys.executable
+    if t0 is None:
+        t0 = time.monotonic() + 2.0
+    recv = net.popen(
+        net.mec,
+        [
+            py,
+            "-I",
+            _BULK,
+            "recv",
+            "--port",
+            str(port),
+            "--t0",
+            repr(t0),
+            "--window",
+            repr(window_s),
+            "--seconds",
+            repr(seconds),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert recv.stdout is not None
+    if recv.stdout.readline().strip() != "listening":
+        raise NetError("bulk receiver failed to start on the MEC host")
+    send = net.popen(
+        net.devices[device],
+        [
+            py,
+            "-I",
+            _BULK,
+            "send",
+            "--host",
+            MEC_IP,
+            "--port",
+            str(port),
+            "--seconds",
+            repr(seconds + 1.5),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    net.start_shaping(t0)
+    out, _ = recv.communicate(timeout=seconds + 30)
+    send.wait(timeout=10)
+    try:
+        counts = json.loads(out.strip().splitlines()[-1])["bytes"]
+    except (ValueError, IndexError, KeyError) as exc:
+        raise NetError(f"bulk receiver gave no result: {out!r}") from exc
+    rows = []
+    for k, nbytes in enumerate(counts):
+        a, b = k * window_s, (k + 1) * window_s
+        cap = net.capacity_mean(device, a, b)
+        rows.append(
+            {
+                "t_s": round(a, 3),
+                "capacity_mbps": round(cap / 1e6, 4),
+                "goodput_mbps": round(nbytes * 8 / window_s / 1e6, 4),
+            }
+        )
+    return rows
+
+
+def fidelity(rows: Sequence[dict[str, Any]], tol: float = 0.05) -> tuple[int, int]:
+    """``(windows within tol of capacity, windows with capacity > 0)``."""
+    with_cap = [r for r in rows if r["capacity_mbps"] > 0]
+    ok = [
+        r
+        for r in with_cap
+        if abs(r["goodput_mbps"] - r["capacity_mbps"]) <= tol * r["capacity_mbps"]
+    ]
+    return len(ok), len(with_cap)
+
+
+_RTT = re.compile(r"time=([0-9.]+) ms")
+
+
+def ping_one_way(
+    net: EmulatedNetwork, count: int = 50, interval_s: float = 0.05, device: int = 0
+) -> list[float]:
+    """One-way delays (RTT / 2, ms) of ``count`` pings device -> MEC (first, ARP one dropped)."""
+    out = net.devices[device].cmd(f"ping -n -c {count + 1} -i {interval_s} {MEC_IP}")
+    rtts = [float(x) for x in _RTT.findall(out)]
+    if len(rtts) < count // 2:
+        raise NetError(f"ping device{device} -> MEC lost too many replies: {out[-200:]!r}")
+    return [r / 2 for r in rtts[1:]]
+
+
+def summary_ms(values: Sequence[float]) -> dict[str, float]:
+    s = sorted(values)
+    return {"median": statistics.median(s), "p95": s[int(0.95 * (len(s) - 1))], "max": s[-1]}
+
+
+def write_link_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
+    """Write rows (dicts with the same keys, ``t_s`` first) as CSV."""
+    if not rows:
+        raise NetError(f"no link rows to write to {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
+        w.writeheader()
+        w.writerows(rows)
