@@ -1,0 +1,148 @@
+"""Profiled compute: blocks take the time measured in a profile, waited out precisely.
+
+How a block's time is drawn (``jitter="lognormal"``, the default): a lognormal distribution
+with the profile's **median** ``m`` and **standard deviation** ``s`` (``latency_ms``): its
+``mu = ln m`` and ``sigma = sqrt(ln x)`` with ``x = (1 + sqrt(1 + 4 s^2 / m^2)) / 2``, which
+is the unique lognormal with that median and that std. It is positive and right-skewed, as
+measured block times are. ``jitter="none"`` uses the median exactly. A range of blocks draws
+each block independently and waits once for the sum.
+
+Waiting: :func:`wait_until` sleeps until ``spin_s`` before the deadline, then spins on
+``time.perf_counter()``; ``benchmarks/emulator_compute.py`` measures how close it gets (within
+1 ms or 2% of the target is the bar). This is how a MEC GPU is emulated on a CPU-only host:
+its measured times are waited out, not computed.
+
+Payloads are real bytes of the profiled size (zeros, from one preallocated buffer).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Literal
+
+import numpy as np
+
+from profiler.schema import Pass, Profile
+
+__all__ = [
+    "JITTERS",
+    "Jitter",
+    "ProfiledCompute",
+    "lognormal_params",
+    "output_bytes",
+    "wait_until",
+]
+
+Jitter = Literal["lognormal", "none"]
+JITTERS: tuple[str, ...] = ("lognormal", "none")
+_DEFAULT_SPIN_S = 0.002
+
+
+def wait_until(deadline: float, spin_s: float = _DEFAULT_SPIN_S) -> float:
+    """Wait until ``time.perf_counter() >= deadline``: sleep, then spin for the last ``spin_s``.
+
+    Returns the overshoot in seconds (``>= 0``).
+    """
+    while True:
+        rem = deadline - time.perf_counter()
+        if rem <= 0:
+            return -rem
+        if rem > spin_s:
+            time.sleep(rem - spin_s)
+        else:
+            while time.perf_counter() < deadline:
+                pass
+
+
+def lognormal_params(median: float, std: float) -> tuple[float, float]:
+    """``(mu, sigma)`` of the lognormal with this median and std (``median > 0``)."""
+    if median <= 0:
+        raise ValueError(f"median must be > 0, got {median}")
+    r2 = (std / median) ** 2
+    x = (1.0 + math.sqrt(1.0 + 4.0 * r2)) / 2.0
+    return math.log(median), math.sqrt(math.log(x))
+
+
+def output_bytes(p: Pass, lo: int, hi: int) -> int:
+    """Bytes produced by running blocks ``[lo, hi)`` of pass ``p``.
+
+    Running to the end gives the pass output; stopping at ``hi`` gives the cut after block
+    ``hi - 1``; an empty range at 0 hands on the pass input.
+    """
+    n = p.n_blocks
+    assert 0 <= lo <= hi <= n
+    if hi == n:
+        return p.output_bytes
+    if hi == 0:
+        return p.input_bytes
+    return p.blocks[hi - 1].out_bytes
+
+
+class ProfiledCompute:
+    """Waits out profiled block times; one instance per process, seeded generator passed in."""
+
+    def __init__(
+        self,
+        profile: Profile,
+        rng: np.random.Generator,
+        jitter: Jitter = "lognormal",
+        spin_s: float = _DEFAULT_SPIN_S,
+    ) -> None:
+        if jitter not in JITTERS:
+            raise ValueError(f"jitter must be one of {JITTERS}, got {jitter!r}")
+        self.profile = profile
+        self.rng = rng
+        self.jitter = jitter
+        self.spin_s = spin_s
+        self._median_s: list[np.ndarray] = []
+        self._mu: list[np.ndarray] = []
+        self._sigma: list[np.ndarray] = []
+        for p in profile.passes:
+            med = np.array([b.latency.median for b in p.blocks]) / 1e3
+            self._median_s.append(med)
+            mus, sigmas = [], []
+            for b in p.blocks:
+                if b.latency.median > 0:
+                    mu, sg = lognormal_params(b.latency.median / 1e3, b.latency.std / 1e3)
+                else:
+                    mu, sg = -math.inf, 0.0
+                mus.append(mu)
+                sigmas.append(sg)
+            self._mu.append(np.array(mus))
+            self._sigma.append(np.array(sigmas))
+        biggest = max(
+            max(p.input_bytes, p.output_bytes, *(b.out_bytes for b in p.blocks))
+            for p in profile.passes
+        )
+        self._zeros = memoryview(bytearray(biggest))
+
+    def expected_s(self, pass_index: int, lo: int, hi: int) -> float:
+        """Sum of the profiled medians of blocks ``[lo, hi)`` (seconds)."""
+        return float(self._median_s[pass_index][lo:hi].sum())
+
+    def sample_s(self, pass_index: int, lo: int, hi: int) -> float:
+        """Draw the duration of blocks ``[lo, hi)`` (seconds)."""
+        if hi <= lo:
+            return 0.0
+        if self.jitter == "none":
+            return self.expected_s(pass_index, lo, hi)
+        mu = self._mu[pass_index][lo:hi]
+        sigma = self._sigma[pass_index][lo:hi]
+        draws = np.where(
+            np.isfinite(mu), np.exp(mu + sigma * self.rng.standard_normal(mu.size)), 0.0
+        )
+        return float(draws.sum())
+
+    def payload(self, pass_index: int, lo: int, hi: int) -> memoryview:
+        """Zero bytes of the size produced by blocks ``[lo, hi)``."""
+        n = output_bytes(self.profile.passes[pass_index], lo, hi)
+        return self._zeros[:n]
+
+    def run(self, pass_index: int, lo: int, hi: int) -> tuple[float, memoryview]:
+        """Wait out a drawn duration of blocks ``[lo, hi)``; returns (target_s, output bytes)."""
+        start = time.perf_counter()
+        target = self.sample_s(pass_index, lo, hi)
+        if target > 0:
+            wait_until(start + target, self.spin_s)
+        return target, self.payload(pass_index, lo, hi)

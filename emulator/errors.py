@@ -1,0 +1,34 @@
+"""Errors of the emulator's application side (device, MEC, protocol, the ``run`` command).
+
+Hierarchy (one place, so callers know what to catch)::
+
+    Exception
+     └── EmulatorError      a user-facing problem: bad input (counts, rates, files that do not
+         │                  fit), a missing prerequisite, or a peer that broke the rules. The
+         │                  message is one line saying what, where and how to fix it; the CLI
+         │                  prints it as ``emulator: <message>`` and exits non-zero.
+         └── ProtocolError  a malformed, oversized or unexpected message on the wire (bad magic,
+                            unsupported version, unknown type, length over the bound), or a
+                            peer that closed the connection mid-message.
+
+Trace and profile errors (``traces.TraceError``, ``profiler.schema.ProfileError``) are turned into
+:class:`EmulatorError` where they enter the ``run`` command. Internal invariants are asserts.
+"""
+
+from __future__ import annotations
+
+__all__ = ["EmulatorError", "ProtocolError"]
+
+
+class EmulatorError(Exception):
+    """A user-facing emulator problem; the message is one line that says how to fix it."""
+
+    exit_code: int = 1
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class ProtocolError(EmulatorError):
+    """A malformed, oversized or unexpected message, or a connection closed mid-message."""

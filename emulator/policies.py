@@ -1,0 +1,42 @@
+"""The emulator's thin adapter to the agent's policy factory (one latency model: ``agent/``).
+
+:func:`load_policy` builds a policy with :func:`agent.policies.make_policy` and turns its errors
+into :class:`~emulator.errors.EmulatorError`. The spec ``default`` (the shipped trained policy
+``policies/<model>.zip``) falls back to ``greedy`` with a note when that file does not exist
+yet, so the bare demo runs before a policy is trained.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent.policy import Policy
+from emulator.errors import EmulatorError
+from profiler.schema import Profile, ProfileError
+
+__all__ = ["load_policy"]
+
+
+def load_policy(spec: str, device_profile: Profile, mec_profile: Profile,
+                **kw: Any) -> tuple[Policy, str]:
+    """Return ``(policy, note)``; ``note`` is empty unless ``default`` fell back to greedy."""
+    try:
+        from agent.errors import AgentError
+        from agent.policies import POLICIES_DIR, make_policy
+    except ImportError as e:  # the agent package is not installed or is incomplete
+        raise EmulatorError(f"cannot load policies: agent.policies is not importable ({e}); "
+                            "run bash scripts/setup.sh") from e
+    note = ""
+    if spec == "default":
+        path = POLICIES_DIR / f"{device_profile.model.name}.zip"
+        if not path.is_file():
+            note = (f"note: no trained default policy {path} yet; using the greedy policy "
+                    "(train one with python -m agent.train)")
+            spec = "greedy"
+    try:
+        return make_policy(spec, device_profile, mec_profile, **kw), note
+    except (AgentError, ProfileError) as e:
+        raise EmulatorError(f"policy {spec!r}: {e}") from e
+    except ImportError as e:
+        raise EmulatorError(f"policy {spec!r} needs a package that is missing ({e}); "
+                            "run bash scripts/setup.sh") from e

@@ -1,0 +1,245 @@
+"""The wire protocol between a device and the MEC: framed binary messages over TCP.
+
+Every message is a fixed 38-byte header, then ``meta_len`` bytes of UTF-8 JSON metadata (small:
+control fields, timestamps, queue state, tensor descriptions; at most :data:`MAX_META` bytes),
+then ``payload_len`` raw bytes (tensor data, at most the receiver's ``max_payload``). Nothing is
+pickled. Header fields, network byte order (``struct`` format :data:`HEADER_FORMAT`)::
+
+    magic        4s  b"AIGE"
+    version      B   PROTOCOL_VERSION (a receiver rejects any other)
+    type         B   a MsgType
+    flags        H   reserved, 0
+    request_id   Q   the device's request number (0 for control messages)
+    pass_index   H   index of the pass in the profile
+    repetition   I   repetition of the pass within the request (decode token, diffusion step)
+    block_lo     H   first block of the range the MEC runs
+    block_hi     H   one past the last block (block_lo <= block_hi)
+    meta_len     I   bytes of JSON metadata that follow
+    payload_len  Q   bytes of raw payload after the metadata
+
+Message flow: a device opens one connection, sends ``HELLO`` and gets ``WELCOME``; then per
+request ``ECHO`` (optional probe payload) -> ``ECHO_REPLY`` and, for every pass repetition that
+runs (partly) on the MEC, ``COMPUTE`` -> ``RESULT``; a request that offloaded anything ends
+with ``RELEASE`` (no reply), which frees its MEC slot. Every reply from the MEC carries its queue
+state (:class:`QueueState`) in the metadata under ``"queue"``. ``QUEUE`` asks for it alone.
+``ERROR`` carries ``{"message": ...}``; ``BYE`` closes. Every socket sets ``TCP_NODELAY``.
+
+Timestamps in metadata are ``time.monotonic()`` seconds. Device and MEC processes of one run
+live on one machine (Mininet hosts share the kernel's monotonic clock), so the device can
+subtract the MEC's stamps from its own.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import socket
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+from emulator.errors import ProtocolError
+
+__all__ = [
+    "DEFAULT_MAX_PAYLOAD",
+    "HEADER_FORMAT",
+    "HEADER_SIZE",
+    "MAGIC",
+    "MAX_META",
+    "PROTOCOL_VERSION",
+    "Message",
+    "MsgType",
+    "PayloadBuffer",
+    "QueueState",
+    "configure_socket",
+    "connect",
+    "decode_header",
+    "encode_header",
+    "recv_message",
+    "send_message",
+]
+
+MAGIC = b"AIGE"
+PROTOCOL_VERSION = 1
+HEADER_FORMAT = "!4sBBHQHIHHIQ"
+HEADER_SIZE = struct.calcsize(HEADER_FORMAT)
+MAX_META = 64 * 1024
+"""Largest metadata block accepted (bytes)."""
+DEFAULT_MAX_PAYLOAD = 1 << 30
+"""Largest payload accepted unless the receiver says otherwise (1 GiB: SD VAE cuts reach 256 MB)."""
+_SOCK_BUF = 4 << 20
+
+
+class MsgType(enum.IntEnum):
+    """Message types."""
+
+    HELLO = 1
+    WELCOME = 2
+    ECHO = 3
+    ECHO_REPLY = 4
+    COMPUTE = 5
+    RESULT = 6
+    QUEUE = 7
+    QUEUE_REPLY = 8
+    ERROR = 9
+    BYE = 10
+    RELEASE = 11
+
+
+@dataclass(frozen=True)
+class QueueState:
+    """What the MEC reports about its shared FIFO queue."""
+
+    queue_len: int
+    """Requests (sessions) waiting for a slot, not counting those holding one."""
+    busy_slots: int
+    slots: int
+    expected_wait_s: float
+    """How long a request arriving now would wait for a slot (the MEC's estimate)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"queue_len": self.queue_len, "busy_slots": self.busy_slots, "slots": self.slots,
+                "expected_wait_s": self.expected_wait_s}
+
+    @classmethod
+    def from_json(cls, d: Any) -> QueueState:
+        try:
+            return cls(queue_len=int(d["queue_len"]), busy_slots=int(d["busy_slots"]),
+                       slots=int(d["slots"]), expected_wait_s=float(d["expected_wait_s"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ProtocolError(f"malformed queue state in message metadata: {d!r}") from e
+
+
+@dataclass
+class Message:
+    """One framed message. ``payload`` is raw bytes (a memoryview when sent from a buffer)."""
+
+    type: MsgType
+    request_id: int = 0
+    pass_index: int = 0
+    repetition: int = 0
+    block_lo: int = 0
+    block_hi: int = 0
+    meta: dict[str, Any] = field(default_factory=dict)
+    payload: bytes | bytearray | memoryview = b""
+
+
+class PayloadBuffer:
+    """A reusable receive buffer that grows to the largest payload seen (no per-message
+    allocation of multi-megabyte activations). A view it returned is valid until it grows."""
+
+    def __init__(self, size: int = 0) -> None:
+        self._buf = bytearray(size)
+
+    def view(self, n: int) -> memoryview:
+        if n > len(self._buf):
+            self._buf = bytearray(max(n, 2 * len(self._buf)))
+        return memoryview(self._buf)[:n]
+
+
+def encode_header(msg: Message, meta_len: int, payload_len: int) -> bytes:
+    """Pack the fixed header of ``msg``; raises :class:`ProtocolError` on out-of-range fields."""
+    if not 0 <= msg.block_lo <= msg.block_hi:
+        raise ProtocolError(f"block range [{msg.block_lo}, {msg.block_hi}) is not valid")
+    if meta_len > MAX_META:
+        raise ProtocolError(f"metadata of {meta_len} bytes exceeds the {MAX_META}-byte bound")
+    try:
+        return struct.pack(HEADER_FORMAT, MAGIC, PROTOCOL_VERSION, int(msg.type), 0,
+                           msg.request_id, msg.pass_index, msg.repetition, msg.block_lo,
+                           msg.block_hi, meta_len, payload_len)
+    except struct.error as e:
+        raise ProtocolError(f"header field out of range: {e}") from e
+
+
+def decode_header(buf: bytes, max_payload: int = DEFAULT_MAX_PAYLOAD) -> tuple[Message, int, int]:
+    """Unpack and validate a header; returns (message without meta/payload, meta_len, payload_len)."""
+    if len(buf) != HEADER_SIZE:
+        raise ProtocolError(f"header must be {HEADER_SIZE} bytes, got {len(buf)}")
+    (magic, version, mtype, _flags, rid, pidx, rep, lo, hi, meta_len,
+     payload_len) = struct.unpack(HEADER_FORMAT, buf)
+    if magic != MAGIC:
+        raise ProtocolError(f"bad magic {magic!r} (expected {MAGIC!r}): the peer is not an "
+                            "emulator process")
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(f"protocol version {version} is not supported (this side speaks "
+                            f"{PROTOCOL_VERSION}); run device and MEC from the same checkout")
+    try:
+        t = MsgType(mtype)
+    except ValueError:
+        raise ProtocolError(f"unknown message type {mtype}") from None
+    if lo > hi:
+        raise ProtocolError(f"block range [{lo}, {hi}) is not valid")
+    if meta_len > MAX_META:
+        raise ProtocolError(f"metadata of {meta_len} bytes exceeds the {MAX_META}-byte bound")
+    if payload_len > max_payload:
+        raise ProtocolError(f"payload of {payload_len} bytes exceeds the {max_payload}-byte bound")
+    return Message(t, rid, pidx, rep, lo, hi), meta_len, payload_len
+
+
+def configure_socket(sock: socket.socket) -> None:
+    """TCP_NODELAY (no Nagle stalls on small messages) and large send/receive buffers."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SOCK_BUF)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _SOCK_BUF)
+
+
+def connect(host: str, port: int, timeout_s: float = 10.0) -> socket.socket:
+    """Open a configured TCP connection (blocking mode after connect)."""
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout_s)
+    except OSError as e:
+        raise ProtocolError(f"cannot connect to the MEC at {host}:{port}: {e.strerror or e}") from e
+    sock.settimeout(None)
+    configure_socket(sock)
+    return sock
+
+
+def send_message(sock: socket.socket, msg: Message) -> None:
+    """Send header, metadata and payload (the payload is not copied)."""
+    meta = json.dumps(msg.meta, separators=(",", ":")).encode() if msg.meta else b""
+    payload = memoryview(msg.payload).cast("B")
+    head = encode_header(msg, len(meta), payload.nbytes)
+    # Header and metadata go in one segment; the payload follows without a copy.
+    sock.sendall(head + meta)
+    if payload.nbytes:
+        sock.sendall(payload)
+
+
+def _recv_exact(sock: socket.socket, n: int, into: memoryview | None = None) -> memoryview:
+    buf = into if into is not None else memoryview(bytearray(n))
+    got = 0
+    while got < n:
+        r = sock.recv_into(buf[got:n], n - got)
+        if r == 0:
+            raise ProtocolError(f"connection closed by the peer after {got} of {n} bytes")
+        got += r
+    return buf[:n]
+
+
+def recv_message(sock: socket.socket, max_payload: int = DEFAULT_MAX_PAYLOAD,
+                 into: PayloadBuffer | None = None) -> Message | None:
+    """Receive one message; ``None`` when the peer closed cleanly between messages.
+
+    With ``into`` the payload lands in that reusable buffer (the returned payload is then a view
+    of it, valid until the next call with the same buffer); otherwise in a new bytearray.
+    """
+    head = bytearray(HEADER_SIZE)
+    first = sock.recv_into(head, HEADER_SIZE)
+    if first == 0:
+        return None
+    if first < HEADER_SIZE:
+        _recv_exact(sock, HEADER_SIZE - first, memoryview(head)[first:])
+    msg, meta_len, payload_len = decode_header(bytes(head), max_payload)
+    if meta_len:
+        raw = bytes(_recv_exact(sock, meta_len))
+        try:
+            meta = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ProtocolError(f"metadata of a {msg.type.name} message is not valid JSON") from e
+        if not isinstance(meta, dict):
+            raise ProtocolError(f"metadata of a {msg.type.name} message must be a JSON object")
+        msg.meta = meta
+    if payload_len:
+        target = into.view(payload_len) if into is not None else None
+        msg.payload = _recv_exact(sock, payload_len, target)
+    return msg

@@ -1,0 +1,132 @@
+"""The run's outputs: ``requests.jsonl`` (flushed per request), ``link.csv``, ``summary.json``.
+
+:class:`RecordSink` is fed request records as they finish (from several device reader
+threads), adds the simulator's prediction for the same request when a predictor is given, and
+writes each one as a JSON line, flushed at once, so an interrupted run keeps every finished
+request. :func:`summarize` turns the records into the counts and latency statistics of
+``summary.json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+__all__ = ["RecordSink", "latency_stats", "read_records", "summarize", "write_link_csv"]
+
+Predictor = Callable[[dict[str, Any]], dict[str, Any] | None]
+
+
+class RecordSink:
+    """Thread-safe writer of ``requests.jsonl`` with live counters for the progress line."""
+
+    def __init__(self, path: Path, predictor: Predictor | None = None) -> None:
+        self.path = path
+        self.predictor = predictor
+        self._f: IO[str] = path.open("w", encoding="utf-8")
+        self._lock = threading.Lock()
+        self.records: list[dict[str, Any]] = []
+        self.prediction_errors = 0
+
+    def add(self, rec: dict[str, Any]) -> None:
+        if self.predictor is not None:
+            try:
+                pred = self.predictor(rec)
+            except Exception as e:  # a broken predictor must not lose the measured record
+                pred = None
+                rec["predicted_error"] = f"{type(e).__name__}: {e}"
+                self.prediction_errors += 1
+            if pred is not None:
+                rec["predicted"] = pred
+                rec["predicted_latency_s"] = pred.get("latency_s")
+        line = json.dumps(rec, separators=(",", ":"))
+        with self._lock:
+            self._f.write(line + "\n")
+            self._f.flush()
+            self.records.append(rec)
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self.records)
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._f.closed:
+                self._f.flush()
+                self._f.close()
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """Read ``requests.jsonl`` (skips a torn last line of a killed run)."""
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+def latency_stats(values: Sequence[float]) -> dict[str, float | int | None]:
+    """Count, mean, p50, p95, max of latencies (``None`` when empty)."""
+    a = np.asarray(values, dtype=np.float64)
+    if a.size == 0:
+        return {"n": 0, "mean_s": None, "p50_s": None, "p95_s": None, "max_s": None}
+    return {"n": int(a.size), "mean_s": float(a.mean()), "p50_s": float(np.percentile(a, 50)),
+            "p95_s": float(np.percentile(a, 95)), "max_s": float(a.max())}
+
+
+def summarize(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Counts and latency statistics, overall, per policy and per device; sim vs emu error."""
+    recs = list(records)
+    lat = [float(r["latency_s"]) for r in recs]
+    by_policy: dict[str, list[float]] = {}
+    by_device: dict[str, list[float]] = {}
+    for r in recs:
+        by_policy.setdefault(str(r.get("policy")), []).append(float(r["latency_s"]))
+        by_device.setdefault(str(r.get("device")), []).append(float(r["latency_s"]))
+    offloaded = sum(1 for r in recs if r["phases"]["upload_bytes"] > 0)
+    out: dict[str, Any] = {
+        "requests": len(recs), "offloaded": offloaded, "local": len(recs) - offloaded,
+        "latency": latency_stats(lat),
+        "response": latency_stats([float(r["t_end"]) - float(r["t_arrival"]) for r in recs]),
+        "per_policy": {k: latency_stats(v) for k, v in sorted(by_policy.items())},
+        "per_device": {k: latency_stats(v) for k, v in sorted(by_device.items())},
+        "phase_totals_s": {k: float(sum(r["phases"][k] for r in recs)) for k in (
+            "device_s", "upload_s", "mec_wait_s", "mec_s", "download_s")},
+        "bytes": {"upload": int(sum(r["phases"]["upload_bytes"] for r in recs)),
+                  "download": int(sum(r["phases"]["download_bytes"] for r in recs))},
+    }
+    pairs = [(float(r["latency_s"]), float(r["predicted_latency_s"])) for r in recs
+             if isinstance(r.get("predicted_latency_s"), (int, float))]
+    if pairs:
+        rel = np.array([(m - p) / p for m, p in pairs if p > 0])
+        out["simulator"] = {
+            "n": len(pairs),
+            "mean_measured_s": float(np.mean([m for m, _ in pairs])),
+            "mean_predicted_s": float(np.mean([p for _, p in pairs])),
+            "median_rel_error": float(np.median(rel)) if rel.size else math.nan,
+            "p95_abs_rel_error": float(np.percentile(np.abs(rel), 95)) if rel.size else math.nan,
+            "note": "prediction: agent.latency.simulate_request with the run's trace, the "
+                    "request's decision and start time, an idle MEC (no queueing)",
+        }
+    return out
+
+
+def write_link_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Write the network's per-interval link rows (capacity and measured goodput)."""
+    cols: list[str] = ["t_s", "device", "capacity_mbps", "goodput_mbps"]
+    for r in rows:
+        cols.extend(k for k in r if k not in cols)
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow(dict(r))

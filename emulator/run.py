@@ -1,0 +1,321 @@
+"""``python -m emulator.run``: one real-time emulation of split AIGC inference.
+
+Devices and a MEC server run as processes in Mininet hosts; each device's wireless hop is
+shaped live from a bandwidth trace; before every request a device asks its policy where to
+split. A bare ``sudo .venv/bin/python -m emulator.run`` runs the bundled demo: GPT-2 profiles,
+the bundled cellular trace, the shipped policy, 2 devices, 40 s, results in ``runs/<time>/``.
+
+Outputs in ``--out``: ``requests.jsonl`` (one record per finished request, written as it
+finishes), ``link.csv`` (capacity and measured goodput per second), ``summary.json`` (counts,
+latency statistics, shaper statistics, provenance), ``latency_timeline.png``,
+``latency_cdf.png`` and ``logs/``. Errors are one line ``emulator: ...`` and a non-zero exit
+(2: bad input or missing prerequisite, 1: the run failed, 130: interrupted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import importlib.util
+import math
+import os
+import shutil
+import signal
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from emulator.errors import EmulatorError
+from emulator.provenance import file_sha256, provenance
+from emulator.records import Predictor
+from emulator.session import RunPlan, run_session
+
+__all__ = ["DEFAULT_TRACE", "PROFILES_DIR", "build_parser", "main", "resolve_profiles"]
+
+_ROOT = Path(__file__).resolve().parent.parent
+PROFILES_DIR = _ROOT / "profiles"
+DEFAULT_TRACE = _ROOT / "traces" / "data" / "cellular_120s.csv"
+_SHIPPED = ("gpt2", "sd15", "gpt2-tiny", "sd15-tiny")
+_TOOLS = {"mnexec": "mininet", "tc": "iproute2", "ip": "iproute2"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="sudo .venv/bin/python -m emulator.run",
+        description="Real-time emulation of split generative-AI inference between mobile "
+                    "devices and a MEC server over trace-shaped links. With no arguments: the "
+                    "bundled demo.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g = ap.add_argument_group("link")
+    g.add_argument("--trace", default=str(DEFAULT_TRACE),
+                   help="uplink capacity trace (Mahimahi, Pensieve, 5G CSV, Lumos, CSV)")
+    g.add_argument("--format", default=None, help="trace format (default: detected)")
+    g.add_argument("--scale", type=float, default=1.0, help="multiply the trace's rates by X")
+    g.add_argument("--downlink", choices=("same", "none"), default="same",
+                   help="downlink shaping: the same trace (as the simulator assumes) or none")
+    g.add_argument("--shared-cell", action="store_true",
+                   help="all devices share one cell of the trace's capacity")
+    g.add_argument("--delay-ms", type=float, default=10.0,
+                   help="one-way propagation delay between devices and MEC")
+    g.add_argument("--queue-bytes", type=int, default=None,
+                   help="bounded queue of each shaped class (default: the network's choice)")
+    g.add_argument("--network", choices=("mininet", "loopback"), default="mininet",
+                   help="loopback: plain processes on 127.0.0.1, NO shaping (development)")
+    g = ap.add_argument_group("workload")
+    g.add_argument("--model", default="gpt2",
+                   help="gpt2, sd15, gpt2-tiny, sd15-tiny (shipped profiles) or a device "
+                        "PROFILE.json")
+    g.add_argument("--mec-profile", default=None,
+                   help="MEC profile (default: the shipped MEC profile of --model, or the "
+                        "same file as a PROFILE.json --model)")
+    g.add_argument("--tokens", type=int, default=None, help="decode tokens T per request")
+    g.add_argument("--steps", type=int, default=None, help="denoising steps S per request")
+    g.add_argument("--repeat", action="append", default=[], metavar="PASS=N",
+                   help="repetitions of any pass per request (repeatable)")
+    a = g.add_mutually_exclusive_group()
+    a.add_argument("--rate", type=float, default=None,
+                   help="Poisson arrivals per second per device (default 0.5)")
+    a.add_argument("--closed-loop", action="store_true",
+                   help="each device starts a request as soon as the previous one ends")
+    g = ap.add_argument_group("system")
+    g.add_argument("--policy", default="default",
+                   help="local, offload, fixed:K, fixed, greedy, default, or an SB3 .zip")
+    g.add_argument("--devices", type=int, default=2, help="number of devices N")
+    g.add_argument("--mec-slots", type=int, default=1, help="MEC concurrent compute slots C")
+    g.add_argument("--mec-speedup", type=float, default=1.0,
+                   help="scenario knob passed to the policy's latency model")
+    g.add_argument("--compute", choices=("profiled", "execute"), default="profiled",
+                   help="wait out profiled block times, or execute ONNX pieces")
+    g.add_argument("--jitter", choices=("lognormal", "none"), default="lognormal",
+                   help="profiled block times: lognormal(median, std) draws, or medians")
+    g = ap.add_argument_group("run")
+    g.add_argument("--duration", type=float, default=40.0,
+                   help="seconds during which requests arrive")
+    g.add_argument("--grace", type=float, default=30.0,
+                   help="seconds after --duration to let requests in flight finish")
+    g.add_argument("--seed", type=int, default=1, help="seed of arrivals and block times")
+    g.add_argument("--out", default=None, help="output directory (default runs/<UTC time>)")
+    g.add_argument("--quiet", action="store_true", help="no progress lines")
+    return ap
+
+
+def _check_range(name: str, value: float, lo: float, hi: float) -> None:
+    if not (math.isfinite(value) and lo <= value <= hi):
+        raise EmulatorError(f"{name} must be in [{lo:g}, {hi:g}], got {value:g}", 2)
+
+
+def resolve_profiles(model: str, mec_profile: str | None) -> tuple[Path, Path]:
+    """Paths of the device and MEC profiles for ``--model`` / ``--mec-profile``."""
+    if model in _SHIPPED:
+        dev = PROFILES_DIR / f"{model}.device.json"
+        mec = Path(mec_profile) if mec_profile else PROFILES_DIR / f"{model}.mec-cpu.json"
+        for p in (dev, mec):
+            if not p.is_file():
+                raise EmulatorError(f"profile {p} not found: the shipped {model} profiles are "
+                                    "missing from this checkout (make them with python -m "
+                                    "profiler, or pass --model PROFILE.json)", 2)
+        return dev, mec
+    dev = Path(model)
+    if not dev.suffix == ".json" and not dev.exists():
+        raise EmulatorError(f"--model {model!r}: use one of {', '.join(_SHIPPED)} or a profile "
+                            "file PROFILE.json", 2)
+    return dev, Path(mec_profile) if mec_profile else dev
+
+
+def _repeats(args: argparse.Namespace, pass_names: list[str]) -> list[str]:
+    reps = list(args.repeat)
+    for opt, pname, n in (("--tokens", "decode", args.tokens), ("--steps", "unet", args.steps)):
+        if n is None:
+            continue
+        if pname not in pass_names:
+            raise EmulatorError(f"{opt} needs a model with a {pname!r} pass; this one has "
+                                f"{', '.join(pass_names)} (use --repeat PASS=N)", 2)
+        _check_range(opt, n, 1, 100_000)
+        reps.append(f"{pname}={n}")
+    return reps
+
+
+def _check_prerequisites() -> None:
+    if os.geteuid() != 0:
+        raise EmulatorError("the emulator needs root for network namespaces and tc: run with "
+                            "sudo .venv/bin/python -m emulator.run", 2)
+    missing = sorted({pkg for tool, pkg in _TOOLS.items() if shutil.which(tool) is None})
+    if importlib.util.find_spec("mininet") is None:
+        missing.append("mininet (Python module)")
+    if missing:
+        raise EmulatorError(f"missing: {', '.join(missing)}; install everything with "
+                            "bash scripts/setup.sh", 2)
+
+
+def _make_predictor(plan: RunPlan, dev: Any, mec: Any, delay_s: float,
+                    downlink: bool) -> Predictor | None:
+    """The simulator's prediction of each recorded request (idle MEC), if agent/ is there."""
+    try:
+        from agent.latency import LatencyModel, simulate_request
+        from agent.link import Link
+        from agent.policy import Decision, Workload
+    except ImportError:
+        return None
+    model = LatencyModel(dev, mec, mec_speedup=plan.mec_speedup)
+    up = plan.trace.scaled(1.0 / plan.n_devices) if plan.shared_cell else plan.trace
+    # an unshaped downlink is modelled as effectively unlimited
+    down = None if downlink else up.scaled(1e6)
+    link = Link(up=up, down=down, one_way_delay_s=delay_s)
+
+    def predict(rec: dict[str, Any]) -> dict[str, Any]:
+        splits = {k: tuple(v) if isinstance(v, list) else int(v)
+                  for k, v in rec["splits"].items()}
+        res = simulate_request(model, link, Decision(splits, int(rec.get("split", -1))),
+                               Workload(rec["workload"], dict(rec["repeats"])),
+                               max(float(rec["t_start"]), 0.0), None,
+                               device=str(rec["device"]), detail=False)
+        r = res.to_record()
+        return {"latency_s": r["latency_s"], "phases": r["phases"]}
+
+    return predict
+
+
+def _plan(args: argparse.Namespace) -> tuple[RunPlan, Any, Any]:
+    from profiler.schema import ProfileError, check_compatible, load_profile
+    from traces import TraceError, TraceWarning, load_trace
+
+    _check_range("--devices", args.devices, 1, 200)
+    _check_range("--mec-slots", args.mec_slots, 1, 64)
+    _check_range("--duration", args.duration, 0.1, 86_400)
+    _check_range("--grace", args.grace, 0, 3_600)
+    _check_range("--delay-ms", args.delay_ms, 0, 5_000)
+    _check_range("--scale", args.scale, 1e-6, 1e6)
+    _check_range("--mec-speedup", args.mec_speedup, 1e-3, 1e6)
+    if args.queue_bytes is not None:
+        _check_range("--queue-bytes", args.queue_bytes, 3028, 1 << 31)
+    rate = None if args.closed_loop else (0.5 if args.rate is None else args.rate)
+    if rate is not None:
+        _check_range("--rate", rate, 1e-4, 1_000)
+    if args.compute == "execute":
+        raise EmulatorError("--compute execute is not available in this version (no exported "
+                            "ONNX pieces to run yet); use --compute profiled", 2)
+    dev_path, mec_path = resolve_profiles(args.model, args.mec_profile)
+    try:
+        dev = load_profile(dev_path)
+        mec = load_profile(mec_path)
+        if args.model in _SHIPPED and dev.model.name != args.model:
+            raise ProfileError(f"{dev_path} is a profile of {dev.model.name!r}, not of "
+                               f"--model {args.model}")
+        check_compatible(dev, mec)
+    except ProfileError as e:
+        raise EmulatorError(str(e), 2) from e
+    repeats = _repeats(args, [p.name for p in dev.passes])
+    from emulator.device import parse_repeats
+
+    parse_repeats(repeats, dev)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", TraceWarning)
+            trace = load_trace(args.trace, args.format, scale=args.scale)
+        for w in caught:
+            print(f"emulator: warning: {w.message}", file=sys.stderr)
+        trace.finish_time(0.0, 1.0)  # an all-zero trace fails here, not mid-run
+    except TraceError as e:
+        raise EmulatorError(f"--trace: {e}", 2) from e
+    from emulator.policies import load_policy
+
+    policy, note = load_policy(args.policy, dev, mec, mec_speedup=args.mec_speedup)
+    if note:
+        print(f"emulator: {note}", file=sys.stderr)
+    spec = "greedy" if note else args.policy
+    if args.out:
+        out = Path(args.out)
+        if (out / "requests.jsonl").exists():
+            raise EmulatorError(f"--out {out} already holds a run (requests.jsonl); choose "
+                                "another directory", 2)
+    else:
+        stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%d-%H%M%S")
+        out = _ROOT / "runs" / stamp
+    plan = RunPlan(out_dir=out.resolve(), device_profile=dev_path.resolve(),
+                   mec_profile=mec_path.resolve(), model=dev.model.name, trace=trace,
+                   n_devices=args.devices, policy=spec, seed=args.seed,
+                   duration_s=args.duration, rate=rate, mec_slots=args.mec_slots,
+                   repeats=repeats, jitter=args.jitter, compute=args.compute,
+                   grace_s=args.grace, shared_cell=args.shared_cell,
+                   mec_speedup=args.mec_speedup, progress=not args.quiet)
+    del policy
+    return plan, dev, mec
+
+
+def _network(plan: RunPlan, args: argparse.Namespace) -> Any:
+    if args.network == "loopback":
+        from emulator.loopback import LoopbackNetwork
+
+        return LoopbackNetwork(plan.n_devices, plan.trace)
+    from emulator.net import EmulatedNetwork, NetConfig
+
+    cfg = NetConfig(n_devices=plan.n_devices, uplink=plan.trace,
+                    downlink=plan.trace if args.downlink == "same" else None,
+                    shared_cell=plan.shared_cell, one_way_delay_s=args.delay_ms / 1e3,
+                    queue_bytes=args.queue_bytes)
+    return EmulatedNetwork(cfg)
+
+
+def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    plan, dev, mec = _plan(args)
+    if args.network == "mininet":
+        _check_prerequisites()
+    delay_s = args.delay_ms / 1e3 if args.network == "mininet" else 0.0
+    predictor = _make_predictor(plan, dev, mec, delay_s, args.downlink == "same")
+    inputs = {
+        "trace": {"path": str(Path(args.trace).resolve()), "format": args.format,
+                  "scale": args.scale, "sha256": plan.trace.sha256(),
+                  "file_sha256": file_sha256(args.trace), "name": plan.trace.label,
+                  "mean_mbps": plan.trace.mean_bps() / 1e6},
+        "device_profile": {"path": str(plan.device_profile),
+                           "sha256": file_sha256(plan.device_profile)},
+        "mec_profile": {"path": str(plan.mec_profile), "sha256": file_sha256(plan.mec_profile)},
+        "network": args.network, "delay_ms": args.delay_ms, "downlink": args.downlink,
+    }
+    prov = provenance(list(argv), args.seed, inputs)
+    print(f"emulator: {plan.model}, {plan.n_devices} device(s), policy {plan.policy}, "
+          f"trace {plan.trace.label} (mean {plan.trace.mean_bps() / 1e6:.2f} Mbit/s), "
+          f"{plan.duration_s:g} s -> {plan.out_dir}", file=sys.stderr, flush=True)
+    with _network(plan, args) as net:
+        n = run_session(plan, net, predictor, prov)
+    import json
+
+    summary = json.loads((plan.out_dir / "summary.json").read_text())
+    lat = summary["latency"]
+    mean = f"{lat['mean_s']:.3f} s" if lat["mean_s"] is not None else "-"
+    p95 = f"{lat['p95_s']:.3f} s" if lat["p95_s"] is not None else "-"
+    print(f"emulator: {summary['status']}: {n} requests, mean latency {mean}, p95 {p95}; "
+          f"results in {plan.out_dir}", file=sys.stderr)
+    return 130 if summary["status"] == "interrupted" else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+
+    def _on_term(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    prev = signal.signal(signal.SIGTERM, _on_term)
+    try:
+        return _run(args, argv)
+    except EmulatorError as e:
+        print(f"emulator: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("emulator: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if type(e).__name__ == "NetError":  # emulator.net may not import without Mininet
+            print(f"emulator: {e}", file=sys.stderr)
+            return 2
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, prev)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,294 @@
+"""One emulation run: start the MEC and device processes in the network, follow, collect.
+
+:func:`run_session` is given a validated :class:`RunPlan` and a network (the Mininet
+:class:`emulator.net.EmulatedNetwork` or :class:`emulator.loopback.LoopbackNetwork`, already
+entered). It
+
+1. starts the MEC process in the MEC host and waits for its ``{"ready", "port"}`` line;
+2. starts one device process per device host; each connects, says ``{"ready": true}``;
+3. picks trace time 0 (``t0``, a ``time.monotonic()`` value shared by all hosts), starts the
+   shaper at ``t0`` and sends ``{"t0": ...}`` to every device;
+4. writes every request record as it arrives (reader thread per device) and prints a progress
+   line to stderr once per second;
+5. after ``duration`` the devices stop issuing requests and finish the one in flight (up to
+   ``grace_s``); then everything is stopped and ``link.csv``, ``summary.json`` and the plots
+   are written.
+
+Every exit path (normal end, Ctrl-C, SIGTERM turned into ``KeyboardInterrupt`` by the caller,
+crash) goes through one ``finally``: processes are terminated (then killed), readers drained,
+``requests.jsonl`` closed, and the outputs written with the run's ``status``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from emulator.errors import EmulatorError
+from emulator.plots import plot_run
+from emulator.records import RecordSink, summarize, write_link_csv
+from traces import Trace
+
+__all__ = ["RunPlan", "run_session"]
+
+_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class RunPlan:
+    """Everything a run needs, validated by the ``run`` command."""
+
+    out_dir: Path
+    device_profile: Path
+    mec_profile: Path
+    model: str
+    trace: Trace
+    n_devices: int
+    policy: str
+    seed: int
+    duration_s: float
+    rate: float | None
+    mec_slots: int = 1
+    repeats: list[str] = field(default_factory=list)
+    jitter: str = "lognormal"
+    compute: str = "profiled"
+    grace_s: float = 30.0
+    shared_cell: bool = False
+    mec_speedup: float = 1.0
+    probe_bytes: int = 32_768
+    startup_timeout_s: float = 90.0
+    progress: bool = True
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_ROOT), env.get("PYTHONPATH")]))
+    env["PYTHONUNBUFFERED"] = "1"
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+class _Proc:
+    """A started process with a stdout reader thread and a log file for stderr."""
+
+    def __init__(self, name: str, popen: subprocess.Popen[str], log: IO[str],
+                 on_line: Callable[[_Proc, dict[str, Any]], None]) -> None:
+        self.name = name
+        self.p = popen
+        self.log = log
+        self.ready = threading.Event()
+        self.info: dict[str, Any] = {}
+        self.bad_lines = 0
+        self._on_line = on_line
+        self.thread = threading.Thread(target=self._read, name=f"read-{name}", daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        assert self.p.stdout is not None
+        for line in self.p.stdout:
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError:
+                self.bad_lines += 1
+                continue
+            if isinstance(obj, dict) and obj.get("ready") is True:
+                self.info = obj
+                self.ready.set()
+            elif isinstance(obj, dict):
+                self._on_line(self, obj)
+
+    def log_tail(self) -> str:
+        self.log.flush()
+        try:
+            lines = Path(self.log.name).read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return lines[-1] if lines else ""
+
+    def stop(self, timeout_s: float = 3.0) -> None:
+        if self.p.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.p.terminate()
+            try:
+                self.p.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.p.wait(timeout=timeout_s)
+        self.thread.join(timeout=timeout_s)
+
+
+def _wait_ready(procs: list[_Proc], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    for pr in procs:
+        while not pr.ready.wait(0.1):
+            if pr.p.poll() is not None:
+                raise EmulatorError(f"{pr.name} exited during start-up: "
+                                    f"{pr.log_tail() or 'no message'} (log: {pr.log.name})")
+            if time.monotonic() > deadline:
+                raise EmulatorError(f"{pr.name} did not start within {timeout_s:.0f} s "
+                                    f"(log: {pr.log.name})")
+
+
+def run_session(plan: RunPlan, net: Any, predictor: Any, provenance: dict[str, Any]) -> int:
+    """Run the plan inside ``net``; returns the number of finished requests."""
+    out = plan.out_dir
+    logs = out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    sink = RecordSink(out / "requests.jsonl", predictor)
+    procs: list[_Proc] = []
+    devices: list[_Proc] = []
+    status = "failed"
+    t0 = math.nan
+    t_stop = math.nan
+    error = ""
+    log_files: list[IO[str]] = []
+
+    def on_record(_pr: _Proc, rec: dict[str, Any]) -> None:
+        sink.add(rec)
+
+    def start(name: str, host: Any, argv: list[str], stdin: bool) -> _Proc:
+        log = (logs / f"{name}.log").open("w", encoding="utf-8")
+        log_files.append(log)
+        p = net.popen(host, [sys.executable, *argv], stdout=subprocess.PIPE,
+                      stdin=subprocess.PIPE if stdin else subprocess.DEVNULL, stderr=log,
+                      text=True, bufsize=1, cwd=str(_ROOT), env=_env())
+        pr = _Proc(name, p, log, on_record)
+        procs.append(pr)
+        return pr
+
+    try:
+        mec = start("mec", net.mec, [
+            "-m", "emulator.mec", "--profile", str(plan.mec_profile),
+            "--slots", str(plan.mec_slots), "--seed", str(plan.seed), "--jitter", plan.jitter,
+            "--compute", plan.compute], stdin=False)
+        _wait_ready([mec], plan.startup_timeout_s)
+        addr = f"{net.mec.IP()}:{int(mec.info['port'])}"
+        for i, host in enumerate(net.devices):
+            argv = ["-m", "emulator.device", "--index", str(i), "--mec", addr,
+                    "--profile", str(plan.device_profile), "--mec-profile", str(plan.mec_profile),
+                    "--policy", plan.policy, "--seed", str(plan.seed),
+                    "--duration", str(plan.duration_s), "--jitter", plan.jitter,
+                    "--mec-speedup", str(plan.mec_speedup), "--probe-bytes",
+                    str(plan.probe_bytes), "--wait-go"]
+            argv += ["--closed-loop"] if plan.rate is None else ["--rate", str(plan.rate)]
+            for r in plan.repeats:
+                argv += ["--repeat", r]
+            devices.append(start(f"device-{i}", host, argv, stdin=True))
+        _wait_ready(devices, plan.startup_timeout_s)
+        t0 = time.monotonic() + 0.3
+        net.start_shaping(t0)
+        for d in devices:
+            assert d.p.stdin is not None
+            d.p.stdin.write(json.dumps({"t0": t0}) + "\n")
+            d.p.stdin.flush()
+        status = "running"
+        _follow(plan, net, devices, sink, t0)
+        status = "completed"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        print("\nemulator: interrupted; stopping processes and writing what finished",
+              file=sys.stderr)
+    except EmulatorError as e:
+        error = str(e)
+        raise
+    except BaseException as e:
+        error = f"{type(e).__name__}: {e}"
+        raise
+    finally:
+        t_stop = time.monotonic()
+        for pr in reversed(procs):  # devices first, the MEC last
+            pr.stop()
+        for f in log_files:
+            f.close()
+        sink.close()
+        with contextlib.suppress(Exception):
+            net.stop_shaping()
+        _write_outputs(plan, net, sink, provenance, status, error, t0, t_stop, procs)
+    return len(sink.records)
+
+
+def _follow(plan: RunPlan, net: Any, devices: list[_Proc], sink: RecordSink,
+            t0: float) -> None:
+    t_end = t0 + plan.duration_s
+    deadline = t_end + plan.grace_s
+    next_print = t0 + 1.0
+    while True:
+        now = time.monotonic()
+        alive = [d for d in devices if d.p.poll() is None]
+        if not alive:
+            break
+        if now > deadline:
+            print(f"emulator: {len(alive)} device(s) still busy {plan.grace_s:.0f} s after the "
+                  "end; stopping them (their unfinished requests are not recorded)",
+                  file=sys.stderr)
+            break
+        if plan.progress and now >= next_print:
+            next_print += 1.0
+            _progress(net, sink, now - t0, len(alive))
+        time.sleep(0.1)
+    failed = [d for d in devices if d.p.poll() not in (None, 0)]
+    if failed:
+        d = failed[0]
+        raise EmulatorError(f"{d.name} failed: {d.log_tail() or 'no message'} "
+                            f"(log: {d.log.name})")
+
+
+def _progress(net: Any, sink: RecordSink, t: float, alive: int) -> None:
+    recs = sink.snapshot()
+    cap = net.capacity_at(0, t) / 1e6
+    mean = sum(r["latency_s"] for r in recs) / len(recs) if recs else math.nan
+    last = [r["latency_s"] for r in recs[-5:]]
+    print(f"emulator: t={t:6.1f} s  requests done {len(recs):4d}  devices busy {alive}  "
+          f"capacity {cap:7.2f} Mbit/s  mean latency {mean:7.3f} s  "
+          f"last {'/'.join(f'{x:.2f}' for x in last)}", file=sys.stderr, flush=True)
+
+
+def _write_outputs(plan: RunPlan, net: Any, sink: RecordSink, prov: dict[str, Any],
+                   status: str, error: str, t0: float, t_stop: float,
+                   procs: list[_Proc]) -> None:
+    out = plan.out_dir
+    records = sink.snapshot()
+    try:
+        rows = net.link_rows()
+        stats = net.shaper_stats()
+    except Exception as e:
+        rows, stats = [], {"error": f"{type(e).__name__}: {e}"}
+    write_link_csv(out / "link.csv", rows)
+    summary: dict[str, Any] = {
+        "status": status,
+        **({"error": error} if error else {}),
+        "model": plan.model,
+        "policy": plan.policy,
+        "devices": plan.n_devices,
+        "shared_cell": plan.shared_cell,
+        "mec_slots": plan.mec_slots,
+        "compute": plan.compute,
+        "jitter": plan.jitter,
+        "arrivals": "closed-loop" if plan.rate is None else f"poisson {plan.rate}/s per device",
+        "duration_s": plan.duration_s,
+        "elapsed_s": (t_stop - t0) if math.isfinite(t0) else 0.0,
+        "run_id": getattr(net, "run_id", None),
+        "delay_method": getattr(net, "delay_method", None),
+        "shaper": stats,
+        "exit_codes": {pr.name: pr.p.returncode for pr in procs},
+        "prediction_errors": sink.prediction_errors,
+        **summarize(records),
+        "provenance": prov,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
+    if records:
+        try:
+            plot_run(out, records, lambda t: net.capacity_at(0, t), plan.duration_s, rows)
+        except Exception as e:  # plots are a convenience; never lose the run for them
+            print(f"emulator: plots not written: {type(e).__name__}: {e}", file=sys.stderr)
