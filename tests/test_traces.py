@@ -309,3 +309,24 @@ def test_large_vectorised_queries_equal_scalar_ones() -> None:
         tr.bytes_between(t0, t1), [tr.bytes_between(a, b) for a, b in zip(t0.tolist(), t1.tolist(), strict=True)]
     )
     assert np.all(vec >= t0)
+
+
+def test_pickle_and_replace_keep_behaviour() -> None:
+    import pickle
+
+    big = trace_from_mahimahi(np.arange(0, 4001, 3))  # > 16 segments: has a bucket index
+    big.finish_time(np.zeros(300), 1e5)  # build the index before pickling
+    for tr in (ON_OFF, big):
+        back = pickle.loads(pickle.dumps(tr))
+        assert back == tr and back.finish_time(0.5, 1e6) == tr.finish_time(0.5, 1e6)
+    renamed = dataclasses.replace(ON_OFF, name="renamed")
+    assert renamed.name == "renamed" and renamed.finish_time(0.5, 1e6) == pytest.approx(3.0)
+
+
+def test_shifted_without_loop_is_shorter() -> None:
+    stop = ON_OFF.with_end("stop").shifted(1.5)
+    assert stop.period_s == 2.5 and stop.end == "stop"
+    assert stop.capacity_at(0.25) == 0.0 and stop.capacity_at(1.0) == 4e6
+    assert stop.capacity_at(3.0) == 0.0
+    with pytest.raises(TraceError, match="offset must be in"):
+        ON_OFF.with_end("hold").shifted(4.0)
