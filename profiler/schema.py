@@ -23,7 +23,10 @@ On disk the profile is JSON with ``"schema": 1``::
      "created": "2026-11-27T13:00:00Z", "command": "python -m profiler ..."}
 
 Latency statistics are milliseconds. ``out_tensors`` (optional) names every tensor crossing the
-cut after a block with its shape, dtype and bytes; ``out_bytes`` is their total.
+cut after a block with its shape, dtype and bytes; ``out_bytes`` is their total (after the last
+block: the pass output). Optional, added compatibly by the profiler: ``cold_ms`` on blocks and
+passes (first run of a fresh session, not in the statistics), ``note`` and ``chain_max_error``
+(worst difference of the chained pieces from the whole model) on passes.
 """
 
 from __future__ import annotations
@@ -111,12 +114,15 @@ class Block:
     out_bytes: int
     weight_bytes: int
     out_tensors: tuple[TensorInfo, ...] = ()
+    cold_ms: float | None = None  # first run of a fresh session, kept apart from the stats
 
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {"name": self.name, "latency_ms": self.latency.to_json(),
                              "out_bytes": self.out_bytes, "weight_bytes": self.weight_bytes}
         if self.out_tensors:
             d["out_tensors"] = [t.to_json() for t in self.out_tensors]
+        if self.cold_ms is not None:
+            d["cold_ms"] = self.cold_ms
         return d
 
 
@@ -130,6 +136,9 @@ class Pass:
     whole: LatencyStats
     input_bytes: int
     output_bytes: int
+    cold_ms: float | None = None  # first run of the whole pass in a fresh session
+    note: str = ""  # what the pass is measured at (e.g. the decode's past length)
+    chain_max_error: float | None = None  # chained pieces vs whole model (see profiler.timing)
 
     @property
     def n_blocks(self) -> int:
@@ -152,9 +161,17 @@ class Pass:
         return 0 if k == len(self.blocks) else self.output_bytes
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "repeat": self.repeat, "input_bytes": self.input_bytes,
-                "output_bytes": self.output_bytes, "whole_ms": self.whole.to_json(),
-                "blocks": [b.to_json() for b in self.blocks]}
+        d: dict[str, Any] = {"name": self.name, "repeat": self.repeat,
+                             "input_bytes": self.input_bytes, "output_bytes": self.output_bytes,
+                             "whole_ms": self.whole.to_json(),
+                             "blocks": [b.to_json() for b in self.blocks]}
+        if self.cold_ms is not None:
+            d["cold_ms"] = self.cold_ms
+        if self.note:
+            d["note"] = self.note
+        if self.chain_max_error is not None:
+            d["chain_max_error"] = self.chain_max_error
+        return d
 
 
 @dataclass(frozen=True)
@@ -286,6 +303,10 @@ def _nonneg_int(d: Any, key: str, where: str) -> int:
     return int(v)
 
 
+def _opt_float(d: Any, key: str, where: str) -> float | None:
+    return _nonneg_float(d, key, where) if isinstance(d, dict) and key in d else None
+
+
 def _stats(d: Any, where: str) -> LatencyStats:
     return LatencyStats(median=_nonneg_float(d, "median", where), p95=_nonneg_float(d, "p95", where),
                         mean=_nonneg_float(d, "mean", where), std=_nonneg_float(d, "std", where),
@@ -334,11 +355,13 @@ def _parse_profile(data: Any, where: str) -> Profile:
                                 latency=_stats(_get(rb, "latency_ms", dict, bw), f"{bw} latency_ms"),
                                 out_bytes=_nonneg_int(rb, "out_bytes", bw),
                                 weight_bytes=_nonneg_int(rb, "weight_bytes", bw),
-                                out_tensors=tensors))
+                                out_tensors=tensors, cold_ms=_opt_float(rb, "cold_ms", bw)))
         passes.append(Pass(name=name, repeat=repeat, blocks=tuple(blocks),
                            whole=_stats(_get(rp, "whole_ms", dict, pw), f"{pw} whole_ms"),
                            input_bytes=_nonneg_int(rp, "input_bytes", pw),
-                           output_bytes=_nonneg_int(rp, "output_bytes", pw)))
+                           output_bytes=_nonneg_int(rp, "output_bytes", pw),
+                           cold_ms=_opt_float(rp, "cold_ms", pw), note=str(rp.get("note", "")),
+                           chain_max_error=_opt_float(rp, "chain_max_error", pw)))
     return Profile(model=model, hardware=hw, passes=tuple(passes),
                    created=str(data.get("created", "")), command=str(data.get("command", "")),
                    schema=schema)

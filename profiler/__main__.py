@@ -1,0 +1,7 @@
+"""``python -m profiler``: see :mod:`profiler.cli`."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

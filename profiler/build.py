@@ -1,0 +1,169 @@
+"""From a model to a :class:`~profiler.schema.Profile`: export, cut, check, time.
+
+:func:`profile_zoo` does it for a zoo model (cut at module boundaries), :func:`profile_onnx`
+for any ONNX file (cut points found in the graph).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import shutil
+import sys
+from collections.abc import Collection, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .cut import Partition, build_pieces, partition_auto, partition_by_scope
+from .export import export_pass, work_dir_for
+from .graph import analyse, dtype_of, fold_static_shapes, load_onnx, resolve_shapes
+from .hardware import HardwareClass, pinned
+from .schema import Block, ModelInfo, Pass, Profile, ProfileError, TensorInfo
+from .timing import time_pass
+from .zoo import get_model
+
+__all__ = ["DEFAULT_TOLERANCE", "profile_onnx", "profile_pass", "profile_zoo"]
+
+DEFAULT_TOLERANCE = 1e-4
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _info(msg: str, quiet: bool) -> None:
+    if not quiet:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def profile_pass(name: str, repeat: int, whole_path: Path, part_fn: str | Partition | None,
+                 feeds: Mapping[str, np.ndarray], hw: HardwareClass, pieces_dir: Path, *,
+                 state: Collection[str] = (), returns: Sequence[str] | None = None,
+                 blocks: int = 8, warmup: int = 2, runs: int = 10, min_seconds: float = 3.0,
+                 tolerance: float = DEFAULT_TOLERANCE, note: str = "", quiet: bool = False,
+                 block_key: object = None) -> Pass:
+    """Cut ``whole_path`` into pieces, check the chain and time everything on ``hw``."""
+    m = load_onnx(whole_path)
+    info = analyse(m)
+    if block_key is not None:
+        part = partition_by_scope(info, block_key)  # type: ignore[arg-type]
+    else:
+        part = partition_auto(info, blocks)
+    for n in part.notes:
+        _info(f"note: {n}", quiet)
+    if pieces_dir.exists():
+        shutil.rmtree(pieces_dir)
+    pieces = build_pieces(info, part, whole_path.parent, pieces_dir, state)
+    wbytes = sum(p.weight_bytes for p in pieces)
+    _info(f"{name}: {len(pieces)} blocks, timing {warmup} warm-up + {runs} runs [{hw.label}]",
+          quiet)
+    with pinned(hw):
+        t = time_pass(name, whole_path, pieces, feeds, hw, warmup=warmup, runs=runs,
+                      weight_bytes=wbytes, min_seconds=min_seconds, progress=not quiet)
+    if t.max_error > tolerance:
+        raise ProfileError(f"pass {name!r}: chained pieces differ from the whole model by "
+                           f"{t.max_error:.3g} (> tolerance {tolerance:g}); the cut is wrong")
+    returns = list(returns) if returns is not None else list(t.whole_outputs)
+    out_bytes = sum(int(t.whole_outputs[r].nbytes) for r in returns)
+    in_bytes = sum(int(v.nbytes) for k, v in feeds.items() if k not in state)
+    out_blocks = []
+    for i, p in enumerate(pieces):
+        if i < len(pieces) - 1:
+            tensors = tuple(TensorInfo(x, tuple(int(d) for d in t.values[x].shape),
+                                       str(t.values[x].dtype), int(t.values[x].nbytes))
+                            for x in p.crossing)
+            ob = sum(x.bytes for x in tensors)
+        else:
+            tensors = tuple(TensorInfo(r, tuple(int(d) for d in t.whole_outputs[r].shape),
+                                       str(t.whole_outputs[r].dtype),
+                                       int(t.whole_outputs[r].nbytes)) for r in returns)
+            ob = out_bytes
+        out_blocks.append(Block(name=p.name, latency=t.blocks[i], out_bytes=ob,
+                                weight_bytes=p.weight_bytes, out_tensors=tensors,
+                                cold_ms=t.blocks_cold_ms[i]))
+    total = sum(b.latency.median for b in out_blocks)
+    _info(f"{name}: whole {t.whole.median:.2f} ms, sum of blocks {total:.2f} ms "
+          f"({100 * (total / t.whole.median - 1):+.1f}%), chain error {t.max_error:.2g}", quiet)
+    return Pass(name=name, repeat=repeat, blocks=tuple(out_blocks), whole=t.whole,
+                input_bytes=in_bytes, output_bytes=out_bytes, cold_ms=t.whole_cold_ms, note=note,
+                chain_max_error=t.max_error)
+
+
+def profile_zoo(model: str, params: Mapping[str, int], hw: HardwareClass, work_root: Path, *,
+                warmup: int = 2, runs: int = 10, min_seconds: float = 3.0, reuse: bool = True,
+                command: str = "",
+                tolerance: float = DEFAULT_TOLERANCE, quiet: bool = False,
+                passes: Sequence[str] | None = None) -> Profile:
+    """Export, cut and time every pass of a zoo model."""
+    zm = get_model(model)
+    full = {**zm.defaults, **{k: v for k, v in params.items() if v is not None}}
+    try:
+        specs = zm.build(full)
+    except ValueError as e:
+        raise ProfileError(f"model {model!r}: {e}") from None
+    wd = work_dir_for(work_root, model, full)
+    out: list[Pass] = []
+    for spec in specs:
+        if passes and spec.name not in passes:
+            continue
+        _info(f"{spec.name}: exporting to {wd / (spec.name + '.onnx')}", quiet)
+        path = export_pass(spec, wd / f"{spec.name}.onnx", reuse=reuse)
+        feeds = {n: x.detach().numpy() for n, x in zip(spec.input_names, spec.inputs, strict=True)}
+        out.append(profile_pass(spec.name, spec.repeat, path, None, feeds, hw,
+                                wd / f"{spec.name}.pieces", state=spec.state_inputs,
+                                returns=spec.output_names[:1], warmup=warmup, runs=runs,
+                                min_seconds=min_seconds,
+                                tolerance=tolerance, note=spec.note, quiet=quiet,
+                                block_key=spec.block_key))
+    del specs
+    return Profile(model=ModelInfo(zm.name, zm.source, zm.describe(full)),
+                   hardware=hw.describe(f"cold first run kept apart, {warmup} warm-up, then >= {runs} "
+                                       f"timed runs per session (more within {min_seconds:g} s)"),
+                   passes=tuple(out), created=_now(), command=command)
+
+
+def profile_onnx(path: Path, shapes: Mapping[str, Sequence[int]], hw: HardwareClass,
+                 work_root: Path, *, blocks: int = 8, warmup: int = 2, runs: int = 10,
+                 min_seconds: float = 3.0, command: str = "", tolerance: float = DEFAULT_TOLERANCE, quiet: bool = False,
+                 seed: int = 0) -> Profile:
+    """Profile any ONNX file: resolve input shapes, find cut points, time the pieces."""
+    from .timing import random_feeds
+
+    m = load_onnx(path)
+    resolved = resolve_shapes(m, shapes)
+    folded = fold_static_shapes(m)
+    if folded:
+        _info(f"note: {folded} Shape/Size node(s) folded into constants", quiet)
+    import hashlib
+
+    tag = hashlib.sha256(f"{path.resolve()}:{path.stat().st_mtime}:{sorted(resolved.items())}"
+                         .encode()).hexdigest()[:12]
+    wd = work_root / "onnx" / f"{path.stem}-{tag}"
+    wd.mkdir(parents=True, exist_ok=True)
+    import onnx
+
+    external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in m.graph.initializer)
+    # a copy with the resolved shapes; with external weights it must sit next to their files
+    static = (path.parent / f".{path.stem}.static-{tag}.onnx" if external
+              else wd / "model.static.onnx")
+    try:
+        try:
+            onnx.save(m, str(static))
+        except OSError as e:
+            raise ProfileError(f"{static.parent}: cannot write a working copy of the model "
+                               f"({e.strerror or e})") from None
+        info_types = {vi.name: vi for vi in m.graph.input}
+        types = {n: (s, dtype_of(info_types[n].type.tensor_type.elem_type))
+                 for n, s in resolved.items()}
+        feeds = random_feeds(types, seed)
+        p = profile_pass(path.stem, 1, static, None, feeds, hw, wd / "pieces", blocks=blocks,
+                         warmup=warmup, runs=runs, min_seconds=min_seconds,
+                         tolerance=tolerance, quiet=quiet, note="inputs " + "; ".join(f"{k}={list(v)}" for k, v in resolved.items()))
+    finally:
+        if static.exists() and static.name.startswith("."):
+            static.unlink()
+    return Profile(model=ModelInfo(path.stem, f"ONNX file {path.name}",
+                                   {k: list(v) for k, v in resolved.items()}),
+                   hardware=hw.describe(f"cold first run kept apart, {warmup} warm-up, then >= {runs} "
+                                       f"timed runs per session (more within {min_seconds:g} s)"),
+                   passes=(p,), created=_now(), command=command)

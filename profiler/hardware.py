@@ -1,0 +1,138 @@
+"""Hardware classes: how a session is configured to stand for a device or the MEC.
+
+* ``device``: one ONNX Runtime intra-op thread, one inter-op thread, no spinning, the process
+  pinned to one core with ``os.sched_setaffinity`` (a phone big core stands in for it).
+* ``mec``: a GPU through ORT's CUDA provider when that provider is installed; otherwise this
+  machine's CPU with all its threads, labelled ``mec-cpu`` and saying no GPU was available.
+
+Threads are always set explicitly (ORT otherwise sizes its pools from the host) and
+recorded, with the versions of everything that ran, in :class:`profiler.schema.Hardware`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import onnxruntime as ort
+
+from .schema import Hardware, ProfileError
+
+__all__ = ["CLASSES", "HardwareClass", "cpu_model", "pinned", "resolve_class"]
+
+CLASSES = ("device", "mec")
+
+
+@dataclass(frozen=True)
+class HardwareClass:
+    """A resolved class: the label written to profiles and the session settings."""
+
+    label: str  # "device", "mec-gpu", "mec-cpu"
+    intra_threads: int
+    inter_threads: int
+    providers: tuple[str, ...]
+    core: int | None  # the core the process is pinned to, if any
+    gpu: str | None
+
+    def session_options(self) -> ort.SessionOptions:
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = self.intra_threads
+        so.inter_op_num_threads = self.inter_threads
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        so.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        so.log_severity_level = 3
+        return so
+
+    def describe(self, note: str = "") -> Hardware:
+        allowed = len(os.sched_getaffinity(0))
+        machine = f"{cpu_model()}, {os.cpu_count()} logical cores ({allowed} allowed)"
+        if self.label == "device":
+            desc = (f"device class: ONNX Runtime CPU, {self.intra_threads} intra-op thread, "
+                    f"{self.inter_threads} inter-op, spinning off, pinned to core {self.core} "
+                    f"of {machine}")
+        elif self.label == "mec-gpu":
+            desc = f"MEC class: ONNX Runtime CUDA provider on {self.gpu}"
+        else:
+            desc = (f"MEC class on CPU: no GPU was available, so this is {machine} with all "
+                    f"{self.intra_threads} threads (ONNX Runtime CPU, inter-op "
+                    f"{self.inter_threads}, spinning off); a real MEC GPU is much faster")
+        if note:
+            desc += f"; {note}"
+        import numpy
+        import onnx
+
+        versions = {"onnxruntime": ort.__version__, "onnx": onnx.__version__,
+                    "numpy": numpy.__version__, "python": platform.python_version(),
+                    "kernel": platform.release(), "intra_op_threads": str(self.intra_threads),
+                    "inter_op_threads": str(self.inter_threads),
+                    "allow_spinning": "0", "pinned_core": str(self.core)}
+        try:
+            import torch
+
+            versions["torch"] = torch.__version__
+        except ImportError:  # pragma: no cover - torch is a dependency
+            pass
+        return Hardware(hw_class=self.label, cpu=cpu_model(), gpu=self.gpu,
+                        threads=self.intra_threads,
+                        backend="onnxruntime-cuda" if self.label == "mec-gpu" else "onnxruntime-cpu",
+                        versions=versions, description=desc)
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def resolve_class(name: str, threads: int | None = None, core: int | None = None) -> HardwareClass:
+    """The session settings for ``device`` or ``mec`` on this machine."""
+    allowed = sorted(os.sched_getaffinity(0))
+    if name == "device":
+        c = allowed[-1] if core is None else core
+        if c not in allowed:
+            raise ProfileError(f"--core {c} is not a core this process may run on "
+                               f"(allowed: {allowed})")
+        return HardwareClass("device", threads or 1, 1, ("CPUExecutionProvider",), c, None)
+    if name == "mec":
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            return HardwareClass("mec-gpu", threads or len(allowed), 1,
+                                 ("CUDAExecutionProvider", "CPUExecutionProvider"), None,
+                                 _gpu_name())
+        return HardwareClass("mec-cpu", threads or len(allowed), 1, ("CPUExecutionProvider",),
+                             None, None)
+    raise ProfileError(f"unknown hardware class {name!r}; use one of {', '.join(CLASSES)}")
+
+
+def _gpu_name() -> str:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return str(torch.cuda.get_device_name(0))
+    except ImportError:  # pragma: no cover
+        pass
+    return "CUDA GPU"
+
+
+@contextlib.contextmanager
+def pinned(hw: HardwareClass) -> Iterator[None]:
+    """Pin this process to ``hw.core`` (if any) for the duration; restores the old mask."""
+    if hw.core is None:
+        yield
+        return
+    old = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {hw.core})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, old)

@@ -1,0 +1,200 @@
+"""Timing a pass and its pieces with ONNX Runtime, by wall clock, in one process.
+
+Every session's first run is kept apart as its *cold* time; ``warmup`` further runs are
+discarded; then ``runs`` timed runs per session. When the pieces and the whole model fit in
+memory together the timed runs are interleaved (one run of every piece, then one of the whole
+model, repeated), so slow drift on a shared machine hits blocks and whole alike; bigger models
+are timed one session at a time. The first (cold) run of the pieces is also the chained run
+whose outputs are compared with the whole model's.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from tqdm import tqdm
+
+from .cut import Piece
+from .hardware import HardwareClass
+from .schema import LatencyStats, ProfileError
+
+__all__ = ["PassTiming", "compare_outputs", "random_feeds", "run_chain", "time_pass"]
+
+_INTERLEAVE_LIMIT = 1_500_000_000  # bytes of weights (whole model) up to which we interleave
+
+
+@dataclass
+class PassTiming:
+    whole: LatencyStats
+    whole_cold_ms: float
+    blocks: list[LatencyStats]
+    blocks_cold_ms: list[float]
+    values: dict[str, np.ndarray]  # every tensor of the chained run (graph inputs included)
+    whole_outputs: dict[str, np.ndarray]
+    max_error: float  # worst output difference, chained vs whole (relative to output scale)
+
+
+def random_feeds(types: Mapping[str, tuple[tuple[int, ...], np.dtype]], seed: int = 0
+                 ) -> dict[str, np.ndarray]:
+    """Inputs for timing: N(0,1) floats, zeros for integers (always valid indices)."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, np.ndarray] = {}
+    for name, (shape, dt) in types.items():
+        if np.issubdtype(dt, np.floating):
+            out[name] = rng.standard_normal(shape).astype(dt)
+        else:
+            out[name] = np.zeros(shape, dtype=dt)
+    return out
+
+
+def _session(path: Path, hw: HardwareClass) -> ort.InferenceSession:
+    try:
+        return ort.InferenceSession(str(path), sess_options=hw.session_options(),
+                                    providers=list(hw.providers))
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ProfileError(f"{path}: ONNX Runtime cannot load it: {msg}") from None
+
+
+def _run(sess: ort.InferenceSession, feeds: Mapping[str, np.ndarray]
+         ) -> tuple[float, list[np.ndarray]]:
+    t0 = time.perf_counter()
+    try:
+        out = sess.run(None, dict(feeds))
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ProfileError(f"ONNX Runtime failed running the model: {msg}") from None
+    return (time.perf_counter() - t0) * 1e3, out  # type: ignore[return-value]
+
+
+def _timed(fn: Callable[[], float], runs: int, min_seconds: float, bar: tqdm) -> list[float]:
+    out: list[float] = []
+    start = time.perf_counter()
+    while len(out) < runs or (time.perf_counter() - start < min_seconds and len(out) < 10 * runs):
+        out.append(fn())
+        if len(out) > runs:
+            bar.total += 1
+        bar.update(1)
+    return out
+
+
+def compare_outputs(whole: Mapping[str, np.ndarray], chained: Mapping[str, np.ndarray]) -> float:
+    """Worst difference over outputs: max |a-b| / max(1, max |a|) for floats; for integers
+    the fraction of elements that differ (0 when identical)."""
+    worst = 0.0
+    for name, a in whole.items():
+        if name not in chained:
+            raise ProfileError(f"chained pieces did not produce output {name!r}")
+        b = chained[name]
+        if a.shape != b.shape:
+            raise ProfileError(f"output {name!r}: chained shape {b.shape} != whole {a.shape}")
+        if a.size == 0:
+            continue
+        if np.issubdtype(a.dtype, np.floating):
+            scale = max(1.0, float(np.max(np.abs(a))))
+            worst = max(worst, float(np.max(np.abs(a.astype(np.float64) - b))) / scale)
+        else:
+            worst = max(worst, float(np.mean(a != b)))
+    return worst
+
+
+def time_pass(name: str, whole_path: Path, pieces: Sequence[Piece], feeds: Mapping[str, np.ndarray],
+              hw: HardwareClass, *, warmup: int, runs: int, weight_bytes: int,
+              min_seconds: float = 0.0, progress: bool = True) -> PassTiming:
+    """Time the whole pass and each piece; run the chain once and compare outputs.
+
+    At least ``runs`` timed runs per session; fast passes keep going until ``min_seconds`` of
+    timed runs have passed (at most ``10 * runs``), so their statistics rest on more samples.
+    """
+    if runs < 1 or warmup < 0:
+        raise ProfileError(f"need runs >= 1 and warmup >= 0 (got runs={runs}, warmup={warmup})")
+    n = len(pieces)
+    bar = tqdm(total=(n + 1) * (1 + warmup + runs), desc=f"{name} [{hw.label}]", unit="run",
+               file=sys.stderr, disable=not progress, leave=False)
+    values: dict[str, np.ndarray] = dict(feeds)
+    samples: list[list[float]] = [[] for _ in range(n)]
+    colds = [0.0] * n
+    whole_samples: list[float] = []
+    whole_feeds = {k: feeds[k] for k in feeds}
+
+    def piece_feeds(p: Piece) -> dict[str, np.ndarray]:
+        return {k: values[k] for k in p.inputs}
+
+    def first_run(i: int, sess: ort.InferenceSession) -> None:
+        colds[i], outs = _run(sess, piece_feeds(pieces[i]))
+        values.update(zip(pieces[i].outputs, outs, strict=True))
+        bar.update(1)
+
+    try:
+        if weight_bytes <= _INTERLEAVE_LIMIT:
+            sessions = [_session(p.path, hw) for p in pieces]
+            whole = _session(whole_path, hw)
+            out_names = [o.name for o in whole.get_outputs()]
+            for i, s in enumerate(sessions):
+                first_run(i, s)
+            whole_cold, wout = _run(whole, whole_feeds)
+            bar.update(1)
+            for _ in range(warmup):
+                for i, s in enumerate(sessions):
+                    _run(s, piece_feeds(pieces[i]))
+                    bar.update(1)
+                _run(whole, whole_feeds)
+                bar.update(1)
+            start = time.perf_counter()
+            rounds = 0
+            while rounds < runs or (time.perf_counter() - start < min_seconds
+                                    and rounds < 10 * runs):
+                rounds += 1
+                if rounds > runs:
+                    bar.total += n + 1
+                for i, s in enumerate(sessions):
+                    samples[i].append(_run(s, piece_feeds(pieces[i]))[0])
+                    bar.update(1)
+                whole_samples.append(_run(whole, whole_feeds)[0])
+                bar.update(1)
+            del sessions, whole
+        else:
+            whole = _session(whole_path, hw)
+            out_names = [o.name for o in whole.get_outputs()]
+            whole_cold, wout = _run(whole, whole_feeds)
+            bar.update(1)
+            for _ in range(warmup):
+                _run(whole, whole_feeds)
+                bar.update(1)
+            whole_samples = _timed(lambda: _run(whole, whole_feeds)[0], runs, min_seconds, bar)
+            del whole
+            for i, p in enumerate(pieces):
+                s = _session(p.path, hw)
+                first_run(i, s)
+                for _ in range(warmup):
+                    _run(s, piece_feeds(p))
+                    bar.update(1)
+                samples[i] = _timed(lambda s=s, p=p: _run(s, piece_feeds(p))[0], runs,  # type: ignore[misc]
+                                    min_seconds, bar)
+                del s
+    finally:
+        bar.close()
+    whole_outputs = dict(zip(out_names, wout, strict=True))
+    err = compare_outputs(whole_outputs, values)
+    return PassTiming(whole=LatencyStats.from_samples(whole_samples), whole_cold_ms=whole_cold,
+                      blocks=[LatencyStats.from_samples(s) for s in samples], blocks_cold_ms=colds,
+                      values=values, whole_outputs=whole_outputs, max_error=err)
+
+
+
+def run_chain(pieces: Sequence[Piece], feeds: Mapping[str, np.ndarray], hw: HardwareClass
+              ) -> dict[str, np.ndarray]:
+    """Run the pieces in order once; every tensor produced (and the feeds) by name."""
+    values: dict[str, np.ndarray] = dict(feeds)
+    for p in pieces:
+        sess = _session(p.path, hw)
+        _, outs = _run(sess, {k: values[k] for k in p.inputs})
+        values.update(zip(p.outputs, outs, strict=True))
+        del sess
+    return values
