@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -176,6 +177,25 @@ def delete_links(names: list[str]) -> list[str]:
     return done
 
 
+def _host_shells(run_id: str) -> list[TrackedProc]:
+    """Mininet host shells of this run (argument exactly ``mininet:<id>d<N>`` or
+    ``mininet:<id>m``), found even if the run died before recording their pids."""
+    pat = re.compile(rf"^mininet:{re.escape(run_id)}(d\d+|m)$")
+    found: list[TrackedProc] = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            args = (d / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(pat.match(a.decode(errors="replace")) for a in args):
+            start = proc_start_time(int(d.name))
+            if start is not None:
+                found.append(TrackedProc(int(d.name), start, "mininet shell"))
+    return found
+
+
 def cleanup_run(run_id: str, *, force: bool = False) -> list[str]:
     """Remove what run ``run_id`` created (from its state file); returns the actions taken.
 
@@ -188,7 +208,9 @@ def cleanup_run(run_id: str, *, force: bool = False) -> list[str]:
             f"run {run_id} is still owned by live pid {state.owner_pid}; stop it (Ctrl-C / "
             f"kill {state.owner_pid}) or pass --force"
         )
-    done = kill_tracked(state.procs)
+    known = {(p.pid, p.start) for p in state.procs}
+    extra = [p for p in _host_shells(run_id) if (p.pid, p.start) not in known]
+    done = kill_tracked(state.procs + extra)
     done += delete_links(state.links)
     state.path.unlink(missing_ok=True)
     done.append(f"rm {state.path}")

@@ -29,7 +29,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
 
 from emulator.net.config import MIN_RATE_BPS, PAYLOAD_FRACTION
@@ -191,12 +190,10 @@ class _Child:
                             out[(i, h)] = n
                     return out
 
-                k = max(0, math.ceil((time.monotonic() - t0) / dt))
-                if k > 0 and time.monotonic() - t0 > (k - 1) * dt + 0.1 * dt:
-                    if not self._wait(t0 + k * dt):
-                        return
-                else:
-                    k = max(k - 1, 0)
+                rel = time.monotonic() - t0
+                k = 0 if rel < 0.1 * dt else math.ceil(rel / dt)
+                if not self._wait(t0 + k * dt):  # windows start at t0 + k * dt
+                    return
                 prev = read()
                 prev_t = time.monotonic()
                 while True:

@@ -1,0 +1,177 @@
+"""End-to-end tests of the emulated network (root: namespaces, veth, bridge, HTB, IFB, TUN).
+
+Tolerances (stated, checked): a constant 20 Mbit/s link gives application goodput within 5%
+over 4 s; ping one-way delay within 1 ms of a 10 ms target (median); a scheduled rate change
+is applied in place (same class handle, same leaf qdisc) with median lag < 5 ms.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pyroute2 import IPRoute
+
+from emulator.net import PAYLOAD_FRACTION, EmulatedNetwork, NetConfig, new_run_id
+from emulator.net.cleanup import STATE_DIR
+from emulator.net.measure import bulk_goodput, ping_one_way
+from traces import Trace
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(
+        os.geteuid() != 0, reason="needs root (network namespaces, tc); CI runs these as root"
+    ),
+]
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _const(bps: float, period: float = 10.0) -> Trace:
+    return Trace(np.array([0.0]), np.array([bps]), period, name="const")
+
+
+def _leftovers(rid: str) -> list[str]:
+    out = [f"link {n.name}" for n in Path("/sys/class/net").iterdir() if n.name.startswith(rid)]
+    if (STATE_DIR / f"{rid}.json").exists():
+        out.append("state file")
+    pat = re.compile(rf"^mininet:{rid}(d\d+|m)$")
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                args = (d / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            except OSError:
+                continue
+            if any(pat.match(a) for a in args) or any(
+                rid in a and "tunrelay" in " ".join(args) for a in args
+            ):
+                out.append(f"process {d.name}")
+    return out
+
+
+def _links() -> set[str]:
+    return {n.name for n in Path("/sys/class/net").iterdir()}
+
+
+def test_topology_up_and_down_leaves_nothing() -> None:
+    before = _links()
+    rid = new_run_id()
+    cfg = NetConfig(n_devices=2, uplink=_const(20e6), downlink=_const(20e6), run_id=rid)
+    with EmulatedNetwork(cfg, verbose=False) as net:
+        assert net.delay_method == "none"
+        assert (STATE_DIR / f"{rid}.json").exists()
+        assert {f"{rid}ap", f"{rid}iu", f"{rid}id"} <= _links()
+        for d in net.devices:
+            assert " 0% packet loss" in d.cmd(f"ping -c 1 -W 2 {net.mec.IP()}")
+        assert net.devices[0].cmd("sysctl -n net.ipv4.tcp_slow_start_after_idle").strip() == "0"
+        sleeper = net.popen(net.mec, ["sleep", "60"])
+    assert sleeper.poll() is not None
+    assert _leftovers(rid) == []
+    assert _links() - before == set()
+
+
+def _htb_rate(ifname: str, classid: int) -> tuple[int, int]:
+    with IPRoute() as ipr:
+        idx = ipr.link_lookup(ifname=ifname)[0]
+        for msg in ipr.get_classes(idx):
+            if msg["handle"] == classid:
+                parms = msg.get_attr("TCA_OPTIONS").get_attr("TCA_HTB_PARMS")
+                return int(msg["handle"]), int(parms["rate"])
+    raise AssertionError(f"class {classid:x} not found on {ifname}")
+
+
+def _leaf(ifname: str) -> str:
+    out = subprocess.run(["tc", "qdisc", "show", "dev", ifname], capture_output=True, text=True)
+    return next(line for line in out.stdout.splitlines() if "bfifo" in line)
+
+
+def test_rate_change_applied_in_place() -> None:
+    tr = Trace(np.array([0.0, 0.4]), np.array([10e6, 40e6]), 100.0, name="step")
+    cfg = NetConfig(uplink=tr, resample_s=None)
+    with EmulatedNetwork(cfg, verbose=False) as net:
+        h0, r0 = _htb_rate(net.ifb_up, 0x10010)
+        leaf0 = _leaf(net.ifb_up)
+        assert r0 == pytest.approx(10e6 / PAYLOAD_FRACTION / 8, rel=1e-3)
+        net.start_shaping()
+        time.sleep(0.8)
+        h1, r1 = _htb_rate(net.ifb_up, 0x10010)
+        assert h1 == h0 and _leaf(net.ifb_up) == leaf0  # changed in place, leaf kept
+        assert r1 == pytest.approx(40e6 / PAYLOAD_FRACTION / 8, rel=1e-3)
+        assert net.capacity_at(0, 0.5) == 40e6
+        stats = net.shaper_stats()
+    assert stats["changes"] >= 1 and not stats["errors"]
+    assert stats["lag_ms"]["median"] < 5.0
+
+
+def test_bulk_goodput_matches_constant_rate() -> None:
+    with EmulatedNetwork(NetConfig(uplink=_const(20e6)), verbose=False) as net:
+        rows = bulk_goodput(net, 4.0)
+        link = net.link_rows()
+    goodput = statistics.mean(r["goodput_mbps"] for r in rows)
+    assert goodput == pytest.approx(20.0, rel=0.05), rows
+    up = [r for r in link if r["direction"] == "up"]
+    assert up and all(r["capacity_mbps"] == pytest.approx(20.0) for r in up)
+
+
+def test_delay_measured_by_ping() -> None:
+    cfg = NetConfig(uplink=_const(50e6), one_way_delay_s=0.010)
+    with EmulatedNetwork(cfg, verbose=False) as net:
+        assert net.delay_method in ("netem", "tun-relay")
+        one_way = ping_one_way(net, count=30, interval_s=0.02)
+    assert abs(statistics.median(one_way) - 10.0) < 1.0, one_way
+
+
+_CHILD = """
+import sys, time, numpy as np
+from traces import Trace
+from emulator.net import EmulatedNetwork, NetConfig
+tr = Trace(np.array([0.0]), np.array([10e6]), 10.0)
+with EmulatedNetwork(NetConfig(n_devices=2, uplink=tr, one_way_delay_s=0.005,
+                               run_id=sys.argv[1]), verbose=False) as net:
+    net.popen(net.mec, ["sleep", "60"])
+    print("up", flush=True)
+    time.sleep(60)
+"""
+
+
+def _start_child(rid: str) -> subprocess.Popen[str]:
+    p = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, rid], stdout=subprocess.PIPE, text=True, cwd=ROOT
+    )
+    assert p.stdout is not None and p.stdout.readline().strip() == "up"
+    return p
+
+
+def test_sigterm_tears_down() -> None:
+    rid = new_run_id()
+    p = _start_child(rid)
+    assert _leftovers(rid)
+    p.send_signal(signal.SIGTERM)
+    p.wait(timeout=20)
+    assert _leftovers(rid) == []
+
+
+def test_cleanup_after_kill9() -> None:
+    rid = new_run_id()
+    p = _start_child(rid)
+    p.kill()
+    p.wait()
+    time.sleep(0.3)
+    assert _leftovers(rid), "kill -9 should leave the run behind"
+    res = subprocess.run(
+        [sys.executable, "-m", "emulator.doctor", "--cleanup", rid],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert res.returncode == 0, res.stderr
+    time.sleep(0.3)
+    assert _leftovers(rid) == []

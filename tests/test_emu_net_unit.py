@@ -1,0 +1,114 @@
+"""Unit tests of emulator.net that need neither root nor namespaces."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import emulator.net as en
+from emulator.net import PAYLOAD_FRACTION, NetConfig, NetError
+from emulator.net import cleanup as cl
+from emulator.net.measure import fidelity
+from emulator.net.shaper import _changes, lag_summary, wire_Bps
+from emulator.net.tc import burst_bytes
+from traces import Trace
+
+
+def _trace(rates: list[float], dt: float = 1.0) -> Trace:
+    return Trace(np.arange(len(rates)) * dt, np.array(rates, dtype=float), len(rates) * dt)
+
+
+def test_public_api_is_deliberate() -> None:
+    assert sorted(en.__all__) == sorted(
+        [
+            "MEC_IP",
+            "MIN_RATE_BPS",
+            "PAYLOAD_FRACTION",
+            "DelayMethod",
+            "EmulatedNetwork",
+            "NetConfig",
+            "NetError",
+            "device_ip",
+            "new_run_id",
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    ("kw", "msg"),
+    [
+        ({"n_devices": 0}, "n_devices must be in 1..200"),
+        ({"uplink": []}, "uplink needs at least one Trace"),
+        ({"n_devices": 3, "uplink": [_trace([1e6])] * 2}, "one per device (3), got 2"),
+        ({"shared_cell": True, "n_devices": 2, "uplink": [_trace([1e6])] * 2}, "shared cell"),
+        ({"one_way_delay_s": -1.0}, "one_way_delay_s must be in [0, 5]"),
+        ({"run_id": "Bad-Id"}, "run_id must match"),
+        ({"queue_bytes": 100}, "queue_bytes must be >= 3028"),
+    ],
+)
+def test_config_errors_name_the_field(kw: dict[str, object], msg: str) -> None:
+    base: dict[str, object] = {"uplink": _trace([1e6])}
+    base.update(kw)
+    with pytest.raises(NetError, match=re.escape(msg)):
+        NetConfig(**base).validate()  # type: ignore[arg-type]
+
+
+def test_run_ids_fit_interface_names() -> None:
+    rid = en.new_run_id()
+    assert re.match(r"^[a-z][a-z0-9]{0,5}$", rid)
+    assert len(f"{'a' * 6}ap-eth201") <= 15
+
+
+def test_rates_compensate_header_overhead() -> None:
+    assert wire_Bps(10e6, True) == int(10e6 / PAYLOAD_FRACTION / 8)
+    assert wire_Bps(10e6, False) == int(10e6 / 8)
+    assert wire_Bps(0.0, False) == int(en.MIN_RATE_BPS / 8)  # zero capacity -> floor
+    assert burst_bytes(125_000, 0.004) == 3028  # at least two frames
+    assert burst_bytes(25_000_000, 0.004) == 100_000
+
+
+def test_changes_skip_equal_rates_and_loop() -> None:
+    tr = _trace([1e6, 1e6, 2e6, 3e6])
+    got = list(itertools.islice(_changes(tr, 0.0), 4))
+    assert got == [(2.0, 2e6), (3.0, 3e6), (4.0, 1e6), (6.0, 2e6)]
+
+
+def test_lag_summary() -> None:
+    s = lag_summary([1.0, 2.0, 3.0, 4.0, 100.0])
+    assert s["median"] == 3.0 and s["max"] == 100.0
+    assert np.isnan(lag_summary([])["median"])
+
+
+def test_fidelity_counts_windows_with_capacity() -> None:
+    rows = [
+        {"capacity_mbps": 10.0, "goodput_mbps": 9.6},
+        {"capacity_mbps": 10.0, "goodput_mbps": 9.4},
+        {"capacity_mbps": 0.0, "goodput_mbps": 0.0},
+    ]
+    assert fidelity(rows, 0.05) == (1, 2)
+
+
+def test_state_file_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cl, "STATE_DIR", tmp_path)
+    st = cl.RunState.new("zz1")
+    st.links = ["zz1ap", "zz1iu"]
+    st.save()
+    with pytest.raises(NetError, match="already has a state file"):
+        cl.RunState.new("zz1")
+    back = cl.RunState.load("zz1")
+    assert back.links == ["zz1ap", "zz1iu"] and back.owner_alive()
+    assert cl.list_runs() == ["zz1"]
+    ppid = os.getppid()
+    back.owner_pid, back.owner_start = ppid, cl.proc_start_time(ppid) or 0
+    back.save()
+    with pytest.raises(NetError, match="still owned by live pid"):
+        cl.cleanup_run("zz1")
+    assert cl.cleanup_run("zz1", force=True)[-1].startswith("rm ")
+    assert cl.list_runs() == []
+    with pytest.raises(NetError, match="no state file"):
+        cl.RunState.load("nope")
