@@ -50,6 +50,9 @@ class ActionCosts:
     that pass's device part)."""
     first_up_bytes: F64
     repeats: tuple[tuple[str, int], ...]
+    basis: F64
+    """``(n_actions, 4)`` matrix, so that ``basis @ [1, 8/thr, rtt, wait]`` is the prediction
+    divided by ``local_s`` (the observation's fast path)."""
 
     def predict(self, throughput_bps: float, rtt_s: float, wait_s: float) -> F64:
         """Predicted latency of every action with a constant throughput (up and down)."""
@@ -139,8 +142,11 @@ class SplitActions:
                         seen_offload = True
                 elif not seen_offload:
                     pre[a] += r * p.device_s[k]
+        local_s = float(comp[self.local_action])
+        basis = np.stack([comp, xfer, rts, (rts > 0).astype(np.float64)], axis=1)
+        basis /= max(local_s, 1e-9)
         c = ActionCosts(compute_s=comp, xfer_bytes=xfer, round_trips=rts, offloads=rts > 0,
-                        local_s=float(comp[self.local_action]), pre_s=pre,
-                        first_up_bytes=first, repeats=key)
+                        local_s=local_s, pre_s=pre, first_up_bytes=first, repeats=key,
+                        basis=basis)
         self._cache[key] = c
         return c

@@ -181,6 +181,22 @@ class MecState:
         """Slots held (or reserved) past ``now``."""
         return sum(1 for f in self.free if f > now)
 
+    def status(self, now: float) -> tuple[int, int, float, bool]:
+        """``(queue_len, busy_slots, expected_wait, accepts)`` at ``now`` in one pass."""
+        pending = self._pending
+        if pending:
+            pending = self._pending = [s for s in pending if s > now]
+        q = len(pending)
+        busy = 0
+        low = self.free[0]
+        for f in self.free:
+            if f > now:
+                busy += 1
+            if f < low:
+                low = f
+        lim = self.queue_limit
+        return q, busy, (low - now if low > now else 0.0), lim is None or q < lim
+
     def accepts(self, now: float) -> bool:
         """Whether the MEC takes a new session now (its queue is below the limit)."""
         return self.queue_limit is None or self.queue_len(now) < self.queue_limit

@@ -58,10 +58,13 @@ def throughput_feature(bps: float) -> float:
 
 def harmonic_mean(values: Sequence[float]) -> float:
     """Harmonic mean of the positive values (0 when there are none)."""
-    pos = [v for v in values if v > 0.0]
-    if not pos:
-        return 0.0
-    return len(pos) / sum(1.0 / v for v in pos)
+    n = 0
+    inv = 0.0
+    for v in values:
+        if v > 0.0:
+            n += 1
+            inv += 1.0 / v
+    return n / inv if n else 0.0
 
 
 class ObservationEncoder:
@@ -74,6 +77,9 @@ class ObservationEncoder:
         self.profile_repeats = tuple(max(p.repeat, 1) for p in model.passes)
         self.time_scale_s = max(model.local_latency(Workload(model.model)), 1e-6)
         self.size = HISTORY + 5 + len(self.pass_names) + actions.n_actions
+        self._repeat_scale = tuple(4.0 * r for r in self.profile_repeats)
+        self._reps_cache: dict[tuple[tuple[str, int], ...], tuple[int, ...]] = {}
+        self._pred = np.empty(actions.n_actions, dtype=np.float64)
 
     def scales(self) -> dict[str, Any]:
         """The fixed scales, for provenance sidecars."""
@@ -95,19 +101,27 @@ class ObservationEncoder:
                    queue_len: int, busy_slots: int, slots: int, wait_s: float,
                    costs: ActionCosts) -> F32:
         """The same vector from its parts (the env's fast path)."""
-        hist = list(history[-HISTORY:])
-        feats = [0.0] * (HISTORY - len(hist)) + [throughput_feature(b) for b in hist]
-        feats.append(throughput_feature(estimate_bps))
-        feats.append(rtt_s / RTT_SCALE_S)
-        feats.append(queue_len / QUEUE_SCALE)
-        feats.append(busy_slots / slots)
-        feats.append(wait_s / self.time_scale_s)
-        reps = dict(costs.repeats)
-        feats.extend(reps[n] / (4.0 * r) for n, r in zip(self.pass_names, self.profile_repeats,
-                                                           strict=True))
-        pred = costs.predict(estimate_bps, rtt_s, wait_s) / max(costs.local_s, 1e-9)
+        hist = list(history)[-HISTORY:]
+        lg = math.log10
+        feats = [0.0] * (HISTORY - len(hist))
+        feats += [lg(1.0 + b * 1e-5) * 0.25 if b > 0.0 else 0.0 for b in hist]
+        thr = estimate_bps if estimate_bps > 1.0 else 1.0
+        feats += [lg(1.0 + thr * 1e-5) * 0.25, rtt_s / RTT_SCALE_S, queue_len / QUEUE_SCALE,
+                  busy_slots / slots, wait_s / self.time_scale_s]
+        feats += [r / s for r, s in zip(self._repeat_values(costs), self._repeat_scale,
+                                        strict=True)]
+        nf = len(feats)
         out = np.empty(self.size, dtype=np.float32)
-        out[: len(feats)] = feats
-        out[len(feats):] = pred
-        np.clip(out, 0.0, OBS_HIGH, out=out)
+        out[:nf] = feats
+        np.dot(costs.basis, (1.0, 8.0 / thr, rtt_s, wait_s), out=self._pred)
+        out[nf:] = self._pred
+        np.minimum(out, OBS_HIGH, out=out)
         return out
+
+    def _repeat_values(self, costs: ActionCosts) -> tuple[int, ...]:
+        hit = self._reps_cache.get(costs.repeats)
+        if hit is None:
+            reps = dict(costs.repeats)
+            hit = tuple(reps[n] for n in self.pass_names)
+            self._reps_cache[costs.repeats] = hit
+        return hit

@@ -130,13 +130,19 @@ class Fleet:
         self.arrival = [0.0] * self.n
         self.variant = [0] * self.n
         self.history: list[deque[float]] = [deque(maxlen=HISTORY) for _ in range(self.n)]
+        self._gaps: list[list[float]] = [[] for _ in range(self.n)]
+        self._vars: list[list[int]] = [[] for _ in range(self.n)]
         for i in range(self.n):
             self._draw(i, 0.0)
 
     def _draw(self, i: int, after: float) -> None:
-        g = self.rngs[i]
-        self.arrival[i] = after + float(g.exponential(self.mean_gap_s))
-        self.variant[i] = int(g.integers(self.n_variants)) if self.n_variants > 1 else 0
+        gaps = self._gaps[i]
+        if not gaps:  # draw in blocks (fast); each device's sequence depends only on the seed
+            g = self.rngs[i]
+            gaps.extend(reversed(g.exponential(self.mean_gap_s, size=256).tolist()))
+            self._vars[i].extend(reversed(g.integers(self.n_variants, size=256).tolist()))
+        self.arrival[i] = after + gaps.pop()
+        self.variant[i] = self._vars[i].pop()
 
     def next_device(self) -> tuple[int, float]:
         """The device whose request starts next, and when."""

@@ -1,0 +1,178 @@
+"""Shared command-line plumbing of ``agent.train`` and ``agent.evaluate``: profile and trace
+arguments, scenario knobs, provenance, and turning user errors into one line and exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import platform
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from agent.errors import AgentError
+from agent.scenario import ScenarioConfig
+from profiler.schema import Profile, ProfileError, load_profile
+from traces import Trace, TraceError, TraceWarning, load_trace
+
+__all__ = [
+    "PROFILES_DIR",
+    "add_common_args",
+    "file_sha256",
+    "load_profiles",
+    "load_trace_files",
+    "provenance",
+    "run_main",
+    "scenario_from_args",
+]
+
+PROFILES_DIR: Path = Path(__file__).resolve().parent.parent / "profiles"
+_SKIP = {".md", ".txt", ".json", ".png", ".pdf", ".py", ".sh"}
+
+
+def add_common_args(p: argparse.ArgumentParser) -> None:
+    """Profile, trace and scenario arguments."""
+    g = p.add_argument_group("model and profiles")
+    g.add_argument("--model", help="model name: reads profiles/MODEL.device.json and "
+                   "profiles/MODEL.mec-cpu.json (e.g. gpt2, sd15)")
+    g.add_argument("--device-profile", type=Path, help="device profile JSON (instead of --model)")
+    g.add_argument("--mec-profile", type=Path, help="MEC profile JSON (instead of --model)")
+    g.add_argument("--mec-speedup", type=float, default=1.0,
+                   help="scenario knob: divide MEC block times by X (default 1; recorded in "
+                   "every output)")
+    g = p.add_argument_group("traces")
+    g.add_argument("--traces", nargs="+", required=True,
+                   help="trace files or folders (every trace file in a folder, sorted)")
+    g.add_argument("--scale", type=float, default=1.0,
+                   help="multiply every trace rate by X (default 1; recorded)")
+    g = p.add_argument_group("scenario")
+    d = ScenarioConfig()
+    g.add_argument("--devices", type=int, default=d.n_devices, help="devices sharing the MEC")
+    g.add_argument("--mec-slots", type=int, default=d.mec_slots,
+                   help="concurrent MEC sessions (C)")
+    g.add_argument("--mec-queue", type=int, default=d.mec_queue_limit,
+                   help="MEC queue limit (sessions waiting; offloading is masked at the limit)")
+    g.add_argument("--delay-ms", type=float, default=d.one_way_delay_s * 1e3,
+                   help="one-way propagation delay in ms")
+    g.add_argument("--load", type=float, default=d.load,
+                   help="offered load per device (fully-local latency / mean inter-arrival)")
+    g.add_argument("--shared-cell", action="store_true",
+                   help="devices share one cell (each gets 1/devices of the capacity)")
+    g.add_argument("--horizon", type=float, default=d.horizon_s,
+                   help="seconds simulated per episode/trace (capped at the trace length)")
+    g.add_argument("--repeats", action="append", default=[], metavar="PASS=N[,N...]",
+                   help="workload variants: repeats of a pass, e.g. decode=16,32,64 (each "
+                   "request draws one); default the profile's repeats")
+
+
+def scenario_from_args(a: argparse.Namespace) -> ScenarioConfig:
+    variants: list[dict[str, int]] = [{}]
+    for spec in a.repeats:
+        name, _, vals = str(spec).partition("=")
+        try:
+            nums = [int(x) for x in vals.split(",") if x.strip()]
+        except ValueError:
+            nums = []
+        if not name or not nums or min(nums) < 1:
+            raise AgentError(f"--repeats {spec!r}: use PASS=N[,N...] with N >= 1, "
+                             "e.g. decode=16,32,64")
+        variants = [{**v, name: n} for v in variants for n in nums]
+    workloads = tuple(v for v in variants if v)
+    return ScenarioConfig(n_devices=a.devices, mec_slots=a.mec_slots, mec_queue_limit=a.mec_queue,
+                          one_way_delay_s=a.delay_ms / 1e3, load=a.load,
+                          shared_cell=a.shared_cell, horizon_s=a.horizon, workloads=workloads)
+
+
+def load_profiles(a: argparse.Namespace) -> tuple[Profile, Profile, list[Path]]:
+    """The device and MEC profiles from ``--model`` or ``--device-profile/--mec-profile``."""
+    if a.device_profile or a.mec_profile:
+        if not (a.device_profile and a.mec_profile):
+            raise AgentError("give both --device-profile and --mec-profile (or --model)")
+        paths = [Path(a.device_profile), Path(a.mec_profile)]
+    elif a.model:
+        paths = [PROFILES_DIR / f"{a.model}.device.json", PROFILES_DIR / f"{a.model}.mec-cpu.json"]
+        missing = [str(p) for p in paths if not p.is_file()]
+        if missing:
+            have = sorted({p.name.split(".")[0] for p in PROFILES_DIR.glob("*.json")})
+            raise AgentError(f"no profiles for model {a.model!r} ({', '.join(missing)} missing); "
+                             f"profiled models: {', '.join(have) or 'none'}; or pass "
+                             "--device-profile and --mec-profile")
+    else:
+        raise AgentError("give --model NAME or --device-profile P --mec-profile Q")
+    dev, mec = load_profile(paths[0]), load_profile(paths[1])
+    if a.model and dev.model.name != a.model:
+        raise ProfileError(f"{paths[0]}: profile is of model {dev.model.name!r}, not {a.model!r}")
+    return dev, mec, paths
+
+
+def trace_paths(specs: Sequence[str]) -> list[Path]:
+    """Trace files named by ``specs`` (folders expand to their trace files, sorted)."""
+    out: list[Path] = []
+    for s in specs:
+        p = Path(s)
+        if p.is_dir():
+            files = sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith(".")
+                           and f.suffix.lower() not in _SKIP and "readme" not in f.name.lower())
+            if not files:
+                raise AgentError(f"{p}: folder has no trace files")
+            out.extend(files)
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise AgentError(f"{p}: no such trace file or folder")
+    if not out:
+        raise AgentError("no trace files given")
+    return out
+
+
+def load_trace_files(paths: Sequence[Path], scale: float) -> list[Trace]:
+    """Load traces (zero-gap warnings off), scaled by ``scale``."""
+    if not (scale > 0 and scale < float("inf")):
+        raise AgentError(f"--scale must be a positive number, got {scale}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TraceWarning)
+        out = [load_trace(p, scale=scale, warn_gap_s=None) for p in paths]
+    for tr, p in zip(out, paths, strict=True):
+        if tr.bytes_per_period <= 0:
+            raise TraceError(f"{p}: the trace has zero capacity everywhere; remove it")
+    return out
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def provenance(argv: Sequence[str], **extra: Any) -> dict[str, Any]:
+    """Command line, versions and machine, plus ``extra``."""
+    vers = {}
+    for pkg in ("numpy", "torch", "gymnasium", "stable-baselines3", "sb3-contrib"):
+        try:
+            vers[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            vers[pkg] = "absent"
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"command": " ".join(["python", "-m", *argv]), "python": platform.python_version(),
+            "versions": vers, "machine": {"cpu": cpu, "platform": platform.platform()}, **extra}
+
+
+def run_main(prog: str, main: Callable[[list[str] | None], int],
+             argv: list[str] | None = None) -> int:
+    """Run ``main``; user errors become one line on stderr and exit status 2."""
+    try:
+        return main(argv)
+    except (AgentError, ProfileError, TraceError) as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,185 @@
+"""``AigcSplit-v0``: the split decision as a Gymnasium environment.
+
+One step is one request: several devices (``ScenarioConfig.n_devices``) share one MEC, requests
+arrive open-loop per device (see :mod:`agent.scenario`), and the agent decides for the request
+that starts next, whichever device it is on (one shared policy, as every device runs the same
+policy live).
+
+Observation
+    :class:`agent.observation.ObservationEncoder` (float32, fixed documented scales, clipped to
+    ``[0, 10]``): throughput history and estimate of the deciding device, RTT, MEC queue, busy
+    slots and expected wait, workload repeats, and the latency the shared model predicts for
+    each action. The same encoder builds the vector from a live ``Observation``.
+Action
+    ``Discrete(N + 1)``: the split of the main pass (:mod:`agent.actions`). ``action_masks()``
+    marks infeasible actions (MEC queue at its limit, device memory); an infeasible action
+    taken anyway runs locally.
+Reward
+    ``-latency_s / time_scale_s``: the request's latency (start to response, the quantity the
+    evaluator averages) in units of the fully-local latency of the default workload.
+Episode
+    A trace drawn from the training set, devices starting at seeded random points of it; the
+    episode is ``truncated`` (never ``terminated``) when the next request would start after
+    ``horizon_s`` or the end of the trace.
+
+The timeline of a request is the shared latency model: the part up to the first MEC job
+(device compute, first upload, MEC wait) is computed exactly, the rest is read from
+:class:`agent.tables.RemainderTable` (interpolated, <1% off the exact model).
+``info`` carries ``latency_s``, ``action``, ``device`` and ``offloaded``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import numpy.typing as npt
+from gymnasium import spaces
+
+from agent.actions import ActionCosts, SplitActions
+from agent.errors import AgentError
+from agent.latency import LatencyModel, MecState
+from agent.link import Link
+from agent.observation import OBS_HIGH, ObservationEncoder, harmonic_mean
+from agent.scenario import Fleet, ScenarioConfig, make_links
+from agent.tables import RemainderTable
+from profiler.schema import Profile, load_profile
+from traces import Trace
+
+__all__ = ["AigcSplitEnv"]
+
+
+def _profile(p: Profile | str | Path) -> Profile:
+    return p if isinstance(p, Profile) else load_profile(p)
+
+
+class AigcSplitEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
+    """Split decisions for requests of several devices sharing a MEC (see module docstring).
+
+    :param device_profile: device profile (object or path).
+    :param mec_profile: MEC profile of the same model (object or path).
+    :param traces: training traces (default: the bundled ``traces/data/train``).
+    :param config: scenario (devices, MEC slots and queue, delay, load, horizon, workloads).
+    :param mec_speedup: divide MEC block times by this (scenario knob, default 1).
+    :param dt_s: grid step of the precomputed remainder tables.
+    """
+
+    metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012
+
+    def __init__(self, device_profile: Profile | str | Path, mec_profile: Profile | str | Path,
+                 traces: Sequence[Trace] | None = None, config: ScenarioConfig | None = None,
+                 *, mec_speedup: float = 1.0, dt_s: float = 0.05) -> None:
+        super().__init__()
+        self.model = LatencyModel(_profile(device_profile), _profile(mec_profile),
+                                  mec_speedup=mec_speedup)
+        self.actions = SplitActions(self.model)
+        self.encoder = ObservationEncoder(self.actions)
+        self.config = config or ScenarioConfig()
+        if traces is None:
+            from traces import DATA_DIR, load_traces
+
+            traces = load_traces(DATA_DIR / "train")
+        self.traces = list(traces)
+        if not self.traces:
+            raise AgentError("the env needs at least one training trace")
+        self.dt_s = dt_s
+        self.variants = self.config.variants(self.model)
+        self._costs: list[ActionCosts] = [self.actions.costs(w) for w in self.variants]
+        # python lists: numpy scalars would slow every later float operation of the step
+        self._fast = [(c.offloads.tolist(), c.pre_s.tolist(), c.first_up_bytes.tolist(),
+                       c.local_s) for c in self._costs]
+        self.time_scale_s = self.encoder.time_scale_s
+        self._mean_gap = self.model.local_latency(self.variants[0].__class__(
+            self.model.model)) / self.config.load
+        self._tables: dict[tuple[int, int], tuple[Trace, RemainderTable]] = {}
+        self.observation_space = spaces.Box(0.0, OBS_HIGH, shape=(self.encoder.size,),
+                                            dtype=np.float32)
+        self.action_space = spaces.Discrete(self.actions.n_actions)
+        self._local = self.actions.local_action
+        self._mask_all = self.actions.mask(True)
+        self._mask_local = self.actions.mask(False)
+        self._mask_all_l: list[bool] = self._mask_all.tolist()
+        self._mask_local_l: list[bool] = self._mask_local.tolist()
+        self._accepts = True
+        self._links: list[Link] = []
+        self._fleet: Fleet | None = None
+        self._mec = MecState(self.config.mec_slots, self.config.mec_queue_limit)
+        self._horizon = 0.0
+        self._dev = 0
+        self._t = 0.0
+
+    # ------------------------------------------------------------------ helpers
+    def _table(self, link: Link, variant: int) -> RemainderTable:
+        key = (id(link.up), variant)
+        hit = self._tables.get(key)
+        if hit is None or hit[0] is not link.up:
+            tab = RemainderTable(self.actions, self._costs[variant], link.up, link.down_trace,
+                                 link.one_way_delay_s, dt_s=self.dt_s)
+            hit = (link.up, tab)
+            self._tables[key] = hit
+        return hit[1]
+
+    def _observe(self) -> npt.NDArray[np.float32]:
+        fleet = self._fleet
+        assert fleet is not None
+        i, t = fleet.next_device()
+        self._dev, self._t = i, t
+        link = self._links[i]
+        hist = fleet.history[i]
+        hist.append(link.recent_up_bps(t, self.config.probe_window_s))
+        mec = self._mec
+        q, busy, wait, self._accepts = mec.status(t)
+        return self.encoder.encode_raw(hist, harmonic_mean(hist), link.rtt_s, q, busy,
+                                       mec.slots, wait, self._costs[fleet.variant[i]])
+
+    # ------------------------------------------------------------------ gymnasium API
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
+              ) -> tuple[npt.NDArray[np.float32], dict[str, Any]]:
+        super().reset(seed=seed)
+        rng = self.np_random
+        idx = int(rng.integers(len(self.traces)))
+        if options and "trace_index" in options:
+            idx = int(options["trace_index"])
+        trace = self.traces[idx]
+        self._links = make_links(trace, self.config, float(rng.random()))
+        self._fleet = Fleet(self.config, len(self.variants), self._mean_gap, rng)
+        self._mec = MecState(self.config.mec_slots, self.config.mec_queue_limit)
+        self._horizon = min(self.config.horizon_s, trace.period_s)
+        obs = self._observe()
+        return obs, {"trace": trace.label, "trace_index": idx}
+
+    def action_masks(self) -> npt.NDArray[np.bool_]:
+        """Feasible actions for the current decision (sb3-contrib's MaskablePPO calls this)."""
+        return (self._mask_all if self._accepts else self._mask_local).copy()
+
+    def step(self, action: np.int64 | int) -> tuple[npt.NDArray[np.float32], float, bool, bool,
+                                                   dict[str, Any]]:
+        fleet = self._fleet
+        if fleet is None:
+            raise AgentError("call reset() before step()")
+        a = int(action)
+        i, t = self._dev, self._t
+        v = fleet.variant[i]
+        offloads, pre_s, first_up, local_s = self._fast[v]
+        mask = self._mask_all_l if self._accepts else self._mask_local_l
+        if not 0 <= a < len(mask) or not mask[a]:
+            a = self._local
+        if offloads[a]:
+            link = self._links[i]
+            arrive = link.up_finish(t + pre_s[a], first_up[a]) + link.one_way_delay_s
+            slot, start = self._mec.acquire(arrive)
+            t_end = start + self._table(link, v).remaining(a, start + link.offset_s)
+            self._mec.commit(slot, start, t_end)
+            offloaded = True
+        else:
+            t_end = t + local_s
+            offloaded = False
+        latency = t_end - t
+        fleet.done(i, t_end)
+        obs = self._observe()
+        truncated = self._t >= self._horizon
+        info = {"latency_s": latency, "action": a, "device": i, "offloaded": offloaded}
+        return obs, -latency / self.time_scale_s, False, truncated, info

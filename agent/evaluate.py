@@ -1,0 +1,214 @@
+"""``python -m agent.evaluate``: compare policies on traces with the exact latency model.
+
+Every policy runs on every trace with the same seed per trace, so all see the same arrivals,
+workloads and trace starting points (common random numbers). Prints a table (mean, p50, p95
+latency, ratio to the oracle's mean, deadline misses with ``--deadline``) and writes
+``OUT/summary.json`` (per policy and per trace, plus provenance), ``OUT/latency_cdf.png`` and
+``OUT/per_trace.png``.
+
+Policies: ``default``, ``greedy``, ``local``, ``offload``, ``fixed`` (best single split on
+``--train-traces``, default the bundled training traces), ``fixed:K``, ``oracle``,
+``NAME:FILE.zip`` or ``FILE.zip`` (an SB3 policy from ``python -m agent.train``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agent._cli import (
+    add_common_args,
+    file_sha256,
+    load_profiles,
+    load_trace_files,
+    provenance,
+    run_main,
+    scenario_from_args,
+    trace_paths,
+)
+from agent.actions import SplitActions
+from agent.errors import AgentError
+from agent.latency import LatencyModel
+from agent.oracle import Oracle
+from agent.policies import make_policy
+from agent.policy import Policy
+from agent.scenario import FuturePolicy, ScenarioConfig, run_policy
+from traces import Trace
+
+__all__ = ["evaluate_policies", "main", "summarise"]
+
+
+def evaluate_policies(model: LatencyModel, actions: SplitActions,
+                      policies: Mapping[str, Policy | FuturePolicy], traces: Sequence[Trace],
+                      config: ScenarioConfig, seed: int) -> dict[str, list[list[float]]]:
+    """Latencies of every request, per policy and per trace (same seed per trace)."""
+    out: dict[str, list[list[float]]] = {}
+    for name, pol in policies.items():
+        out[name] = [[r.latency_s for r in run_policy(model, actions, pol, tr, config, seed + j)]
+                     for j, tr in enumerate(traces)]
+    return out
+
+
+def summarise(lat: Mapping[str, list[list[float]]], deadline_s: float | None = None
+              ) -> dict[str, dict[str, Any]]:
+    """Mean, p50, p95, ratio to the oracle (when present), deadline misses, per-trace means."""
+    oracle_mean = None
+    if "oracle" in lat:
+        oracle_mean = float(np.mean(np.concatenate([np.asarray(x) for x in lat["oracle"]])))
+    res: dict[str, dict[str, Any]] = {}
+    for name, per_trace in lat.items():
+        flat = np.concatenate([np.asarray(x, dtype=np.float64) for x in per_trace])
+        if flat.size == 0:
+            raise AgentError("no requests were simulated; use longer traces or --horizon")
+        mean = float(flat.mean())
+        d: dict[str, Any] = {
+            "mean_latency_s": mean, "p50_latency_s": float(np.percentile(flat, 50)),
+            "p95_latency_s": float(np.percentile(flat, 95)), "requests": int(flat.size),
+            "ratio_to_oracle": (mean / oracle_mean) if oracle_mean else None,
+            "per_trace_mean_s": [float(np.mean(x)) if len(x) else math.nan for x in per_trace],
+        }
+        if deadline_s is not None:
+            d["deadline_miss_rate"] = float(np.mean(flat > deadline_s))
+        res[name] = d
+    return res
+
+
+def format_table(summary: Mapping[str, Mapping[str, Any]], deadline: float | None) -> str:
+    head = f"{'policy':<24} {'mean s':>9} {'p50 s':>9} {'p95 s':>9} {'/oracle':>8}"
+    if deadline is not None:
+        head += f" {'miss':>6}"
+    lines = [head, "-" * len(head)]
+    for name, d in summary.items():
+        r = d["ratio_to_oracle"]
+        line = (f"{name:<24} {d['mean_latency_s']:9.3f} {d['p50_latency_s']:9.3f} "
+                f"{d['p95_latency_s']:9.3f} {r if r is not None else float('nan'):8.3f}")
+        if deadline is not None:
+            line += f" {d['deadline_miss_rate']:6.1%}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _plots(lat: Mapping[str, list[list[float]]], names: Sequence[str], out: Path,
+           title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, per_trace in lat.items():
+        flat = np.sort(np.concatenate([np.asarray(x) for x in per_trace]))
+        ax.plot(flat, np.arange(1, flat.size + 1) / flat.size, label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("request latency (s)")
+    ax.set_ylabel("CDF")
+    ax.set_title(title, fontsize=8)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "latency_cdf.png", dpi=120)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(max(6, 0.25 * len(names) * len(lat)), 4))
+    width = 0.8 / max(len(lat), 1)
+    x = np.arange(len(names))
+    for j, (name, per_trace) in enumerate(lat.items()):
+        ax.bar(x + j * width, [float(np.mean(v)) if len(v) else 0.0 for v in per_trace], width,
+               label=name)
+    ax.set_xticks(x + 0.4 - width / 2, names, rotation=90, fontsize=6)
+    ax.set_ylabel("mean latency (s)")
+    ax.set_title(title, fontsize=8)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "per_trace.png", dpi=120)
+    plt.close(fig)
+
+
+def build_policies(specs: Sequence[str], dev: Any, mec: Any, model: LatencyModel,
+                   actions: SplitActions, *, mec_speedup: float, train_traces: Sequence[Trace],
+                   config: ScenarioConfig, seed: int) -> dict[str, Policy | FuturePolicy]:
+    out: dict[str, Policy | FuturePolicy] = {}
+    for spec in specs:
+        spec = spec.strip()
+        if not spec:
+            continue
+        if spec == "oracle":
+            out["oracle"] = Oracle(model, actions)
+            continue
+        name = spec
+        path = spec
+        if ":" in spec and not spec.startswith("fixed:"):
+            name, _, path = spec.partition(":")
+        kw: dict[str, Any] = {"mec_speedup": mec_speedup}
+        if path == "fixed":
+            kw.update(traces=train_traces, config=config, seed=seed)
+        out[name] = make_policy(path, dev, mec, **kw)
+    if not out:
+        raise AgentError("--policies is empty")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m agent.evaluate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_args(p)
+    p.add_argument("--policies", default="default,greedy,local,offload,fixed,oracle",
+                   help="comma-separated policy specs (see above)")
+    p.add_argument("--train-traces", nargs="+",
+                   help="traces on which 'fixed' picks its split (default: traces/data/train)")
+    p.add_argument("--deadline", type=float, help="deadline in seconds: report the miss rate")
+    p.add_argument("--seed", type=int, default=0, help="base seed (trace j uses seed + j)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    a = p.parse_args(argv)
+    if a.deadline is not None and not a.deadline > 0:
+        raise AgentError(f"--deadline must be > 0 s, got {a.deadline}")
+    dev, mec, prof_paths = load_profiles(a)
+    config = scenario_from_args(a)
+    model = LatencyModel(dev, mec, mec_speedup=a.mec_speedup)
+    actions = SplitActions(model)
+    paths = trace_paths(a.traces)
+    traces = load_trace_files(paths, a.scale)
+    if a.train_traces:
+        train = load_trace_files(trace_paths(a.train_traces), a.scale)
+    else:
+        from traces import DATA_DIR
+
+        train = load_trace_files(trace_paths([str(DATA_DIR / "train")]), a.scale)
+    pols = build_policies(a.policies.split(","), dev, mec, model, actions,
+                          mec_speedup=a.mec_speedup, train_traces=train, config=config,
+                          seed=a.seed)
+    t0 = time.perf_counter()
+    lat = evaluate_policies(model, actions, pols, traces, config, a.seed)
+    summary = summarise(lat, a.deadline)
+    scen = (f"model {model.model}, {len(traces)} traces, scale {a.scale:g}, mec-speedup "
+            f"{a.mec_speedup:g}, {config.n_devices} devices, {config.mec_slots} MEC slot(s), "
+            f"delay {config.one_way_delay_s * 1e3:g} ms one-way, load {config.load:g}")
+    print(scen)
+    print(format_table(summary, a.deadline))
+    a.out.mkdir(parents=True, exist_ok=True)
+    names = [pth.name for pth in paths]
+    doc = {"policies": summary, "traces": names,
+           "scenario": {**config.to_json(), "scale": a.scale, "mec_speedup": a.mec_speedup},
+           "provenance": provenance(
+               ["agent.evaluate", *(argv if argv is not None else sys.argv[1:])], seed=a.seed,
+               model=model.model,
+               profiles={str(q): file_sha256(q) for q in prof_paths},
+               trace_sha256={n: t.sha256() for n, t in zip(names, traces, strict=True)},
+               policy_names={k: getattr(v, "name", k) for k, v in pols.items()},
+               seconds=time.perf_counter() - t0)}
+    (a.out / "summary.json").write_text(json.dumps(doc, indent=1) + "\n")
+    if not a.no_plots:
+        _plots(lat, names, a.out, scen)
+    print(f"wrote {a.out / 'summary.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main("agent.evaluate", main))
