@@ -25,7 +25,7 @@ def load_policy(spec: str, device_profile: Profile, mec_profile: Profile,
         from agent.policies import POLICIES_DIR, make_policy
     except ImportError as e:  # the agent package is not installed or is incomplete
         raise EmulatorError(f"cannot load policies: agent.policies is not importable ({e}); "
-                            "run bash scripts/setup.sh") from e
+                            "run bash scripts/setup.sh", 2) from e
     note = ""
     if spec == "default":
         path = POLICIES_DIR / f"{device_profile.model.name}.zip"
@@ -36,7 +36,7 @@ def load_policy(spec: str, device_profile: Profile, mec_profile: Profile,
     try:
         return make_policy(spec, device_profile, mec_profile, **kw), note
     except (AgentError, ProfileError) as e:
-        raise EmulatorError(f"policy {spec!r}: {e}") from e
+        raise EmulatorError(f"policy {spec!r}: {e}", 2) from e
     except ImportError as e:
         raise EmulatorError(f"policy {spec!r} needs a package that is missing ({e}); "
-                            "run bash scripts/setup.sh") from e
+                            "run bash scripts/setup.sh", 2) from e

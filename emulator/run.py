@@ -259,9 +259,9 @@ def _network(plan: RunPlan, args: argparse.Namespace) -> Any:
 
 
 def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    plan, dev, mec = _plan(args)
     if args.network == "mininet":
         _check_prerequisites()
+    plan, dev, mec = _plan(args)
     delay_s = args.delay_ms / 1e3 if args.network == "mininet" else 0.0
     predictor = _make_predictor(plan, dev, mec, delay_s, args.downlink == "same")
     inputs = {

@@ -1,0 +1,108 @@
+"""The device<->MEC wire protocol: framing, validation, bounds, TCP_NODELAY."""
+
+from __future__ import annotations
+
+import re
+import socket
+import struct
+import threading
+
+import pytest
+
+from emulator.errors import ProtocolError
+from emulator.protocol import (
+    HEADER_FORMAT,
+    HEADER_SIZE,
+    MAGIC,
+    MAX_META,
+    PROTOCOL_VERSION,
+    Message,
+    MsgType,
+    PayloadBuffer,
+    configure_socket,
+    decode_header,
+    encode_header,
+    recv_message,
+    send_message,
+)
+
+
+def _pair() -> tuple[socket.socket, socket.socket]:
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    a = socket.create_connection(srv.getsockname())
+    b, _ = srv.accept()
+    srv.close()
+    for s in (a, b):
+        configure_socket(s)
+    return a, b
+
+
+def test_header_round_trip() -> None:
+    m = Message(MsgType.COMPUTE, request_id=2**40, pass_index=3, repetition=70_000,
+                block_lo=5, block_hi=12)
+    head = encode_header(m, 17, 123_456)
+    assert len(head) == HEADER_SIZE == 38
+    got, meta_len, payload_len = decode_header(head)
+    assert (got.type, got.request_id, got.pass_index, got.repetition, got.block_lo,
+            got.block_hi) == (MsgType.COMPUTE, 2**40, 3, 70_000, 5, 12)
+    assert (meta_len, payload_len) == (17, 123_456)
+
+
+@pytest.mark.parametrize(("fields", "match"), [
+    ((b"XXXX", PROTOCOL_VERSION, 5, 0, 1, 0, 0, 0, 1, 0, 0), "bad magic"),
+    ((MAGIC, PROTOCOL_VERSION + 1, 5, 0, 1, 0, 0, 0, 1, 0, 0), "protocol version 2 is not supported"),
+    ((MAGIC, PROTOCOL_VERSION, 99, 0, 1, 0, 0, 0, 1, 0, 0), "unknown message type 99"),
+    ((MAGIC, PROTOCOL_VERSION, 5, 0, 1, 0, 0, 3, 1, 0, 0), re.escape("block range [3, 1)")),
+    ((MAGIC, PROTOCOL_VERSION, 5, 0, 1, 0, 0, 0, 1, MAX_META + 1, 0), "metadata of"),
+    ((MAGIC, PROTOCOL_VERSION, 5, 0, 1, 0, 0, 0, 1, 0, 2000), "payload of 2000 bytes exceeds"),
+])
+def test_bad_headers_are_rejected(fields: tuple[object, ...], match: str) -> None:
+    with pytest.raises(ProtocolError, match=match):
+        decode_header(struct.pack(HEADER_FORMAT, *fields), max_payload=1000)
+
+
+def test_send_recv_payload_and_meta() -> None:
+    a, b = _pair()
+    try:
+        assert a.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        payload = bytes(range(256)) * 4000  # ~1 MB, larger than one recv
+        t = threading.Thread(target=send_message, args=(a, Message(
+            MsgType.RESULT, 7, 1, 2, 3, 4, meta={"t_recv": 1.5, "queue": {"x": 1}},
+            payload=memoryview(payload))))
+        t.start()
+        buf = PayloadBuffer()
+        msg = recv_message(b, into=buf)
+        t.join()
+        assert msg is not None
+        assert msg.type == MsgType.RESULT and msg.request_id == 7 and msg.block_hi == 4
+        assert msg.meta == {"t_recv": 1.5, "queue": {"x": 1}}
+        assert bytes(msg.payload) == payload
+        send_message(a, Message(MsgType.BYE))
+        bye = recv_message(b)
+        assert bye is not None and bye.type == MsgType.BYE and bye.payload == b""
+        a.close()
+        assert recv_message(b) is None  # clean close between messages
+    finally:
+        a.close()
+        b.close()
+
+
+def test_close_mid_message_is_a_protocol_error() -> None:
+    a, b = _pair()
+    head = encode_header(Message(MsgType.COMPUTE, block_hi=1), 0, 1000)
+    a.sendall(head + b"x" * 10)
+    a.close()
+    with pytest.raises(ProtocolError, match="closed by the peer after 10 of 1000 bytes"):
+        recv_message(b)
+    b.close()
+
+
+def test_metadata_must_be_a_json_object() -> None:
+    a, b = _pair()
+    a.sendall(encode_header(Message(MsgType.ECHO), 2, 0) + b"[]")
+    with pytest.raises(ProtocolError, match="must be a JSON object"):
+        recv_message(b)
+    a.close()
+    b.close()
