@@ -95,7 +95,7 @@ def test_decode_kv_cache_never_crosses(gpt2_tiny, tmp_path: Path) -> None:  # ty
 
 
 def test_profile_zoo_writes_a_valid_profile(gpt2_tiny, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    specs, wd = gpt2_tiny
+    _specs, wd = gpt2_tiny
     root = wd.parent / "root"
     # reuse the fixture's export by placing it where profile_zoo looks
     from profiler.export import work_dir_for

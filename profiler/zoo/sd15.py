@@ -53,18 +53,18 @@ def _configs(name: str) -> dict[str, dict[str, Any]]:
             "shape": dict(tokens=77, latent=64),
         }
     return {
-        "text": dict(vocab_size=1000, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        "text": dict(vocab_size=1000, hidden_size=128, intermediate_size=512, num_hidden_layers=2,
                      num_attention_heads=2, max_position_embeddings=77, hidden_act="quick_gelu"),
-        "unet": dict(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
-                     block_out_channels=(32, 64), cross_attention_dim=32, attention_head_dim=4,
+        "unet": dict(sample_size=32, in_channels=4, out_channels=4, layers_per_block=1,
+                     block_out_channels=(32, 64), cross_attention_dim=128, attention_head_dim=4,
                      norm_num_groups=8,
                      down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
                      up_block_types=("UpBlock2D", "CrossAttnUpBlock2D")),
         "vae": dict(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
-                    block_out_channels=(32, 64), norm_num_groups=8, sample_size=16,
+                    block_out_channels=(32, 64), norm_num_groups=8, sample_size=64,
                     down_block_types=("DownEncoderBlock2D",) * 2,
                     up_block_types=("UpDecoderBlock2D",) * 2),
-        "shape": dict(tokens=77, latent=8),
+        "shape": dict(tokens=77, latent=32),
     }
 
 
@@ -125,6 +125,7 @@ def _build(name: str, params: Mapping[str, int]) -> list[PassSpec]:
     for i, m in enumerate((text, unet, vae)):
         _seeded_init(m, i)
     n, lat, hid = c["shape"]["tokens"], c["shape"]["latent"], c["text"]["hidden_size"]
+    img = lat * 2 ** (len(c["vae"]["block_out_channels"]) - 1)
     latent = torch.randn(1, 4, lat, lat, generator=torch.Generator().manual_seed(1))
     prompt = torch.randn(1, n, hid, generator=torch.Generator().manual_seed(2))
     return [
@@ -135,13 +136,14 @@ def _build(name: str, params: Mapping[str, int]) -> list[PassSpec]:
                  state_inputs=frozenset({"prompt_embedding"}),
                  note=f"one denoising step at a {lat}x{lat} latent"),
         PassSpec("vae_decoder", 1, _VAEDecoder(vae), (latent,), ("latent",), ("image",),
-                 _VAE_KEY, note=f"latent to a {lat * 8}x{lat * 8} uint8 RGB image"),
+                 _VAE_KEY, note=f"latent to a {img}x{img} uint8 RGB image"),
     ]
 
 
 def _describe(name: str, params: Mapping[str, int]) -> dict[str, Any]:
     c = _configs(name)
-    return {**dict(params), "latent": c["shape"]["latent"], "image": c["shape"]["latent"] * 8,
+    img = c["shape"]["latent"] * 2 ** (len(c["vae"]["block_out_channels"]) - 1)
+    return {**dict(params), "latent": c["shape"]["latent"], "image": img,
             "prompt_tokens": c["shape"]["tokens"], "batch": 1, "guidance": "none (batch 1)",
             "unet_channels": list(c["unet"]["block_out_channels"])}
 
