@@ -12,12 +12,20 @@ Waiting: :func:`wait_until` sleeps until ``spin_s`` before the deadline, then sp
 1 ms or 2% of the target is the bar). This is how a MEC GPU is emulated on a CPU-only host:
 its measured times are waited out, not computed.
 
+Scheduling: on a shared 2-core machine a normal thread is sometimes preempted for several ms
+in the middle of a wait. :func:`realtime_thread` moves the calling thread to ``SCHED_FIFO``
+priority :data:`RT_PRIORITY` (5: below the network's shaper, 10, and delay relay, 20, so
+emulated compute never delays the network) when allowed (root); the spin is bounded by
+``spin_s`` per wait and the kernel's RT throttling still applies. Device and MEC processes call
+it unless started with ``--no-realtime``.
+
 Payloads are real bytes of the profiled size (zeros, from one preallocated buffer).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
 from typing import Literal
 
@@ -27,16 +35,28 @@ from profiler.schema import Pass, Profile
 
 __all__ = [
     "JITTERS",
+    "RT_PRIORITY",
     "Jitter",
     "ProfiledCompute",
     "lognormal_params",
     "output_bytes",
+    "realtime_thread",
     "wait_until",
 ]
 
 Jitter = Literal["lognormal", "none"]
 JITTERS: tuple[str, ...] = ("lognormal", "none")
 _DEFAULT_SPIN_S = 0.002
+RT_PRIORITY = 5
+
+
+def realtime_thread(priority: int = RT_PRIORITY) -> bool:
+    """Put the calling thread on ``SCHED_FIFO`` at ``priority``; False when not allowed."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+    except (OSError, AttributeError):
+        return False
+    return True
 
 
 def wait_until(deadline: float, spin_s: float = _DEFAULT_SPIN_S) -> float:

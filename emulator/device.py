@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from agent.policy import Decision, Policy, Workload
-from emulator.compute import JITTERS, ProfiledCompute
+from emulator.compute import JITTERS, ProfiledCompute, realtime_thread
 from emulator.errors import EmulatorError, ProtocolError
 from emulator.observe import LinkEstimator
 from emulator.policies import load_policy
@@ -265,6 +265,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                     help="passed to the policy's latency model")
     ap.add_argument("--probe-bytes", type=int, default=32_768,
                     help="payload of a throughput probe echo (0: never probe)")
+    ap.add_argument("--no-realtime", action="store_true",
+                    help="do not run with SCHED_FIFO (see emulator.compute)")
     return ap.parse_args(argv)
 
 
@@ -305,6 +307,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     return 0  # the run was cancelled before it started
                 raise EmulatorError(f"expected {{\"t0\": T}} on stdin, got {line!r}") from None
         dev.t0 = t0
+        if not args.no_realtime and not realtime_thread():
+            print(f"device {args.index}: SCHED_FIFO not allowed; compute timing may jitter",
+                  file=sys.stderr)
         rate = None if args.closed_loop or args.rate is None else args.rate
         _sleep_until(t0)
         for a in arrivals(arr_rng, rate):

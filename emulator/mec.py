@@ -37,7 +37,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from emulator.compute import JITTERS, ProfiledCompute, wait_until
+from emulator.compute import JITTERS, ProfiledCompute, realtime_thread, wait_until
 from emulator.errors import EmulatorError, ProtocolError
 from emulator.protocol import (
     DEFAULT_MAX_PAYLOAD,
@@ -122,9 +122,10 @@ class MecServer:
 
     def __init__(self, profile: Profile, backend: MecBackend, slots: int = 1,
                  host: str = "0.0.0.0", port: int = 0,
-                 max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
+                 max_payload: int = DEFAULT_MAX_PAYLOAD, realtime: bool = False) -> None:
         if slots < 1:
             raise EmulatorError(f"MEC slots must be >= 1, got {slots}")
+        self.realtime = realtime
         self.profile = profile
         self.backend = backend
         self.slots = slots
@@ -281,6 +282,8 @@ class MecServer:
             raise ProtocolError(f"unexpected {msg.type.name} message from a device")
 
     def _worker(self, slot: int) -> None:
+        if self.realtime and not realtime_thread():
+            print("mec: SCHED_FIFO not allowed; compute timing may jitter", file=sys.stderr)
         jobs = self._jobs[slot]
         while True:
             with self._cv:
@@ -326,6 +329,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--pieces", default=None, help="directory of ONNX pieces (execute mode)")
     ap.add_argument("--max-payload", type=int, default=DEFAULT_MAX_PAYLOAD,
                     help="largest payload accepted, bytes")
+    ap.add_argument("--no-realtime", action="store_true",
+                    help="do not run compute slots with SCHED_FIFO (see emulator.compute)")
     return ap.parse_args(argv)
 
 
@@ -343,7 +348,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             rng = np.random.default_rng(np.random.SeedSequence([args.seed, 0x4D4543]))
             backend = ProfiledMecBackend(ProfiledCompute(profile, rng, args.jitter))
-        server = MecServer(profile, backend, args.slots, args.host, args.port, args.max_payload)
+        server = MecServer(profile, backend, args.slots, args.host, args.port, args.max_payload,
+                           realtime=not args.no_realtime)
     except (EmulatorError, ProfileError) as e:
         print(f"mec: {e}", file=sys.stderr)
         return 1

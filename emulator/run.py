@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="wait out profiled block times, or execute ONNX pieces")
     g.add_argument("--jitter", choices=("lognormal", "none"), default="lognormal",
                    help="profiled block times: lognormal(median, std) draws, or medians")
+    g.add_argument("--no-realtime", action="store_true",
+                   help="do not give device/MEC compute SCHED_FIFO priority 5 (precise waits)")
     g = ap.add_argument_group("run")
     g.add_argument("--duration", type=float, default=40.0,
                    help="seconds during which requests arrive")
@@ -239,7 +241,8 @@ def _plan(args: argparse.Namespace) -> tuple[RunPlan, Any, Any]:
                    duration_s=args.duration, rate=rate, mec_slots=args.mec_slots,
                    repeats=repeats, jitter=args.jitter, compute=args.compute,
                    grace_s=args.grace, shared_cell=args.shared_cell,
-                   mec_speedup=args.mec_speedup, progress=not args.quiet)
+                   mec_speedup=args.mec_speedup, progress=not args.quiet,
+                   realtime=not args.no_realtime and args.network == "mininet")
     del policy
     return plan, dev, mec
 

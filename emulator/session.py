@@ -68,6 +68,7 @@ class RunPlan:
     probe_bytes: int = 32_768
     startup_timeout_s: float = 90.0
     progress: bool = True
+    realtime: bool = True
 
 
 def _env() -> dict[str, str]:
@@ -171,7 +172,8 @@ def run_session(plan: RunPlan, net: Any, predictor: Any, provenance: dict[str, A
         mec = start("mec", net.mec, [
             "-m", "emulator.mec", "--profile", str(plan.mec_profile),
             "--slots", str(plan.mec_slots), "--seed", str(plan.seed), "--jitter", plan.jitter,
-            "--compute", plan.compute], stdin=False)
+            "--compute", plan.compute, *([] if plan.realtime else ["--no-realtime"])],
+            stdin=False)
         _wait_ready([mec], plan.startup_timeout_s)
         addr = f"{net.mec.IP()}:{int(mec.info['port'])}"
         for i, host in enumerate(net.devices):
@@ -182,6 +184,7 @@ def run_session(plan: RunPlan, net: Any, predictor: Any, provenance: dict[str, A
                     "--mec-speedup", str(plan.mec_speedup), "--probe-bytes",
                     str(plan.probe_bytes), "--wait-go"]
             argv += ["--closed-loop"] if plan.rate is None else ["--rate", str(plan.rate)]
+            argv += [] if plan.realtime else ["--no-realtime"]
             for r in plan.repeats:
                 argv += ["--repeat", r]
             devices.append(start(f"device-{i}", host, argv, stdin=True))
@@ -275,6 +278,7 @@ def _write_outputs(plan: RunPlan, net: Any, sink: RecordSink, prov: dict[str, An
         "mec_slots": plan.mec_slots,
         "compute": plan.compute,
         "jitter": plan.jitter,
+        "realtime_compute": plan.realtime,
         "arrivals": "closed-loop" if plan.rate is None else f"poisson {plan.rate}/s per device",
         "duration_s": plan.duration_s,
         "elapsed_s": (t_stop - t0) if math.isfinite(t0) else 0.0,
