@@ -279,7 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
-    done = 0
+    done = started = 0
     sock = None
     try:
         profile = load_profile(args.profile)
@@ -317,6 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if t_arr - t0 >= args.duration:
                 break
             _sleep_until(t_arr)
+            started += 1
             rec = dev.run_request(t_arr)
             sys.stdout.write(json.dumps(rec, separators=(",", ":")) + "\n")
             sys.stdout.flush()
@@ -333,6 +334,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if sock is not None:
             sock.close()
+        try:  # the run command checks that every finished request was recorded
+            sys.stdout.write(json.dumps({"exit": True, "device": args.index, "started": started,
+                                         "done": done}) + "\n")
+            sys.stdout.flush()
+        except (OSError, ValueError):
+            pass
     print(f"device {args.index}: {done} requests done", file=sys.stderr)
     return 0
 

@@ -89,6 +89,7 @@ class _Proc:
         self.log = log
         self.ready = threading.Event()
         self.info: dict[str, Any] = {}
+        self.exit_info: dict[str, Any] = {}
         self.bad_lines = 0
         self._on_line = on_line
         self.thread = threading.Thread(target=self._read, name=f"read-{name}", daemon=True)
@@ -105,6 +106,8 @@ class _Proc:
             if isinstance(obj, dict) and obj.get("ready") is True:
                 self.info = obj
                 self.ready.set()
+            elif isinstance(obj, dict) and obj.get("exit") is True:
+                self.exit_info = obj
             elif isinstance(obj, dict):
                 self._on_line(self, obj)
 
@@ -286,6 +289,9 @@ def _write_outputs(plan: RunPlan, net: Any, sink: RecordSink, prov: dict[str, An
         "delay_method": getattr(net, "delay_method", None),
         "shaper": stats,
         "exit_codes": {pr.name: pr.p.returncode for pr in procs},
+        "device_counts": {pr.name: pr.exit_info for pr in procs if pr.name != "mec"},
+        "unrecorded": sum(int(pr.exit_info.get("done", 0)) for pr in procs) - len(records),
+        "unparsable_lines": sum(pr.bad_lines for pr in procs),
         "prediction_errors": sink.prediction_errors,
         **summarize(records),
         "provenance": prov,
