@@ -21,9 +21,9 @@ __all__ = ["SD15_MODELS"]
 
 _UNIT = r"(?:down_blocks|up_blocks)\.\d+\.(?:resnets|attentions|downsamplers|upsamplers)\.\d+"
 
-_TEXT_KEY = scope_key([(r"m\.text_model\.embeddings", "embeddings"),
-                       (r"m\.text_model\.encoder\.layers\.(\d+)", r"layers.\1"),
-                       (r"m\.text_model\.final_layer_norm", "final_layer_norm")])
+_TEXT_KEY = scope_key([(r"m\.(?:text_model\.)?embeddings", "embeddings"),
+                       (r"m\.(?:text_model\.)?encoder\.layers\.(\d+)", r"layers.\1"),
+                       (r"m\.(?:text_model\.)?final_layer_norm", "final_layer_norm")])
 _UNET_KEY = scope_key([(r"m\.(time_proj|time_embedding|conv_in)", "stem"),
                        (rf"m\.({_UNIT})", r"\1"),
                        (r"m\.(mid_block\.(?:resnets|attentions)\.\d+)", r"\1"),
@@ -54,7 +54,8 @@ def _configs(name: str) -> dict[str, dict[str, Any]]:
         }
     return {
         "text": dict(vocab_size=1000, hidden_size=128, intermediate_size=512, num_hidden_layers=2,
-                     num_attention_heads=2, max_position_embeddings=77, hidden_act="quick_gelu"),
+                     num_attention_heads=2, max_position_embeddings=77, hidden_act="quick_gelu",
+                     bos_token_id=998, eos_token_id=999, pad_token_id=1),
         "unet": dict(sample_size=32, in_channels=4, out_channels=4, layers_per_block=1,
                      block_out_channels=(32, 64), cross_attention_dim=128, attention_head_dim=4,
                      norm_num_groups=8,
