@@ -100,7 +100,11 @@ def output_bytes(p: Pass, lo: int, hi: int) -> int:
 
 
 class ProfiledCompute:
-    """Waits out profiled block times; one instance per process, seeded generator passed in."""
+    """Waits out profiled block times; one instance per process, seeded generator passed in.
+
+    ``speedup`` divides every block time (the latency model's ``mec_speedup``: a MEC faster
+    than the hardware it was profiled on, e.g. a GPU emulated from a CPU profile).
+    """
 
     def __init__(
         self,
@@ -108,9 +112,13 @@ class ProfiledCompute:
         rng: np.random.Generator,
         jitter: Jitter = "lognormal",
         spin_s: float = _DEFAULT_SPIN_S,
+        speedup: float = 1.0,
     ) -> None:
         if jitter not in JITTERS:
             raise ValueError(f"jitter must be one of {JITTERS}, got {jitter!r}")
+        if not (speedup > 0 and math.isfinite(speedup)):
+            raise ValueError(f"speedup must be a positive number, got {speedup!r}")
+        self.speedup = float(speedup)
         self.profile = profile
         self.rng = rng
         self.jitter = jitter
@@ -119,12 +127,13 @@ class ProfiledCompute:
         self._mu: list[np.ndarray] = []
         self._sigma: list[np.ndarray] = []
         for p in profile.passes:
-            med = np.array([b.latency.median for b in p.blocks]) / 1e3
+            med = np.array([b.latency.median for b in p.blocks]) / 1e3 / self.speedup
             self._median_s.append(med)
             mus, sigmas = [], []
             for b in p.blocks:
                 if b.latency.median > 0:
-                    mu, sg = lognormal_params(b.latency.median / 1e3, b.latency.std / 1e3)
+                    mu, sg = lognormal_params(b.latency.median / 1e3 / self.speedup,
+                                              b.latency.std / 1e3 / self.speedup)
                 else:
                     mu, sg = -math.inf, 0.0
                 mus.append(mu)

@@ -331,6 +331,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                     help="largest payload accepted, bytes")
     ap.add_argument("--no-realtime", action="store_true",
                     help="do not run compute slots with SCHED_FIFO (see emulator.compute)")
+    ap.add_argument("--speedup", type=float, default=1.0,
+                    help="divide every profiled MEC block time by this (mec_speedup)")
     return ap.parse_args(argv)
 
 
@@ -347,10 +349,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             backend = ExecuteMecBackend(profile, args.pieces)
         else:
             rng = np.random.default_rng(np.random.SeedSequence([args.seed, 0x4D4543]))
-            backend = ProfiledMecBackend(ProfiledCompute(profile, rng, args.jitter))
+            backend = ProfiledMecBackend(ProfiledCompute(profile, rng, args.jitter,
+                                                         speedup=args.speedup))
         server = MecServer(profile, backend, args.slots, args.host, args.port, args.max_payload,
                            realtime=not args.no_realtime)
-    except (EmulatorError, ProfileError) as e:
+    except (EmulatorError, ProfileError, ValueError) as e:
         print(f"mec: {e}", file=sys.stderr)
         return 1
     stop = threading.Event()

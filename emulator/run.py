@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="repetitions of any pass per request (repeatable)")
     a = g.add_mutually_exclusive_group()
     a.add_argument("--rate", type=float, default=None,
-                   help="Poisson arrivals per second per device (default 0.5)")
+                   help="Poisson arrivals per second per device (default 0.3)")
     a.add_argument("--closed-loop", action="store_true",
                    help="each device starts a request as soon as the previous one ends")
     g = ap.add_argument_group("system")
@@ -84,8 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="local, offload, fixed:K, fixed, greedy, default, or an SB3 .zip")
     g.add_argument("--devices", type=int, default=2, help="number of devices N")
     g.add_argument("--mec-slots", type=int, default=1, help="MEC concurrent compute slots C")
-    g.add_argument("--mec-speedup", type=float, default=1.0,
-                   help="scenario knob passed to the policy's latency model")
+    g.add_argument("--mec-speedup", type=float, default=None,
+                   help="divide every MEC block time by X, at the MEC and in the policy's "
+                        "latency model (emulates a faster MEC, e.g. a GPU, from a CPU profile); "
+                        "default: what a trained policy was trained with, else 1")
     g.add_argument("--compute", choices=("profiled", "execute"), default="profiled",
                    help="wait out profiled block times, or execute ONNX pieces")
     g.add_argument("--jitter", choices=("lognormal", "none"), default="lognormal",
@@ -124,6 +126,17 @@ def resolve_profiles(model: str, mec_profile: str | None) -> tuple[Path, Path]:
         raise EmulatorError(f"--model {model!r}: use one of {', '.join(_SHIPPED)} or a profile "
                             "file PROFILE.json", 2)
     return dev, Path(mec_profile) if mec_profile else dev
+
+
+def _model_name(model: str) -> str:
+    if model in _SHIPPED:
+        return model
+    try:
+        from profiler.schema import load_profile
+
+        return load_profile(model).model.name
+    except ValueError:
+        return model
 
 
 def _repeats(args: argparse.Namespace, pass_names: list[str]) -> list[str]:
@@ -189,10 +202,14 @@ def _plan(args: argparse.Namespace) -> tuple[RunPlan, Any, Any]:
     _check_range("--grace", args.grace, 0, 3_600)
     _check_range("--delay-ms", args.delay_ms, 0, 5_000)
     _check_range("--scale", args.scale, 1e-6, 1e6)
+    if args.mec_speedup is None:
+        from emulator.policies import trained_mec_speedup
+
+        args.mec_speedup = trained_mec_speedup(args.policy, _model_name(args.model)) or 1.0
     _check_range("--mec-speedup", args.mec_speedup, 1e-3, 1e6)
     if args.queue_bytes is not None:
         _check_range("--queue-bytes", args.queue_bytes, 3028, 1 << 31)
-    rate = None if args.closed_loop else (0.5 if args.rate is None else args.rate)
+    rate = None if args.closed_loop else (0.3 if args.rate is None else args.rate)
     if rate is not None:
         _check_range("--rate", rate, 1e-4, 1_000)
     if args.compute == "execute":
@@ -279,6 +296,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     }
     prov = provenance(list(argv), args.seed, inputs)
     print(f"emulator: {plan.model}, {plan.n_devices} device(s), policy {plan.policy}, "
+          f"MEC speedup {plan.mec_speedup:g}, "
           f"trace {plan.trace.label} (mean {plan.trace.mean_bps() / 1e6:.2f} Mbit/s), "
           f"{plan.duration_s:g} s -> {plan.out_dir}", file=sys.stderr, flush=True)
     with _network(plan, args) as net:

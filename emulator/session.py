@@ -175,7 +175,8 @@ def run_session(plan: RunPlan, net: Any, predictor: Any, provenance: dict[str, A
         mec = start("mec", net.mec, [
             "-m", "emulator.mec", "--profile", str(plan.mec_profile),
             "--slots", str(plan.mec_slots), "--seed", str(plan.seed), "--jitter", plan.jitter,
-            "--compute", plan.compute, *([] if plan.realtime else ["--no-realtime"])],
+            "--compute", plan.compute, "--speedup", str(plan.mec_speedup),
+            *([] if plan.realtime else ["--no-realtime"])],
             stdin=False)
         _wait_ready([mec], plan.startup_timeout_s)
         addr = f"{net.mec.IP()}:{int(mec.info['port'])}"
@@ -279,6 +280,7 @@ def _write_outputs(plan: RunPlan, net: Any, sink: RecordSink, prov: dict[str, An
         "devices": plan.n_devices,
         "shared_cell": plan.shared_cell,
         "mec_slots": plan.mec_slots,
+        "mec_speedup": plan.mec_speedup,
         "compute": plan.compute,
         "jitter": plan.jitter,
         "realtime_compute": plan.realtime,
