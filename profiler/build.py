@@ -14,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .cut import Partition, build_pieces, partition_auto, partition_by_scope
+from .cut import build_pieces, partition_auto, partition_by_scope
 from .export import export_pass, work_dir_for
 from .graph import analyse, dtype_of, fold_static_shapes, load_onnx, resolve_shapes
 from .hardware import HardwareClass, pinned
 from .schema import Block, ModelInfo, Pass, Profile, ProfileError, TensorInfo
 from .timing import time_pass
-from .zoo import get_model
+from .zoo import BlockKey, get_model
 
 __all__ = ["DEFAULT_TOLERANCE", "profile_onnx", "profile_pass", "profile_zoo"]
 
@@ -36,17 +36,21 @@ def _info(msg: str, quiet: bool) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
-def profile_pass(name: str, repeat: int, whole_path: Path, part_fn: str | Partition | None,
+def profile_pass(name: str, repeat: int, whole_path: Path,
                  feeds: Mapping[str, np.ndarray], hw: HardwareClass, pieces_dir: Path, *,
                  state: Collection[str] = (), returns: Sequence[str] | None = None,
                  blocks: int = 8, warmup: int = 2, runs: int = 10, min_seconds: float = 3.0,
                  tolerance: float = DEFAULT_TOLERANCE, note: str = "", quiet: bool = False,
-                 block_key: object = None) -> Pass:
-    """Cut ``whole_path`` into pieces, check the chain and time everything on ``hw``."""
+                 block_key: BlockKey | None = None) -> Pass:
+    """Cut ``whole_path`` into pieces, check the chain and time everything on ``hw``.
+
+    Blocks follow module scopes when ``block_key`` is given (zoo models), otherwise cut
+    points are found in the graph (about ``blocks`` blocks).
+    """
     m = load_onnx(whole_path)
     info = analyse(m)
     if block_key is not None:
-        part = partition_by_scope(info, block_key)  # type: ignore[arg-type]
+        part = partition_by_scope(info, block_key)
     else:
         part = partition_auto(info, blocks)
     for n in part.notes:
@@ -109,7 +113,7 @@ def profile_zoo(model: str, params: Mapping[str, int], hw: HardwareClass, work_r
         _info(f"{spec.name}: exporting to {wd / (spec.name + '.onnx')}", quiet)
         path = export_pass(spec, wd / f"{spec.name}.onnx", reuse=reuse)
         feeds = {n: x.detach().numpy() for n, x in zip(spec.input_names, spec.inputs, strict=True)}
-        out.append(profile_pass(spec.name, spec.repeat, path, None, feeds, hw,
+        out.append(profile_pass(spec.name, spec.repeat, path, feeds, hw,
                                 wd / f"{spec.name}.pieces", state=spec.state_inputs,
                                 returns=spec.output_names[:1], warmup=warmup, runs=runs,
                                 min_seconds=min_seconds,
@@ -156,7 +160,7 @@ def profile_onnx(path: Path, shapes: Mapping[str, Sequence[int]], hw: HardwareCl
         types = {n: (s, dtype_of(info_types[n].type.tensor_type.elem_type))
                  for n, s in resolved.items()}
         feeds = random_feeds(types, seed)
-        p = profile_pass(path.stem, 1, static, None, feeds, hw, wd / "pieces", blocks=blocks,
+        p = profile_pass(path.stem, 1, static, feeds, hw, wd / "pieces", blocks=blocks,
                          warmup=warmup, runs=runs, min_seconds=min_seconds,
                          tolerance=tolerance, quiet=quiet, note="inputs " + "; ".join(f"{k}={list(v)}" for k, v in resolved.items()))
     finally:

@@ -18,7 +18,7 @@ subgraphs stays inside one block.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -288,6 +288,3 @@ def _save(model: ModelProto, path: Path, weight_bytes: int) -> None:
     else:
         onnx.save(model, str(path))
 
-
-def piece_names(pieces: Sequence[Piece]) -> list[str]:
-    return [p.name for p in pieces]

@@ -9,7 +9,6 @@ every piece gets its own copy of instead of receiving them over a cut.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +19,9 @@ from onnx import GraphProto, ModelProto, NodeProto, TensorProto, helper, numpy_h
 
 from .schema import ProfileError
 
-__all__ = ["CONTROL_FLOW", "GraphInfo", "analyse", "dtype_of", "input_shapes", "load_onnx",
-           "resolve_shapes", "tensor_bytes"]
+__all__ = ["CONTROL_FLOW", "GraphInfo", "analyse", "dtype_of", "fold_static_shapes",
+           "infer_types", "input_shapes", "load_onnx", "node_uses", "resolve_shapes",
+           "tensor_bytes"]
 
 CONTROL_FLOW = frozenset({"If", "Loop", "Scan"})
 _NONDETERMINISTIC = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike",
@@ -99,14 +99,14 @@ def resolve_shapes(m: ModelProto, given: Mapping[str, Sequence[int]]) -> dict[st
     for name, dims in declared.items():
         if name in given:
             g = tuple(int(x) for x in given[name])
-            if dims is not None and len(dims) != len(g):
-                raise ProfileError(f"--input {name}: model input has rank {len(dims)} "
-                                   f"({_fmt(dims)}), got {len(g)} dims")
-            for d, x in zip(dims or [], g, strict=False):
-                assert dims is not None
+            decl = dims or []
+            if dims is not None and len(decl) != len(g):
+                raise ProfileError(f"--input {name}: model input has rank {len(decl)} "
+                                   f"({_fmt(decl)}), got {len(g)} dims")
+            for d, x in zip(decl, g, strict=False):
                 if isinstance(d, int) and d > 0 and d != x:
-                    raise ProfileError(f"--input {name}: dimension {d} of {_fmt(dims)} is fixed "
-                                       f"by the model, got {x}")
+                    raise ProfileError(f"--input {name}: dimension {d} of [{_fmt(decl)}] is "
+                                       f"fixed by the model, got {x}")
             if any(x < 1 for x in g):
                 raise ProfileError(f"--input {name}: dimensions must be >= 1, got {g}")
             out[name] = g
@@ -265,11 +265,3 @@ def infer_types(m: ModelProto) -> dict[str, onnx.ValueInfoProto]:
                                   *inferred.graph.output] if vi.type.tensor_type.elem_type}
     return out
 
-
-def file_size(path: str | Path) -> int:
-    """Bytes of an ONNX file plus any external data files next to it it points to."""
-    p = Path(path)
-    total = p.stat().st_size
-    for cand in p.parent.glob(p.name + ".data"):
-        total += os.path.getsize(cand)
-    return total
