@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -64,3 +66,35 @@ def test_emulation_follows_the_trace(tmp_path: Path) -> None:
     assert (out / "link.csv").read_text().count("\n") > 4
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
     assert summary["run_id"] and summary["run_id"] not in links
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_run_keeps_records_and_cleans_up(tmp_path: Path, sig: int) -> None:
+    dev, mec = write_synthetic_pair(tmp_path)
+    out = tmp_path / "run"
+    p = subprocess.Popen(
+        [sys.executable, "-m", "emulator.run", "--model", str(dev), "--mec-profile", str(mec),
+         "--policy", "fixed:2", "--devices", "2", "--closed-loop", "--duration", "60",
+         "--quiet", "--out", str(out)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            f = out / "requests.jsonl"
+            if f.exists() and f.read_text().count("\n") >= 2:
+                break
+            time.sleep(0.2)
+        p.send_signal(sig)
+        _, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 130, err
+    recs = [json.loads(x) for x in (out / "requests.jsonl").read_text().splitlines()]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["requests"] == len(recs) >= 2
+    assert summary["unrecorded"] == 0
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    assert summary["run_id"] not in links
+    procs = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert str(dev) not in procs and str(mec) not in procs  # device and MEC processes gone
