@@ -1,0 +1,91 @@
+"""The command lines: a tiny end-to-end evaluate run, and bad input as one line + exit 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+FIX = Path(__file__).parent / "fixtures" / "agent"
+ROOT = Path(__file__).resolve().parent.parent
+TRAIN = ROOT / "traces" / "data" / "train"
+LLM = ["--device-profile", str(FIX / "llm.device.json"), "--mec-profile",
+       str(FIX / "llm.mec.json")]
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300)
+
+
+def test_evaluate_end_to_end(tmp_path: Path) -> None:
+    r = _run("agent.evaluate", *LLM, "--traces", str(TRAIN / "cellular_300s_s100.csv"),
+             "--train-traces", str(TRAIN / "cellular_300s_s101.csv"), "--horizon", "40",
+             "--policies", "greedy,local,offload,fixed,oracle", "--mec-speedup", "4",
+             "--deadline", "2", "--out", str(tmp_path), "--no-plots")
+    assert r.returncode == 0, r.stderr
+    assert "mec-speedup 4" in r.stdout
+    s = json.loads((tmp_path / "summary.json").read_text())
+    pols = s["policies"]
+    assert set(pols) == {"greedy", "local", "offload", "fixed", "oracle"}
+    assert pols["oracle"]["ratio_to_oracle"] == pytest.approx(1.0)
+    for name, d in pols.items():
+        assert d["p50_latency_s"] <= d["p95_latency_s"]
+        assert 0.0 <= d["deadline_miss_rate"] <= 1.0, name
+    assert s["scenario"]["mec_speedup"] == 4.0
+    assert "command" in s["provenance"] and s["provenance"]["trace_sha256"]
+
+
+BAD = [
+    # profiles of different models
+    (["agent.evaluate", "--device-profile", str(FIX / "llm.device.json"), "--mec-profile",
+      str(FIX / "twoblock.mec.json"), "--traces", str(TRAIN), "--out", "/tmp/x"], "model"),
+    # empty trace folder
+    (["agent.evaluate", *LLM, "--traces", "{empty}", "--out", "/tmp/x"], "no trace files"),
+    # nonsense parameters
+    (["agent.train", *LLM, "--traces", str(TRAIN), "--steps", "-5", "--out", "/tmp/x.zip"],
+     "--steps"),
+    (["agent.evaluate", *LLM, "--traces", str(TRAIN), "--scale", "0", "--out", "/tmp/x"],
+     "--scale"),
+    (["agent.evaluate", *LLM, "--traces", str(TRAIN), "--devices", "0", "--out", "/tmp/x"],
+     "--devices"),
+    (["agent.evaluate", *LLM, "--traces", str(TRAIN), "--policies", "gredy", "--out", "/tmp/x"],
+     "Did you mean"),
+    (["agent.evaluate", "--model", "nosuchmodel", "--traces", str(TRAIN), "--out", "/tmp/x"],
+     "no profiles"),
+    # an SB3 file with another observation space
+    (["agent.evaluate", "--device-profile", str(FIX / "twoblock.device.json"), "--mec-profile",
+      str(FIX / "twoblock.mec.json"), "--traces", str(TRAIN), "--policies", "rl:{zip}",
+      "--out", "/tmp/x"], "observation space"),
+]
+
+
+@pytest.fixture(scope="module")
+def llm_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from sb3_contrib import MaskablePPO
+
+    from agent.env import AigcSplitEnv
+    from agent.scenario import ScenarioConfig
+    from traces import load_traces
+
+    env = AigcSplitEnv(FIX / "llm.device.json", FIX / "llm.mec.json",
+                       load_traces(TRAIN)[:1], ScenarioConfig(horizon_s=20.0))
+    algo = MaskablePPO("MlpPolicy", env, n_steps=64, batch_size=64, n_epochs=1, device="cpu")
+    path = tmp_path_factory.mktemp("pol") / "llm.zip"
+    algo.save(str(path))
+    return path
+
+
+@pytest.mark.parametrize(("args", "needle"), BAD)
+def test_bad_input_one_line(args: list[str], needle: str, tmp_path: Path, llm_zip: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    args = [a.replace("{empty}", str(empty)).replace("{zip}", str(llm_zip)) for a in args]
+    r = _run(*args)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert "Traceback" not in r.stderr and needle in lines[0]
