@@ -9,6 +9,10 @@ Per request (arrivals: Poisson at ``rate`` per second from a seeded generator, o
    ``k < N``) ``COMPUTE`` with the cut's bytes to the MEC, which runs ``[k, N)`` and returns the
    pass output in a ``RESULT``. A request that offloaded anything ends with ``RELEASE``.
 
+Compute is profiled (:mod:`emulator.compute`) or, with ``--compute execute``, the profiler's
+ONNX pieces (:mod:`emulator.execute`; each request's outputs are checked against local
+execution and the result stored in the record's ``check``).
+
 Timeline of one pass repetition (one monotonic clock shared with the MEC)::
 
     t0 pass start -> t1 device compute done, first byte sent -> t2 MEC has the last byte
@@ -38,6 +42,7 @@ import numpy as np
 from agent.policy import Decision, Policy, Workload
 from emulator.compute import JITTERS, ProfiledCompute, realtime_thread
 from emulator.errors import EmulatorError, ProtocolError
+from emulator.execute import PieceRunner, decode_tensors, encode_tensors, find_pieces_dir
 from emulator.observe import LinkEstimator
 from emulator.policies import load_policy
 from emulator.protocol import (
@@ -93,7 +98,8 @@ class Device:
 
     def __init__(self, index: int, sock: Any, profile: Profile, mec_profile: Profile,
                  policy: Policy, compute: ProfiledCompute, workload: Workload, t0: float,
-                 estimator: LinkEstimator | None = None, compute_mode: str = "profiled") -> None:
+                 estimator: LinkEstimator | None = None, runner: PieceRunner | None = None,
+                 seed: int = 0) -> None:
         self.index = index
         self.sock = sock
         self.profile = profile
@@ -103,7 +109,9 @@ class Device:
         self.workload = workload
         self.t0 = t0
         self.est = estimator or LinkEstimator()
-        self.compute_mode = compute_mode
+        self.runner = runner
+        self.compute_mode = "profiled" if runner is None else "execute"
+        self.seed = seed
         self.buf = PayloadBuffer()
         self.next_id = 1
         self.reps = {p.name: int(workload.repeats.get(p.name, p.repeat)) for p in profile.passes}
@@ -170,6 +178,7 @@ class Device:
         decision = self.policy.decide(obs)
         t_start = time.monotonic()
         rows: list[dict[str, Any]] = []
+        executed: list[tuple[int, int, dict[str, np.ndarray]]] = []
         session = False
         t = t_start
         for pi, p in enumerate(self.profile.passes):
@@ -180,14 +189,18 @@ class Device:
                     raise EmulatorError(f"policy {self.policy.name!r} gave split {k} for pass "
                                         f"{p.name!r} with {n} blocks")
                 t0 = t
-                _, out = self.compute.run(pi, 0, k)
+                meta: dict[str, Any] = {}
+                out: bytes | memoryview
+                if self.runner is None:
+                    _, out = self.compute.run(pi, 0, k)
+                else:
+                    out, meta = self._execute(rid, pi, r, k)
                 t1 = time.monotonic()
                 row: dict[str, Any] = {"name": p.name, "repetition": r, "split": k,
                                        "t_start": t0 - self.t0, "device_s": t1 - t0,
                                        "upload_s": 0.0, "upload_bytes": 0, "mec_wait_s": 0.0,
                                        "mec_s": 0.0, "download_s": 0.0, "download_bytes": 0}
                 if k < n:
-                    meta: dict[str, Any] = {}
                     if not session:
                         meta["expected_hold_s"] = self._expected_hold_s(decision, pi, r)
                         session = True
@@ -202,6 +215,9 @@ class Device:
                     row.update(upload_s=t2 - t1, upload_bytes=up_bytes, mec_wait_s=t3 - t2,
                                mec_s=t4 - t3, download_s=t5 - t4, download_bytes=len(res.payload))
                     self.est.add_upload(up_bytes, t2 - t1, t5)
+                    if self.runner is not None:
+                        executed.append((pi, int(meta["input_seed"]),
+                                         decode_tensors(res.meta.get("tensors"), res.payload)))
                     t1 = t5
                 t = t1
                 row["t_end"] = t - self.t0
@@ -209,6 +225,7 @@ class Device:
         t_end = t
         if session:
             send_message(self.sock, Message(MsgType.RELEASE, rid))
+        check = self._check(executed) if self.runner is not None else None
         phases = {key: sum(row[key] for row in rows) for key in (
             "device_s", "upload_s", "upload_bytes", "mec_wait_s", "mec_s", "download_s",
             "download_bytes")}
@@ -227,7 +244,43 @@ class Device:
                             "mec_busy_slots": obs.mec_busy_slots,
                             "mec_expected_wait_s": obs.mec_expected_wait_s},
             "phases": phases, "passes": rows,
+            **({"check": check} if check is not None else {}),
         }
+
+    def _execute(self, rid: int, pi: int, r: int, k: int) -> tuple[bytes, dict[str, Any]]:
+        """Execute mode: run pieces ``[0, k)`` on seeded inputs; the cut's tensors + meta."""
+        assert self.runner is not None
+        seed = int(np.random.SeedSequence([self.seed, self.index, rid, pi, r])
+                   .generate_state(1)[0])
+        env = self.runner.inputs(pi, seed)
+        self.runner.run(pi, 0, k, env)
+        if k == self.profile.passes[pi].n_blocks:
+            return b"", {}
+        descs, payload = encode_tensors({nm: env[nm] for nm in self.runner.cut_names(pi, k)})
+        return payload, {"tensors": descs, "input_seed": seed}
+
+    def _check(self, executed: list[tuple[int, int, dict[str, np.ndarray]]]) -> dict[str, Any]:
+        """Compare the split outputs with local execution of the same pass repetitions."""
+        assert self.runner is not None
+        worst = 0.0
+        ok = True
+        for pi, seed, got in executed:
+            ref = self.runner.local(pi, seed)
+            for name, want in ref.items():
+                have = got.get(name)
+                if have is None or have.shape != want.shape:
+                    ok = False
+                    continue
+                if want.dtype.kind == "f":
+                    worst = max(worst, float(np.max(np.abs(have.astype(np.float64) - want)))
+                                if want.size else 0.0)
+                    ok &= bool(np.allclose(have, want, rtol=1e-4, atol=1e-5))
+                else:
+                    ok &= bool(np.array_equal(have, want))
+        if not ok:
+            print(f"device {self.index}: split outputs differ from local execution "
+                  f"(max |diff| {worst:.3g})", file=sys.stderr)
+        return {"passes_checked": len(executed), "max_abs_diff": worst, "ok": ok}
 
 
 def _sleep_until(deadline: float) -> None:
@@ -261,6 +314,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                     help="repetitions of a pass per request (e.g. decode=32, unet=20)")
     ap.add_argument("--jitter", choices=JITTERS, default="lognormal",
                     help="block-time distribution (see emulator.compute)")
+    ap.add_argument("--compute", choices=("profiled", "execute"), default="profiled",
+                    help="wait out profiled times, or run the ONNX pieces (emulator.execute)")
+    ap.add_argument("--pieces", default=None, help="export directory of the pieces (execute)")
     ap.add_argument("--mec-speedup", type=float, default=1.0,
                     help="passed to the policy's latency model")
     ap.add_argument("--probe-bytes", type=int, default=32_768,
@@ -292,9 +348,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         arr_rng, comp_rng = (np.random.default_rng(s) for s in seq.spawn(2))
         host, _, port = args.mec.rpartition(":")
         sock = connect(host, int(port))
+        runner = None
+        if args.compute == "execute":
+            runner = PieceRunner(profile, find_pieces_dir(profile, args.pieces))
         dev = Device(args.index, sock, profile, mec_profile, policy,
                      ProfiledCompute(profile, comp_rng, args.jitter), workload, 0.0,
-                     LinkEstimator(probe_bytes=args.probe_bytes))
+                     LinkEstimator(probe_bytes=args.probe_bytes), runner, args.seed)
         dev.hello()
         t0 = time.monotonic() if args.t0 is None else args.t0
         if args.wait_go:

@@ -327,6 +327,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--compute", choices=("profiled", "execute"), default="profiled",
                     help="wait out profiled times, or run the ONNX pieces")
     ap.add_argument("--pieces", default=None, help="directory of ONNX pieces (execute mode)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="ONNX Runtime intra-op threads per slot (execute mode)")
     ap.add_argument("--max-payload", type=int, default=DEFAULT_MAX_PAYLOAD,
                     help="largest payload accepted, bytes")
     ap.add_argument("--no-realtime", action="store_true",
@@ -346,7 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.compute == "execute":
             from emulator.execute import ExecuteMecBackend
 
-            backend = ExecuteMecBackend(profile, args.pieces)
+            backend = ExecuteMecBackend(profile, args.pieces, threads=args.threads)
         else:
             rng = np.random.default_rng(np.random.SeedSequence([args.seed, 0x4D4543]))
             backend = ProfiledMecBackend(ProfiledCompute(profile, rng, args.jitter,

@@ -104,6 +104,12 @@ def summarize(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         "bytes": {"upload": int(sum(r["phases"]["upload_bytes"] for r in recs)),
                   "download": int(sum(r["phases"]["download_bytes"] for r in recs))},
     }
+    checked = [r["check"] for r in recs if isinstance(r.get("check"), dict)]
+    if checked:
+        out["execute_check"] = {
+            "requests": len(checked), "failed": sum(1 for c in checked if not c.get("ok")),
+            "passes_checked": int(sum(c.get("passes_checked", 0) for c in checked)),
+            "max_abs_diff": max(float(c.get("max_abs_diff", 0.0)) for c in checked)}
     pairs = [(float(r["latency_s"]), float(r["predicted_latency_s"])) for r in recs
              if isinstance(r.get("predicted_latency_s"), (int, float))]
     if pairs:

@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "default: what a trained policy was trained with, else 1")
     g.add_argument("--compute", choices=("profiled", "execute"), default="profiled",
                    help="wait out profiled block times, or execute ONNX pieces")
+    g.add_argument("--pieces", default=None,
+                   help="execute mode: export directory with <pass>.pieces/ (default: the "
+                        "newest fitting one in the profiler's cache)")
     g.add_argument("--jitter", choices=("lognormal", "none"), default="lognormal",
                    help="profiled block times: lognormal(median, std) draws, or medians")
     g.add_argument("--no-realtime", action="store_true",
@@ -212,9 +215,6 @@ def _plan(args: argparse.Namespace) -> tuple[RunPlan, Any, Any]:
     rate = None if args.closed_loop else (0.3 if args.rate is None else args.rate)
     if rate is not None:
         _check_range("--rate", rate, 1e-4, 1_000)
-    if args.compute == "execute":
-        raise EmulatorError("--compute execute is not available in this version (no exported "
-                            "ONNX pieces to run yet); use --compute profiled", 2)
     dev_path, mec_path = resolve_profiles(args.model, args.mec_profile)
     try:
         dev = load_profile(dev_path)
@@ -225,6 +225,11 @@ def _plan(args: argparse.Namespace) -> tuple[RunPlan, Any, Any]:
         check_compatible(dev, mec)
     except ProfileError as e:
         raise EmulatorError(str(e), 2) from e
+    pieces = None
+    if args.compute == "execute":
+        from emulator.execute import find_pieces_dir
+
+        pieces = find_pieces_dir(dev, args.pieces)
     repeats = _repeats(args, [p.name for p in dev.passes])
     from emulator.device import parse_repeats
 
@@ -259,7 +264,8 @@ def _plan(args: argparse.Namespace) -> tuple[RunPlan, Any, Any]:
                    repeats=repeats, jitter=args.jitter, compute=args.compute,
                    grace_s=args.grace, shared_cell=args.shared_cell,
                    mec_speedup=args.mec_speedup, progress=not args.quiet,
-                   realtime=not args.no_realtime and args.network == "mininet")
+                   realtime=not args.no_realtime and args.network == "mininet",
+                   pieces=pieces)
     del policy
     return plan, dev, mec
 

@@ -69,6 +69,7 @@ class RunPlan:
     startup_timeout_s: float = 90.0
     progress: bool = True
     realtime: bool = True
+    pieces: Path | None = None
 
 
 def _env() -> dict[str, str]:
@@ -176,6 +177,7 @@ def run_session(plan: RunPlan, net: Any, predictor: Any, provenance: dict[str, A
             "-m", "emulator.mec", "--profile", str(plan.mec_profile),
             "--slots", str(plan.mec_slots), "--seed", str(plan.seed), "--jitter", plan.jitter,
             "--compute", plan.compute, "--speedup", str(plan.mec_speedup),
+            *(["--pieces", str(plan.pieces)] if plan.pieces else []),
             *([] if plan.realtime else ["--no-realtime"])],
             stdin=False)
         _wait_ready([mec], plan.startup_timeout_s)
@@ -189,6 +191,8 @@ def run_session(plan: RunPlan, net: Any, predictor: Any, provenance: dict[str, A
                     str(plan.probe_bytes), "--wait-go"]
             argv += ["--closed-loop"] if plan.rate is None else ["--rate", str(plan.rate)]
             argv += [] if plan.realtime else ["--no-realtime"]
+            argv += ["--compute", plan.compute]
+            argv += ["--pieces", str(plan.pieces)] if plan.pieces else []
             for r in plan.repeats:
                 argv += ["--repeat", r]
             devices.append(start(f"device-{i}", host, argv, stdin=True))
