@@ -265,7 +265,7 @@ def _plan(args: argparse.Namespace) -> tuple[RunPlan, Any, Any]:
                    grace_s=args.grace, shared_cell=args.shared_cell,
                    mec_speedup=args.mec_speedup, progress=not args.quiet,
                    realtime=not args.no_realtime and args.network == "mininet",
-                   pieces=pieces)
+                   pieces=pieces, startup_timeout_s=60.0 + 15.0 * args.devices)
     del policy
     return plan, dev, mec
 
