@@ -51,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="ORT intra-op threads (default: 1 for device, all for mec)")
         p.add_argument("--core", type=int, default=None,
                        help="core the device class is pinned to (default: the last allowed)")
+        p.add_argument("--cpu-quota", type=float, default=None, metavar="FRACTION",
+                       help="device class only: limit to this fraction of one core with a "
+                       "cgroup CPU quota (a slower phone; labelled device-q<percent>; root)")
         p.add_argument("--work-dir", type=Path, default=None,
                        help="where exported models and pieces go (default $AIGC_EMU_CACHE or "
                        "~/.cache/aigc-offload-emu)")
@@ -154,7 +157,7 @@ def _run(a: argparse.Namespace, argv: Sequence[str]) -> int:
     from .export import default_work_dir
     from .hardware import resolve_class
 
-    hw = resolve_class(a.hw, threads=a.threads, core=a.core)
+    hw = resolve_class(a.hw, threads=a.threads, core=a.core, quota=a.cpu_quota)
     work = a.work_dir or default_work_dir()
     if a.cmd == "model":
         from .zoo import get_model

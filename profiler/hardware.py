@@ -36,6 +36,7 @@ class HardwareClass:
     providers: tuple[str, ...]
     core: int | None  # the core the process is pinned to, if any
     gpu: str | None
+    quota: float | None = None  # fraction of one core (cgroup CPU quota), device class only
 
     def session_options(self) -> ort.SessionOptions:
         so = ort.SessionOptions()
@@ -51,10 +52,15 @@ class HardwareClass:
     def describe(self, note: str = "") -> Hardware:
         allowed = len(os.sched_getaffinity(0))
         machine = f"{cpu_model()}, {os.cpu_count()} logical cores ({allowed} allowed)"
-        if self.label == "device":
+        if self.label.startswith("device"):
             desc = (f"device class: ONNX Runtime CPU, {self.intra_threads} intra-op thread, "
                     f"{self.inter_threads} inter-op, spinning off, pinned to core {self.core} "
                     f"of {machine}")
+            if self.quota is not None:
+                from .quota import PERIOD_US, quota_mechanism
+
+                desc += (f", slowed by a CPU quota of {100 * self.quota:.0f}% of that core "
+                         f"({quota_mechanism()}, period {PERIOD_US} us)")
         elif self.label == "mec-gpu":
             desc = f"MEC class: ONNX Runtime CUDA provider on {self.gpu}"
         else:
@@ -70,7 +76,8 @@ class HardwareClass:
                     "numpy": numpy.__version__, "python": platform.python_version(),
                     "kernel": platform.release(), "intra_op_threads": str(self.intra_threads),
                     "inter_op_threads": str(self.inter_threads),
-                    "allow_spinning": "0", "pinned_core": str(self.core)}
+                    "allow_spinning": "0", "pinned_core": str(self.core),
+                    "cpu_quota": str(self.quota)}
         try:
             import torch
 
@@ -94,15 +101,32 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def resolve_class(name: str, threads: int | None = None, core: int | None = None) -> HardwareClass:
-    """The session settings for ``device`` or ``mec`` on this machine."""
+def resolve_class(name: str, threads: int | None = None, core: int | None = None,
+                  quota: float | None = None) -> HardwareClass:
+    """The session settings for ``device`` or ``mec`` on this machine.
+
+    ``quota`` (device only): a fraction of one core enforced by a cgroup CPU quota; the class
+    is then labelled ``device-q<percent>`` (e.g. ``device-q50``), a slower phone.
+    """
     allowed = sorted(os.sched_getaffinity(0))
+    if quota is not None and name != "device":
+        raise ProfileError("--cpu-quota applies to the device class only")
     if name == "device":
         c = allowed[-1] if core is None else core
         if c not in allowed:
             raise ProfileError(f"--core {c} is not a core this process may run on "
                                f"(allowed: {allowed})")
-        return HardwareClass("device", threads or 1, 1, ("CPUExecutionProvider",), c, None)
+        if quota is not None:
+            from .quota import quota_mechanism
+
+            if not 0.01 <= quota < 1.0:
+                raise ProfileError(f"--cpu-quota must be within 0.01..1 (a fraction of one "
+                                   f"core), got {quota}")
+            if quota_mechanism() is None:
+                raise ProfileError("--cpu-quota needs the cgroup cpu controller, which this "
+                                   "machine lacks")
+        label = "device" if quota is None else f"device-q{round(100 * quota)}"
+        return HardwareClass(label, threads or 1, 1, ("CPUExecutionProvider",), c, None, quota)
     if name == "mec":
         if "CUDAExecutionProvider" in ort.get_available_providers():
             return HardwareClass("mec-gpu", threads or len(allowed), 1,
@@ -126,13 +150,19 @@ def _gpu_name() -> str:
 
 @contextlib.contextmanager
 def pinned(hw: HardwareClass) -> Iterator[None]:
-    """Pin this process to ``hw.core`` (if any) for the duration; restores the old mask."""
-    if hw.core is None:
-        yield
-        return
-    old = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {hw.core})
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, old)
+    """Pin this process to ``hw.core`` (if any) and apply ``hw.quota`` (if any) for the
+    duration; restores the old mask and cgroup."""
+    with contextlib.ExitStack() as stack:
+        if hw.quota is not None:
+            from .quota import cpu_quota
+
+            stack.enter_context(cpu_quota(hw.quota))
+        if hw.core is None:
+            yield
+            return
+        old = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {hw.core})
+        try:
+            yield
+        finally:
+            os.sched_setaffinity(0, old)
