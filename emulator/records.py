@@ -5,6 +5,23 @@ threads), adds the simulator's prediction for the same request when a predictor 
 writes each one as a JSON line, flushed at once, so an interrupted run keeps every finished
 request. :func:`summarize` turns the records into the counts and latency statistics of
 ``summary.json``.
+
+A record (times in seconds of the trace, i.e. since the run's ``t0``; sizes in bytes)::
+
+    device, request            device index, request number on that device
+    workload, repeats          model name, repetitions of every pass in this request
+    policy, split, splits      policy name, its action index, the split of every pass
+    compute                    "profiled" or "execute"
+    t_arrival, t_decide        arrival (Poisson or closed loop), start of observe+decide
+    t_start, t_end, latency_s  the request's run (latency_s = t_end - t_start)
+    queue_s, decide_s          waiting at the device, observing + deciding
+    observation                what the policy saw (throughput_bps, rtt_s, MEC queue state)
+    phases                     totals: device_s, upload_s, upload_bytes, mec_wait_s, mec_s,
+                               download_s, download_bytes (they sum to latency_s)
+    passes                     one row per pass repetition, fields of agent.latency.PassTiming
+    predicted_latency_s        agent.latency.simulate_request for the same request (idle MEC)
+    predicted                  its latency_s and phases, shaped like ``phases``
+    check                      execute mode: outputs vs local execution (ok, max_abs_diff)
 """
 
 from __future__ import annotations
