@@ -24,7 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from emulator.net import PAYLOAD_FRACTION, EmulatedNetwork, NetConfig, NetError
-from emulator.net.measure import CpuWatch, bulk_goodput, fidelity, write_link_csv
+from emulator.net.measure import (
+    CPU_BUSY_WARN,
+    CpuWatch,
+    bulk_goodput,
+    fidelity,
+    write_link_csv,
+)
 from traces import FORMATS, TraceError, load_trace
 
 __all__ = ["calibrate", "main"]
@@ -62,12 +68,17 @@ def calibrate(
         r["shaper_goodput_mbps"] = sr["goodput_mbps"] if sr else ""
         r["cpu_busy"] = round(cpu.busy[k], 3) if k < len(cpu.busy) else ""
     ok, n = fidelity(rows, tol)
+    calm = [r for r in rows if r["cpu_busy"] == "" or r["cpu_busy"] < CPU_BUSY_WARN]
+    ok_calm, n_calm = fidelity(calm, tol)
     summary = {
         "run_id": run_id,
         "windows_within": ok,
         "windows_with_capacity": n,
         "fraction_within": ok / n if n else float("nan"),
         "tolerance": tol,
+        "windows_below_capacity_floor": sum(0 < r["capacity_mbps"] < 0.1 for r in rows),
+        "unsaturated_within": ok_calm,
+        "unsaturated_with_capacity": n_calm,
         "shaper": stats,
         "delay_method": delay_method,
         "cpu_saturated_windows": cpu.saturated(),
@@ -115,6 +126,13 @@ def main(argv: list[str] | None = None) -> int:
         help="bfifo limit per shaped class (default max(150 KB, 2 x BDP))",
     )
     ap.add_argument(
+        "--resample-s",
+        type=float,
+        default=0.1,
+        help="average the trace onto this grid before replay (default 0.1 s; 0: replay "
+        "segments as they are)",
+    )
+    ap.add_argument(
         "--no-compensate",
         action="store_true",
         help="shape wire bytes at the trace rate (compare with 0.956 x capacity)",
@@ -139,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             uplink=trace,
             one_way_delay_s=args.delay_ms / 1e3,
             queue_bytes=args.queue_bytes,
+            resample_s=args.resample_s or None,
             compensate_overhead=not args.no_compensate,
         )
         t_start = time.time()
@@ -171,8 +190,10 @@ def main(argv: list[str] | None = None) -> int:
     lag = s["shaper"].get("lag_ms", {})
     print(
         f"calibrate: {s['windows_within']}/{s['windows_with_capacity']} windows with capacity "
-        f"within {args.tolerance:.0%} of the trace ({s['fraction_within']:.1%}; goodput vs "
-        f"{s['compared_with']}); rate changes {s['shaper'].get('changes', 0)}, lag median "
+        f"(>= 0.1 Mbit/s) within {args.tolerance:.0%} of the trace ({s['fraction_within']:.1%}; "
+        f"goodput vs {s['compared_with']}; {s['unsaturated_within']}/"
+        f"{s['unsaturated_with_capacity']} of the windows where the CPU was not saturated); "
+        f"rate changes {s['shaper'].get('changes', 0)}, lag median "
         f"{lag.get('median', float('nan')):.2f} ms p95 {lag.get('p95', float('nan')):.2f} ms; "
         f"{args.out / 'link.csv'}"
     )

@@ -90,7 +90,7 @@ def _htb_rate(ifname: str, classid: int) -> tuple[int, int]:
 
 def _leaf(ifname: str) -> str:
     out = subprocess.run(["tc", "qdisc", "show", "dev", ifname], capture_output=True, text=True)
-    return next(line for line in out.stdout.splitlines() if "bfifo" in line)
+    return next(line for line in out.stdout.splitlines() if line.startswith("qdisc tbf 10:"))
 
 
 def test_rate_change_applied_in_place() -> None:

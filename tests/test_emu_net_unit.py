@@ -112,3 +112,34 @@ def test_state_file_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert cl.list_runs() == []
     with pytest.raises(NetError, match="no state file"):
         cl.RunState.load("nope")
+
+
+class _StubSetter:
+    def encode(self, ifindex: int, classid: int, parent: int, rate: int, *a: int) -> bytes:
+        return f"htb {classid:x} {rate}".encode()
+
+    def encode_tbf(self, ifindex: int, qh: int, parent: int, rate: int, *a: int) -> bytes:
+        return f"tbf {qh:x} {rate}".encode()
+
+
+def test_outage_closes_the_gate_and_leaves_htb_alone() -> None:
+    from emulator.net.shaper import (
+        GATE_RATE_BPS,
+        LINE_RATE_BPS,
+        ShapedClass,
+        ShaperSettings,
+        _Child,
+    )
+
+    tr = _trace([10e6, 0.0, 20e6])
+    c = ShapedClass("x", 1, 0x10010, 0x10000, "leaf", 0, "up", tr, ((1, 0x100000, 0x10010),))
+    child = _Child([c], ShaperSettings(compensate_overhead=False), None)
+    child.state = [{"rate": None, "open": True}]
+    s = _StubSetter()
+    assert child._msgs(s, 0, c, 10e6) == [b"htb 10010 1250000"]  # type: ignore[arg-type]
+    assert child._msgs(s, 0, c, 0.0) == [f"tbf 100000 {GATE_RATE_BPS // 8}".encode()]  # type: ignore[arg-type]
+    assert child._msgs(s, 0, c, 50e3) == []  # type: ignore[arg-type]  # still an outage
+    assert child._msgs(s, 0, c, 20e6) == [  # type: ignore[arg-type]
+        b"htb 10010 2500000",
+        f"tbf 100000 {LINE_RATE_BPS // 8}".encode(),
+    ]

@@ -23,6 +23,7 @@ from traces import Trace
 __all__ = [
     "DEFAULT_QUEUE_BYTES",
     "MIN_RATE_BPS",
+    "OUTAGE_BELOW_BPS",
     "PAYLOAD_FRACTION",
     "NetConfig",
     "new_run_id",
@@ -30,8 +31,10 @@ __all__ = [
 
 #: payload bytes per wire byte of a full-size TCP/IPv4 segment with timestamps (1448 / 1514)
 PAYLOAD_FRACTION: float = 1448.0 / 1514.0
-#: HTB needs a positive rate: zero capacity in a trace is shaped at this floor (bit/s)
+#: HTB needs a positive rate: the lowest rate ever given to an HTB class (bit/s)
 MIN_RATE_BPS: float = 8_000.0
+#: capacity below this (bit/s) is an outage: the class's TBF gate closes (see shaper)
+OUTAGE_BELOW_BPS: float = 100_000.0
 #: bounded leaf queue (bfifo) when NetConfig.queue_bytes is None and 2 x BDP is smaller
 DEFAULT_QUEUE_BYTES: int = 150_000
 
@@ -68,6 +71,10 @@ class NetConfig:
     :param burst_s: HTB burst/cburst as seconds at the current rate (at least 2 frames),
         recomputed at every rate change.
     :param sample_s: measurement interval of :meth:`EmulatedNetwork.link_rows`.
+    :param outage_below_bps: capacity below this is treated as an outage (less than one
+        1514-byte frame per 0.12 s at the default): the link's TBF gate closes (~1 KB/s)
+        instead of HTB running at a near-zero rate, whose per-packet token debt (1514 B at
+        8 kbit/s = 1.5 s) would stall the link long after capacity returns.
     :param realtime: run the shaper and the delay relay with SCHED_FIFO when allowed.
     """
 
@@ -83,6 +90,7 @@ class NetConfig:
     burst_s: float = 0.004
     sample_s: float = 1.0
     realtime: bool = True
+    outage_below_bps: float = OUTAGE_BELOW_BPS
 
     def validate(self) -> None:
         """Raise :class:`NetError` naming the first bad field and a valid value."""
@@ -109,6 +117,10 @@ class NetConfig:
             )
         if not 0.0 < self.burst_s <= 1.0:
             raise NetError(f"NetConfig.burst_s must be in (0, 1] s, got {self.burst_s!r}")
+        if not 0.0 <= self.outage_below_bps <= 10e6:
+            raise NetError(
+                f"NetConfig.outage_below_bps must be in [0, 1e7], got {self.outage_below_bps!r}"
+            )
         if not 0.01 <= self.sample_s <= 60.0:
             raise NetError(f"NetConfig.sample_s must be in [0.01, 60] s, got {self.sample_s!r}")
 

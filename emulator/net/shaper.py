@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -36,10 +36,26 @@ from emulator.net.errors import NetError
 from emulator.net.tc import FRAME_BYTES, HtbRateSetter, burst_bytes, class_bytes
 from traces import Trace
 
-__all__ = ["ShapedClass", "ShaperProcess", "ShaperSettings", "lag_summary"]
+__all__ = [
+    "GATE_RATE_BPS",
+    "LINE_BURST",
+    "LINE_RATE_BPS",
+    "ShapedClass",
+    "ShaperProcess",
+    "ShaperSettings",
+    "lag_summary",
+    "wire_Bps",
+]
 
 _SPIN_S = 0.0015  # busy-wait this long before a change (Event.wait wakes ~0.1-1 ms late)
 _CHUNK_S = 60.0  # trace segments are read ahead in chunks of this many seconds
+
+#: an open TBF gate: line rate (never the bottleneck) and its bucket
+LINE_RATE_BPS: int = 10_000_000_000
+LINE_BURST: int = 65536
+#: a closed TBF gate: ~1 KB/s, one-frame bucket (a TBF never goes into token debt)
+GATE_RATE_BPS: int = 8_000
+GATE_BURST: int = FRAME_BYTES + 100
 
 
 @dataclass(frozen=True)
@@ -60,6 +76,8 @@ class ShapedClass:
     device: int
     direction: str
     trace: Trace
+    #: TBF leaves ``(ifindex, qdisc handle, parent class)`` this class opens and closes
+    gates: tuple[tuple[int, int, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -70,7 +88,8 @@ class ShaperSettings:
     burst_s: float = 0.004
     sample_s: float = 1.0
     realtime: bool = True
-    child_ceil_bps: dict[str, float] = field(default_factory=dict)
+    queue_bytes: int = 150_000
+    outage_below_bps: float = 100e3
 
 
 def wire_Bps(capacity_bps: float, compensate: bool) -> int:
@@ -124,21 +143,51 @@ class _Child:
         self.rows_lock = threading.Lock()
         self.realtime = False
         self.errors: list[str] = []
+        self.state: list[dict[str, Any]] = []
 
-    def _msg(self, setter: HtbRateSetter, c: ShapedClass, capacity_bps: float) -> bytes:
-        rate = wire_Bps(capacity_bps, self.cfg.compensate_overhead)
-        b = burst_bytes(rate, self.cfg.burst_s)
-        return setter.encode(c.ifindex, c.classid, c.parent, rate, rate, b, b, FRAME_BYTES)
+    def _msgs(
+        self, setter: HtbRateSetter, k: int, c: ShapedClass, capacity_bps: float
+    ) -> list[bytes]:
+        """Messages taking class ``k`` to ``capacity_bps`` from its current state.
+
+        At or above ``outage_below_bps``: the HTB class gets the rate and the TBF gates are
+        open (line rate). Below it, the gates close (TBF at GATE_RATE): HTB stays as it was, so
+        no HTB token debt at a near-zero rate delays the link after the outage.
+        """
+        state = self.state[k]
+        msgs: list[bytes] = []
+        if capacity_bps < self.cfg.outage_below_bps:
+            if state["open"]:
+                msgs += [
+                    setter.encode_tbf(i, h, p, GATE_RATE_BPS // 8, GATE_BURST, self.cfg.queue_bytes)
+                    for i, h, p in c.gates
+                ]
+                state["open"] = False
+            return msgs
+        if state["rate"] != capacity_bps:
+            rate = wire_Bps(capacity_bps, self.cfg.compensate_overhead)
+            b = burst_bytes(rate, self.cfg.burst_s)
+            msgs.append(setter.encode(c.ifindex, c.classid, c.parent, rate, rate, b, b))
+            state["rate"] = capacity_bps
+        if not state["open"]:
+            msgs += [
+                setter.encode_tbf(i, h, p, LINE_RATE_BPS // 8, LINE_BURST, self.cfg.queue_bytes)
+                for i, h, p in c.gates
+            ]
+            state["open"] = True
+        return msgs
 
     def replay(self, t0: float) -> None:
         live = [c for c in self.classes if c.role in ("leaf", "cell")]
+        self.state = [{"rate": None, "open": True} for _ in live]
         try:
             with HtbRateSetter() as setter:
                 t_now = max(0.0, time.monotonic() - t0)
                 heap: list[tuple[float, int, float]] = []
                 iters = []
                 for k, c in enumerate(live):
-                    setter.send(self._msg(setter, c, float(c.trace.capacity_at(t_now))))
+                    for m in self._msgs(setter, k, c, float(c.trace.capacity_at(t_now))):
+                        setter.send(m)
                     it = _changes(c.trace, t_now)
                     iters.append(it)
                     nxt = next(it, None)
@@ -148,15 +197,17 @@ class _Child:
                 while heap and not self.stop_evt.is_set():
                     t_s, k, rate = heapq.heappop(heap)
                     due = t0 + t_s
-                    msg = self._msg(setter, live[k], rate)
-                    if not self._sleep_until(due - lead):
+                    msgs = self._msgs(setter, k, live[k], rate)
+                    if msgs and not self._sleep_until(due - lead):
                         break
-                    a = time.monotonic()
-                    setter.send(msg)
-                    b = time.monotonic()
-                    self.calls_ms.append((b - a) * 1e3)
-                    self.lags_ms.append((b - due) * 1e3)
-                    lead = min(statistics.median(self.calls_ms[-32:]) / 1e3, 0.005)
+                    for m in msgs:
+                        a = time.monotonic()
+                        setter.send(m)
+                        b = time.monotonic()
+                        self.calls_ms.append((b - a) * 1e3)
+                        self.lags_ms.append((b - due) * 1e3)
+                    if msgs:
+                        lead = min(statistics.median(self.calls_ms[-32:]) / 1e3, 0.005)
                     nxt = next(iters[k], None)
                     if nxt is not None:
                         heapq.heappush(heap, (nxt[0], k, nxt[1]))

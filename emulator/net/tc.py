@@ -20,7 +20,7 @@ from typing import Any
 
 from pyroute2 import IPRoute
 from pyroute2.netlink import NLM_F_ACK, NLM_F_REQUEST, NLMSG_ERROR
-from pyroute2.netlink.rtnl import RTM_NEWTCLASS
+from pyroute2.netlink.rtnl import RTM_NEWQDISC, RTM_NEWTCLASS
 from pyroute2.netlink.rtnl.tcmsg import plugins as _tc_plugins
 from pyroute2.netlink.rtnl.tcmsg import tcmsg
 
@@ -72,6 +72,7 @@ class HtbRateSetter:
         self._sock.bind((0, 0))
         self._seq = 1000
         self._htb: Any = _tc_plugins["htb"]
+        self._tbf: Any = _tc_plugins["tbf"]
 
     def close(self) -> None:
         self._sock.close()
@@ -118,6 +119,27 @@ class HtbRateSetter:
         msg.encode()
         return bytes(msg.data)
 
+    def encode_tbf(
+        self, ifindex: int, qhandle: int, parent: int, rate_Bps: int, burst: int, limit: int
+    ) -> bytes:
+        """The netlink message of ``tc qdisc change dev IF parent P handle H tbf rate ..
+        burst .. limit ..`` (the TBF keeps its inner bfifo and its backlog; its bucket refills)."""
+        opts = self._tbf.get_parameters(
+            {"rate": int(rate_Bps), "burst": int(burst), "limit": int(limit)}
+        )
+        opts["attrs"] = [a for a in opts["attrs"] if a[0] != "TCA_TBF_RTAB"]
+        msg = tcmsg()
+        msg["family"] = 0
+        msg["index"] = ifindex
+        msg["handle"] = qhandle
+        msg["parent"] = parent
+        msg["attrs"] = [["TCA_KIND", "tbf"], ["TCA_OPTIONS", opts]]
+        msg["header"]["type"] = RTM_NEWQDISC
+        msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_ACK
+        msg["header"]["sequence_number"] = 0
+        msg.encode()
+        return bytes(msg.data)
+
     def send(self, message: bytes) -> None:
         """Send an encoded change and wait for the kernel's ack.
 
@@ -135,9 +157,9 @@ class HtbRateSetter:
             if mtype == NLMSG_ERROR:
                 (err,) = struct.unpack_from("=i", reply, 16)
                 if err != 0:
-                    (classid,) = struct.unpack_from("=I", data, 16 + 8)
+                    (handle_,) = struct.unpack_from("=I", data, 16 + 8)
                     raise NetError(
-                        f"HTB change-class {classid >> 16:x}:{classid & 0xFFFF:x} failed: "
+                        f"tc change of {handle_ >> 16:x}:{handle_ & 0xFFFF:x} failed: "
                         f"errno {-err} ({os.strerror(-err)})"
                     )
             return

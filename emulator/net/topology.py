@@ -32,7 +32,14 @@ from emulator.net.cleanup import RunState, delete_links, kill_tracked, proc_star
 from emulator.net.config import DEFAULT_QUEUE_BYTES, NetConfig, new_run_id
 from emulator.net.delay import DelayMethod, delay_line, netem_available
 from emulator.net.errors import NetError
-from emulator.net.shaper import ShapedClass, ShaperProcess, ShaperSettings, wire_Bps
+from emulator.net.shaper import (
+    LINE_BURST,
+    LINE_RATE_BPS,
+    ShapedClass,
+    ShaperProcess,
+    ShaperSettings,
+    wire_Bps,
+)
 from emulator.net.tc import FRAME_BYTES, burst_bytes, handle, tc_batch
 from traces import Trace
 
@@ -209,7 +216,14 @@ class EmulatedNetwork:
             )
         self._shaper.load(
             self._classes,
-            ShaperSettings(cfg.compensate_overhead, cfg.burst_s, cfg.sample_s, cfg.realtime),
+            ShaperSettings(
+                cfg.compensate_overhead,
+                cfg.burst_s,
+                cfg.sample_s,
+                cfg.realtime,
+                self.queue_bytes,
+                cfg.outage_below_bps,
+            ),
         )
         self._say(
             f"{cfg.n_devices} device(s) + MEC up in {time.monotonic() - t_build:.2f} s; "
@@ -301,16 +315,16 @@ class EmulatedNetwork:
             match = "src" if direction == "up" else "dst"
             lines.append(f"qdisc add dev {ifb} root handle 1: htb default fff")
             parent = handle(1, 0)
+            floor = cfg.outage_below_bps
+            leaf_tbf = f"tbf rate {LINE_RATE_BPS}bit burst {LINE_BURST} limit {self.queue_bytes}"
+            cell_gates: list[tuple[int, int, int]] = []
             if cfg.shared_cell:
                 cell = traces[0]
-                r = wire_Bps(float(cell.capacity_at(0.0)), cfg.compensate_overhead)
+                r = wire_Bps(max(float(cell.capacity_at(0.0)), floor), cfg.compensate_overhead)
                 b = burst_bytes(r, cfg.burst_s)
                 lines.append(
                     f"class add dev {ifb} parent 1: classid 1:1 htb rate {r * 8}bit "
                     f"ceil {r * 8}bit burst {b} cburst {b} quantum {FRAME_BYTES}"
-                )
-                self._classes.append(
-                    ShapedClass(ifb, idx, handle(1, 1), parent, "cell", -1, direction, cell)
                 )
                 parent = handle(1, 1)
             for i in range(n):
@@ -323,7 +337,8 @@ class EmulatedNetwork:
                     role = "child"
                     par = "1:1"
                 else:
-                    rate = ceil = wire_Bps(float(tr.capacity_at(0.0)), cfg.compensate_overhead)
+                    cap0 = max(float(tr.capacity_at(0.0)), floor)
+                    rate = ceil = wire_Bps(cap0, cfg.compensate_overhead)
                     role = "leaf"
                     par = "1:"
                 b = burst_bytes(ceil, cfg.burst_s)
@@ -332,16 +347,39 @@ class EmulatedNetwork:
                     f"{rate * 8}bit ceil {ceil * 8}bit burst {b} cburst {b} "
                     f"quantum {FRAME_BYTES}"
                 )
-                lines.append(
-                    f"qdisc add dev {ifb} parent 1:{minor:x} handle {minor:x}: bfifo "
-                    f"limit {self.queue_bytes}"
-                )
+                lines.append(f"qdisc add dev {ifb} parent 1:{minor:x} handle {minor:x}: {leaf_tbf}")
                 lines.append(
                     f"filter add dev {ifb} parent 1: protocol ip prio 1 u32 match ip "
                     f"{match} {device_ip(i)}/32 flowid 1:{minor:x}"
                 )
+                gate = (idx, handle(minor, 0), handle(1, minor))
+                cell_gates.append(gate)
                 self._classes.append(
-                    ShapedClass(ifb, idx, handle(1, minor), parent, role, i, direction, tr)
+                    ShapedClass(
+                        ifb,
+                        idx,
+                        handle(1, minor),
+                        parent,
+                        role,
+                        i,
+                        direction,
+                        tr,
+                        () if cfg.shared_cell else (gate,),
+                    )
+                )
+            if cfg.shared_cell:
+                self._classes.append(
+                    ShapedClass(
+                        ifb,
+                        idx,
+                        handle(1, 1),
+                        handle(1, 0),
+                        "cell",
+                        -1,
+                        direction,
+                        traces[0],
+                        tuple(cell_gates),
+                    )
                 )
             for port in ports:
                 lines.append(f"qdisc add dev {port} handle ffff: ingress")
