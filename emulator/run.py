@@ -167,32 +167,68 @@ def _check_prerequisites() -> None:
                             "bash scripts/setup.sh", 2)
 
 
-def _make_predictor(plan: RunPlan, dev: Any, mec: Any, delay_s: float,
-                    downlink: bool) -> Predictor | None:
-    """The simulator's prediction of each recorded request (idle MEC), if agent/ is there."""
-    try:
-        from agent.latency import LatencyModel, simulate_request
-        from agent.link import Link
-        from agent.policy import Decision, Workload
-    except ImportError:
-        return None
-    model = LatencyModel(dev, mec, mec_speedup=plan.mec_speedup)
-    up = plan.trace.scaled(1.0 / plan.n_devices) if plan.shared_cell else plan.trace
-    # an unshaped downlink is modelled as effectively unlimited
-    down = None if downlink else up.scaled(1e6)
-    link = Link(up=up, down=down, one_way_delay_s=delay_s)
+class _Simulator:
+    """The simulator's view of recorded requests (agent.latency, same trace and decisions).
 
-    def predict(rec: dict[str, Any]) -> dict[str, Any]:
+    Called per record: the request alone on an idle MEC. :meth:`replay` at the end: all
+    requests in start order through one FIFO of ``mec_slots`` sessions (the MEC contention the
+    emulator had), summarised for ``summary.json``.
+    """
+
+    def __init__(self, plan: RunPlan, dev: Any, mec: Any, delay_s: float, downlink: bool) -> None:
+        from agent.latency import LatencyModel
+        from agent.link import Link
+
+        self.slots = plan.mec_slots
+        self.model = LatencyModel(dev, mec, mec_speedup=plan.mec_speedup)
+        up = plan.trace.scaled(1.0 / plan.n_devices) if plan.shared_cell else plan.trace
+        # an unshaped downlink is modelled as effectively unlimited
+        self.link = Link(up=up, down=None if downlink else up.scaled(1e6),
+                         one_way_delay_s=delay_s)
+
+    def _simulate(self, rec: dict[str, Any], mec: Any) -> dict[str, Any]:
+        from agent.latency import simulate_request
+        from agent.policy import Decision, Workload
+
         splits = {k: tuple(v) if isinstance(v, list) else int(v)
                   for k, v in rec["splits"].items()}
-        res = simulate_request(model, link, Decision(splits, int(rec.get("split", -1))),
+        res = simulate_request(self.model, self.link, Decision(splits, int(rec.get("split", -1))),
                                Workload(rec["workload"], dict(rec["repeats"])),
-                               max(float(rec["t_start"]), 0.0), None,
+                               max(float(rec["t_start"]), 0.0), mec,
                                device=str(rec["device"]), detail=False)
         r = res.to_record()
         return {"latency_s": r["latency_s"], "phases": r["phases"]}
 
-    return predict
+    def __call__(self, rec: dict[str, Any]) -> dict[str, Any]:
+        return self._simulate(rec, None)
+
+    def replay(self, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        import numpy as np
+
+        from agent.latency import MecState
+
+        state = MecState(self.slots)
+        rel = []
+        for rec in sorted(records, key=lambda r: float(r["t_start"])):
+            pred = self._simulate(rec, state)["latency_s"]
+            if pred > 0:
+                rel.append((float(rec["latency_s"]) - pred) / pred)
+        if not rel:
+            return {}
+        a = np.asarray(rel)
+        return {"n": int(a.size), "median_rel_error": float(np.median(a)),
+                "p95_abs_rel_error": float(np.percentile(np.abs(a), 95)),
+                "note": "all recorded requests replayed in start order through "
+                        "agent.latency with one FIFO of the run's MEC slots"}
+
+
+def _make_predictor(plan: RunPlan, dev: Any, mec: Any, delay_s: float,
+                    downlink: bool) -> Predictor | None:
+    """The simulator's prediction of each recorded request, if agent/ is there."""
+    try:
+        return _Simulator(plan, dev, mec, delay_s, downlink)
+    except ImportError:
+        return None
 
 
 def _plan(args: argparse.Namespace) -> tuple[RunPlan, Any, Any]:
