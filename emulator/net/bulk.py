@@ -4,7 +4,9 @@
 prints one JSON line: the application bytes received in each window ``[T + kW, T + (k+1)W)``
 of the monotonic clock (shared by all network namespaces). ``python -I bulk.py send --host H
 --port P --seconds N`` connects (TCP_NODELAY) and writes 256 KB buffers until ``N`` seconds
-have passed. Used by ``python -m emulator.calibrate``, the fidelity benchmark and the tests.
+have passed. ``echo``/``uping`` measure UDP round trips with the monotonic clock (finer than
+ping's printed 3 significant digits). Used by ``python -m emulator.calibrate``, the fidelity
+benchmark and the tests.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import socket
 import sys
 import time
 
-__all__ = ["main", "receive", "send"]
+__all__ = ["echo", "main", "receive", "send", "uping"]
 
 
 def receive(port: int, t0: float, window_s: float, seconds: float) -> list[int]:
@@ -80,6 +82,43 @@ def send(host: str, port: int, seconds: float) -> int:
     return total
 
 
+def echo(port: int, seconds: float) -> None:
+    """Echo UDP datagrams back to their sender for ``seconds``."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("0.0.0.0", port))
+    sock.settimeout(0.2)
+    print("listening", flush=True)
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            data, addr = sock.recvfrom(2048)
+        except TimeoutError:
+            continue
+        sock.sendto(data, addr)
+    sock.close()
+
+
+def uping(host: str, port: int, count: int, interval_s: float) -> list[float]:
+    """RTTs in ms of ``count`` 64-byte UDP probes to an :func:`echo` server (lost ones skipped)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.settimeout(1.0)
+    rtts: list[float] = []
+    for seq in range(count):
+        t = time.monotonic()
+        sock.sendto(seq.to_bytes(4, "big") + b"\0" * 60, (host, port))
+        try:
+            while True:
+                data, _ = sock.recvfrom(2048)
+                if int.from_bytes(data[:4], "big") == seq:
+                    rtts.append((time.monotonic() - t) * 1e3)
+                    break
+        except TimeoutError:
+            pass
+        time.sleep(max(0.0, t + interval_s - time.monotonic()))
+    sock.close()
+    return rtts
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bulk.py", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="mode", required=True)
@@ -92,7 +131,21 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--host", required=True, help="receiver address")
     s.add_argument("--port", type=int, default=5001, help="TCP port (default 5001)")
     s.add_argument("--seconds", type=float, required=True, help="how long to send, s")
+    e = sub.add_parser("echo", help="UDP echo server")
+    e.add_argument("--port", type=int, default=5002, help="UDP port (default 5002)")
+    e.add_argument("--seconds", type=float, required=True, help="how long to serve, s")
+    u = sub.add_parser("uping", help="UDP RTT probes to an echo server (JSON list of ms)")
+    u.add_argument("--host", required=True, help="echo server address")
+    u.add_argument("--port", type=int, default=5002, help="UDP port (default 5002)")
+    u.add_argument("--count", type=int, default=100, help="probes (default 100)")
+    u.add_argument("--interval", type=float, default=0.02, help="seconds between probes")
     args = ap.parse_args(argv)
+    if args.mode == "echo":
+        echo(args.port, args.seconds)
+        return 0
+    if args.mode == "uping":
+        print(json.dumps(uping(args.host, args.port, args.count, args.interval)), flush=True)
+        return 0
     if args.mode == "recv":
         counts = receive(args.port, args.t0, args.window, args.seconds)
         print(json.dumps({"window_s": args.window, "bytes": counts}), flush=True)
