@@ -107,3 +107,22 @@ def test_loopback_run_records(tmp_path: Path, toy: tuple[Path, Path]) -> None:
     assert (out / "latency_timeline.png").stat().st_size > 0
     assert (out / "latency_cdf.png").stat().st_size > 0
     assert (out / "link.csv").exists()
+
+
+README_EXAMPLES = [
+    "",
+    "--policy greedy --mec-speedup 10 --duration 30",
+    "--model gpt2 --tokens 64 --policy fixed:7 --delay-ms 25 --rate 0.2 --seed 3",
+    "--model sd15 --steps 10 --policy offload --mec-speedup 20 --closed-loop --duration 120",
+    "--trace traces/data/mmwave_60s.csv --devices 8 --shared-cell --mec-slots 2 --policy greedy",
+    "--trace my.up --format mahimahi --scale 0.5 --downlink none",
+    "--model gpt2-tiny --compute execute --policy fixed:2 --duration 20",
+    "--model my.device.json --mec-profile my.mec.json --policy runs/ppo.zip --out runs/mine",
+]
+
+
+def test_readme_examples_parse() -> None:
+    from emulator.run import build_parser
+
+    for ex in README_EXAMPLES:
+        build_parser().parse_args(ex.split())
