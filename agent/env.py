@@ -44,6 +44,7 @@ from agent.errors import AgentError
 from agent.latency import LatencyModel, MecState
 from agent.link import Link
 from agent.observation import OBS_HIGH, ObservationEncoder, harmonic_mean
+from agent.policy import Workload
 from agent.scenario import Fleet, ScenarioConfig, make_links
 from agent.tables import RemainderTable
 from profiler.schema import Profile, load_profile
@@ -64,14 +65,15 @@ class AigcSplitEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
     :param traces: training traces (default: the bundled ``traces/data/train``).
     :param config: scenario (devices, MEC slots and queue, delay, load, horizon, workloads).
     :param mec_speedup: divide MEC block times by this (scenario knob, default 1).
-    :param dt_s: grid step of the precomputed remainder tables.
+    :param dt_s: grid step of the precomputed remainder tables (default: 1/25 of the
+        fully-local latency, clamped to [0.02, 1] s).
     """
 
     metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012
 
     def __init__(self, device_profile: Profile | str | Path, mec_profile: Profile | str | Path,
                  traces: Sequence[Trace] | None = None, config: ScenarioConfig | None = None,
-                 *, mec_speedup: float = 1.0, dt_s: float = 0.05) -> None:
+                 *, mec_speedup: float = 1.0, dt_s: float | None = None) -> None:
         super().__init__()
         self.model = LatencyModel(_profile(device_profile), _profile(mec_profile),
                                   mec_speedup=mec_speedup)
@@ -85,15 +87,15 @@ class AigcSplitEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
         self.traces = list(traces)
         if not self.traces:
             raise AgentError("the env needs at least one training trace")
-        self.dt_s = dt_s
+        local = self.model.local_latency(Workload(self.model.model))
+        self.dt_s = dt_s if dt_s is not None else min(max(local / 25.0, 0.02), 1.0)
         self.variants = self.config.variants(self.model)
         self._costs: list[ActionCosts] = [self.actions.costs(w) for w in self.variants]
         # python lists: numpy scalars would slow every later float operation of the step
         self._fast = [(c.offloads.tolist(), c.pre_s.tolist(), c.first_up_bytes.tolist(),
                        c.local_s) for c in self._costs]
         self.time_scale_s = self.encoder.time_scale_s
-        self._mean_gap = self.model.local_latency(self.variants[0].__class__(
-            self.model.model)) / self.config.load
+        self._mean_gap = local / self.config.load
         self._tables: dict[tuple[int, int], tuple[Trace, RemainderTable]] = {}
         self.observation_space = spaces.Box(0.0, OBS_HIGH, shape=(self.encoder.size,),
                                             dtype=np.float32)

@@ -7,7 +7,9 @@ compute, upload, MEC compute and download), computed with the exact vectorised
 :meth:`traces.Trace.finish_time` on a grid of ``s`` with step ``dt_s`` (default 50 ms) and read
 back by linear interpolation. The part before the first MEC job (device compute, first upload,
 MEC wait) is computed exactly at step time, so only the remainder is interpolated. Grid chunks
-of ``chunk_s`` seconds are built on first use and cached (long traces cost only what is used).
+of ``points`` grid steps are built per action on first use and cached (long traces and
+actions a policy never takes cost nothing). The env picks ``dt_s`` as 1/25 of the fully-local
+latency, clamped to [0.02, 1] s.
 
 Since the MEC wait happens only at the first MEC job (session slots, see :mod:`agent.latency`),
 ``t_end = start + R_a(start)`` equals the exact model up to the interpolation error (tested:
@@ -20,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.actions import ActionCosts, SplitActions
+from agent.link import fast_trace
 from traces import Trace
 
 __all__ = ["RemainderTable"]
@@ -31,18 +34,18 @@ class RemainderTable:
     """``R_a(s)`` for one (uplink trace, downlink trace, workload variant)."""
 
     def __init__(self, actions: SplitActions, costs: ActionCosts, up: Trace, down: Trace,
-                 one_way_delay_s: float, *, dt_s: float = 0.05, chunk_s: float = 30.0) -> None:
+                 one_way_delay_s: float, *, dt_s: float = 0.05, points: int = 256) -> None:
         self.actions = actions
-        self.up = up
-        self.down = down
+        self.up = fast_trace(up)
+        self.down = fast_trace(down)
         self.delay = float(one_way_delay_s)
         self.dt = float(dt_s)
-        self.chunk_s = float(chunk_s)
-        self.per_chunk = round(self.chunk_s / self.dt)
+        self.per_chunk = int(points)
+        self.chunk_s = self.per_chunk * self.dt
         self.period = float(up.period_s)
         self.offloading = np.flatnonzero(costs.offloads)
         self._row = {int(a): j for j, a in enumerate(self.offloading)}
-        self._chunks: dict[int, list[list[float]]] = {}
+        self._chunks: dict[tuple[int, int], list[float]] = {}
         reps = dict(costs.repeats)
         model = actions.model
         # one entry per pass instance: per offloading action (device s, MEC s, up B, down B,
@@ -62,38 +65,32 @@ class RemainderTable:
             first = np.where((first < 0) & off, j, first)
         self._first = first
 
-    def _build(self, c: int) -> list[list[float]]:
+    def _build(self, c: int, action: int) -> list[float]:
+        """Build ``R_action`` on chunk ``c`` (a list of ``points + 1`` floats)."""
+        row = self._row[action]
         g = np.arange(self.per_chunk + 1) * self.dt + c * self.chunk_s
-        n_a = len(self.offloading)
-        s = np.broadcast_to(g, (n_a, g.size))
-        t = s.copy()
+        t = g
         d = self.delay
-        for j, (dev, mec, ub, db, off) in enumerate(self._inst):
-            is_first = (self._first == j)[:, None]
-            after = (self._first < j)[:, None]
-            if not (is_first.any() or after.any()):
-                continue
-            offl = off[:, None]
-            # later offloaded passes: device part, upload, MEC
-            t_dev = t + dev[:, None]
-            t_up = np.asarray(self.up.finish_time(t_dev, np.broadcast_to(
-                np.where(offl, ub[:, None], 0.0), t.shape)), dtype=np.float64) + d
-            t_mec = np.where(is_first, s, t_up) + mec[:, None]
-            t_down = np.asarray(self.down.finish_time(t_mec, np.broadcast_to(
-                db[:, None], t.shape)), dtype=np.float64) + d
-            t = np.where(is_first | (after & offl), t_down, np.where(after, t_dev, t))
-        out = (t - s).tolist()
-        self._chunks[c] = out
+        up, down = self.up.finish_array, self.down.finish_array
+        first = int(self._first[row])
+        for dev, mec, ub, db, off in self._inst[first:]:
+            if t is g:  # the first MEC job: starts at s
+                t = down(g + mec[row], db[row]) + d
+            elif off[row]:
+                t = down(up(t + dev[row], ub[row]) + d + mec[row], db[row]) + d
+            else:
+                t = t + dev[row]
+        out: list[float] = (t - g).tolist()
+        self._chunks[(c, action)] = out
         return out
 
     def remaining(self, action: int, s: float) -> float:
         """``R_a(s)`` in seconds; ``s`` is trace time (looped)."""
         x = s % self.period
         c = int(x // self.chunk_s)
-        rows = self._chunks.get(c)
-        if rows is None:
-            rows = self._build(c)
-        row = rows[self._row[action]]
+        row = self._chunks.get((c, action))
+        if row is None:
+            row = self._build(c, action)
         u = (x - c * self.chunk_s) / self.dt
         i = int(u)
         if i >= self.per_chunk:

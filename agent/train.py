@@ -39,7 +39,8 @@ __all__ = ["ALGOS", "main", "make_algo"]
 ALGOS = ("maskable-ppo", "ppo", "dqn", "a2c")
 
 
-def make_algo(algo: str, env: Any, seed: int, tensorboard: str | None, lr: float) -> Any:
+def make_algo(algo: str, env: Any, seed: int, tensorboard: str | None, lr: float,
+              gamma: float = 0.95) -> Any:
     """An SB3 model with this project's hyperparameters."""
     from sb3_contrib import MaskablePPO
     from stable_baselines3 import A2C, DQN, PPO
@@ -49,14 +50,14 @@ def make_algo(algo: str, env: Any, seed: int, tensorboard: str | None, lr: float
                               "policy_kwargs": pk, "device": "cpu", "learning_rate": lr}
     if algo in ("maskable-ppo", "ppo"):
         cls = MaskablePPO if algo == "maskable-ppo" else PPO
-        return cls("MlpPolicy", env, n_steps=1024, batch_size=256, n_epochs=5, gamma=0.9,
+        return cls("MlpPolicy", env, n_steps=1024, batch_size=256, n_epochs=5, gamma=gamma,
                    gae_lambda=0.9, ent_coef=0.01, **common)
     if algo == "dqn":
-        return DQN("MlpPolicy", env, buffer_size=50_000, learning_starts=1000, gamma=0.9,
+        return DQN("MlpPolicy", env, buffer_size=50_000, learning_starts=1000, gamma=gamma,
                    exploration_fraction=0.3, target_update_interval=1000, train_freq=4,
                    **common)
     if algo == "a2c":
-        return A2C("MlpPolicy", env, n_steps=16, gamma=0.9, ent_coef=0.01, **common)
+        return A2C("MlpPolicy", env, n_steps=16, gamma=gamma, ent_coef=0.01, **common)
     raise AgentError(f"--algo {algo!r}: use one of {', '.join(ALGOS)}")
 
 
@@ -82,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, required=True, help="environment steps to train")
     p.add_argument("--seed", type=int, default=0, help="seed (env, policy, file split)")
     p.add_argument("--lr", type=float, default=3e-4, help="learning rate")
+    p.add_argument("--gamma", type=float, default=0.95,
+                   help="discount per request (>0 lets a request weigh the MEC waits it causes)")
+    p.add_argument("--max-trace-s", type=float,
+                   help="use only the first S seconds of each training trace (faster tables)")
     p.add_argument("--val-fraction", type=float, default=0.2,
                    help="fraction of trace files held out for validation")
     p.add_argument("--out", type=Path, required=True, help="output policy FILE.zip")
@@ -93,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
         raise AgentError(f"--steps must be >= 1, got {a.steps}")
     if not (a.lr > 0 and math.isfinite(a.lr)):
         raise AgentError(f"--lr must be > 0, got {a.lr}")
+    if not 0.0 <= a.gamma <= 1.0:
+        raise AgentError(f"--gamma must be in [0, 1], got {a.gamma}")
+    if a.max_trace_s is not None and not a.max_trace_s > 0:
+        raise AgentError(f"--max-trace-s must be > 0, got {a.max_trace_s}")
     if a.out.suffix != ".zip":
         raise AgentError(f"--out must name a .zip file, got {a.out}")
     dev, mec, prof_paths = load_profiles(a)
@@ -101,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     train_paths, val_paths = split_files(paths, a.val_fraction, a.seed)
     train = load_trace_files(train_paths, a.scale)
     val = load_trace_files(val_paths, a.scale)
+    if a.max_trace_s is not None:
+        train = [t.sliced(0.0, a.max_trace_s) if t.period_s > a.max_trace_s else t
+                 for t in train]
 
     import torch
     from stable_baselines3.common.monitor import Monitor
@@ -110,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     env = AigcSplitEnv(dev, mec, train, config, mec_speedup=a.mec_speedup)
     enc: ObservationEncoder = env.encoder
-    algo = make_algo(a.algo, Monitor(env), a.seed, a.tensorboard or None, a.lr)
+    algo = make_algo(a.algo, Monitor(env), a.seed, a.tensorboard or None, a.lr, a.gamma)
     print(f"training {a.algo} on {env.model.model}: {len(train)} training / {len(val)} "
           f"validation trace files, scale {a.scale:g}, mec-speedup {a.mec_speedup:g}, "
           f"{a.steps} steps, seed {a.seed}", flush=True)
@@ -123,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     side: dict[str, Any] = provenance(
         ["agent.train", *(argv if argv is not None else sys.argv[1:])],
         model=env.model.model, algo=a.algo, seed=a.seed, steps=a.steps, lr=a.lr,
+        gamma=a.gamma, max_trace_s=a.max_trace_s,
         scale=a.scale, mec_speedup=a.mec_speedup, scenario=config.to_json(),
         obs_scales=enc.scales(), obs_size=enc.size, n_actions=env.actions.n_actions,
         main_pass=env.actions.main_pass,

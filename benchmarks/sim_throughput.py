@@ -1,0 +1,91 @@
+"""Simulator throughput: single-process env steps per second of AigcSplit-v0.
+
+Measures ``AigcSplitEnv.step`` (the raw env, as SB3 drives it through DummyVecEnv) after a
+warm-up that builds the remainder tables of the traces used, with random feasible actions
+drawn beforehand, episodes reset on truncation. Also reports the rate through ``gym.make``
+(which adds Gymnasium's order-enforcing and passive-checker wrappers). Target: >= 50k steps/s.
+
+    python benchmarks/sim_throughput.py [--model gpt2] [--seconds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+
+import agent
+from agent.env import AigcSplitEnv
+from agent.scenario import ScenarioConfig
+from traces import DATA_DIR, load_traces
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _profiles(model: str) -> tuple[Path, Path]:
+    dev, mec = ROOT / "profiles" / f"{model}.device.json", ROOT / "profiles" / f"{model}.mec-cpu.json"
+    if not dev.is_file():
+        fix = ROOT / "tests" / "fixtures" / "agent"
+        print(f"(profiles/{model}.* missing: using the test fixture llm profiles)")
+        return fix / "llm.device.json", fix / "llm.mec.json"
+    return dev, mec
+
+
+def _rate(env: gym.Env, actions: list[int], seconds: float) -> float:
+    env.reset(seed=0)
+    n = 0
+    t0 = time.perf_counter()
+    deadline = t0 + seconds
+    step = env.step
+    while True:
+        for a in actions:
+            _, _, _, trunc, _ = step(a)
+            if trunc:
+                env.reset()
+        n += len(actions)
+        if time.perf_counter() > deadline:
+            break
+    return n / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="gpt2", help="profiles/MODEL.{device,mec-cpu}.json")
+    p.add_argument("--seconds", type=float, default=5.0, help="measuring time per run")
+    p.add_argument("--mec-speedup", type=float, default=10.0, help="scenario knob (stated)")
+    a = p.parse_args()
+    dev, mec = _profiles(a.model)
+    traces = load_traces(DATA_DIR / "train")
+    cfg = ScenarioConfig(one_way_delay_s=0.01)
+    env = AigcSplitEnv(dev, mec, traces, cfg, mec_speedup=a.mec_speedup)
+    rng = np.random.default_rng(0)
+    acts = [int(x) for x in rng.integers(0, env.actions.n_actions, 10_000)]
+    t0 = time.perf_counter()
+    for i in range(len(traces)):  # warm-up: every table chunk of every training trace
+        env.reset(seed=i, options={"trace_index": i})
+        for a_ in acts[:3000]:
+            if env.step(a_)[3]:
+                break
+    print(f"warm-up (tables) {time.perf_counter() - t0:.1f} s")
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text()
+                .splitlines() if ln.startswith("model name")), platform.processor())
+    raw = [_rate(env, acts, a.seconds) for _ in range(3)]
+    wrapped_env = gym.make(agent.ENV_ID, device_profile=dev, mec_profile=mec, traces=traces,
+                           config=cfg, mec_speedup=a.mec_speedup)
+    _rate(wrapped_env, acts, 1.0)
+    wrapped = _rate(wrapped_env, acts, a.seconds)
+    print(f"model {a.model}, {env.actions.n_actions} actions, obs {env.encoder.size} floats, "
+          f"{cfg.n_devices} devices, mec-speedup {a.mec_speedup:g}, machine: {cpu} "
+          f"(shared, load average {Path('/proc/loadavg').read_text().split()[0]})")
+    print(f"raw env: {max(raw):,.0f} steps/s best of 3 ({', '.join(f'{r:,.0f}' for r in raw)})")
+    print(f"gym.make (wrappers): {wrapped:,.0f} steps/s")
+    print(f"target >= 50,000 steps/s: {'met' if max(raw) >= 50_000 else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()
