@@ -78,8 +78,11 @@ class ObservationEncoder:
         self.time_scale_s = max(model.local_latency(Workload(model.model)), 1e-6)
         self.size = HISTORY + 5 + len(self.pass_names) + actions.n_actions
         self._repeat_scale = tuple(4.0 * r for r in self.profile_repeats)
-        self._reps_cache: dict[tuple[tuple[str, int], ...], tuple[int, ...]] = {}
-        self._pred = np.empty(actions.n_actions, dtype=np.float64)
+        self._reps_cache: dict[tuple[tuple[str, int], ...], list[float]] = {}
+        self._nf = HISTORY + 5 + len(self.pass_names)
+        self._buf = np.zeros(self.size, dtype=np.float64)
+        self._pred = self._buf[self._nf:]  # a contiguous view: np.dot writes into it
+        self._vec = np.array([1.0, 0.0, 0.0, 0.0])
 
     def scales(self) -> dict[str, Any]:
         """The fixed scales, for provenance sidecars."""
@@ -108,20 +111,22 @@ class ObservationEncoder:
         thr = estimate_bps if estimate_bps > 1.0 else 1.0
         feats += [lg(1.0 + thr * 1e-5) * 0.25, rtt_s / RTT_SCALE_S, queue_len / QUEUE_SCALE,
                   busy_slots / slots, wait_s / self.time_scale_s]
-        feats += [r / s for r, s in zip(self._repeat_values(costs), self._repeat_scale,
-                                        strict=True)]
-        nf = len(feats)
+        feats += self._repeat_features(costs)
+        buf = self._buf
+        buf[: self._nf] = feats
+        vec = self._vec
+        vec[1] = 8.0 / thr
+        vec[2] = rtt_s
+        vec[3] = wait_s
+        np.dot(costs.basis, vec, out=self._pred)
         out = np.empty(self.size, dtype=np.float32)
-        out[:nf] = feats
-        np.dot(costs.basis, (1.0, 8.0 / thr, rtt_s, wait_s), out=self._pred)
-        out[nf:] = self._pred
-        np.minimum(out, OBS_HIGH, out=out)
+        np.minimum(buf, OBS_HIGH, out=out)
         return out
 
-    def _repeat_values(self, costs: ActionCosts) -> tuple[int, ...]:
+    def _repeat_features(self, costs: ActionCosts) -> list[float]:
         hit = self._reps_cache.get(costs.repeats)
         if hit is None:
             reps = dict(costs.repeats)
-            hit = tuple(reps[n] for n in self.pass_names)
+            hit = [reps[n] / s for n, s in zip(self.pass_names, self._repeat_scale, strict=True)]
             self._reps_cache[costs.repeats] = hit
         return hit

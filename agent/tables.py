@@ -7,8 +7,8 @@ compute, upload, MEC compute and download), computed with the exact vectorised
 :meth:`traces.Trace.finish_time` on a grid of ``s`` with step ``dt_s`` (default 50 ms) and read
 back by linear interpolation. The part before the first MEC job (device compute, first upload,
 MEC wait) is computed exactly at step time, so only the remainder is interpolated. Grid chunks
-of ``points`` grid steps are built per action on first use and cached (long traces and
-actions a policy never takes cost nothing). The env picks ``dt_s`` as 1/25 of the fully-local
+of ``points`` (2048) grid steps are built for all actions at once on first use and cached as
+compact ``array('d')`` rows (long traces cost only what is used). The env picks ``dt_s`` as 1/25 of the fully-local
 latency, clamped to [0.02, 1] s.
 
 Since the MEC wait happens only at the first MEC job (session slots, see :mod:`agent.latency`),
@@ -17,6 +17,8 @@ below 1% of the latency on the bundled traces).
 """
 
 from __future__ import annotations
+
+from array import array
 
 import numpy as np
 import numpy.typing as npt
@@ -34,7 +36,7 @@ class RemainderTable:
     """``R_a(s)`` for one (uplink trace, downlink trace, workload variant)."""
 
     def __init__(self, actions: SplitActions, costs: ActionCosts, up: Trace, down: Trace,
-                 one_way_delay_s: float, *, dt_s: float = 0.05, points: int = 256) -> None:
+                 one_way_delay_s: float, *, dt_s: float = 0.05, points: int = 2048) -> None:
         self.actions = actions
         self.up = fast_trace(up)
         self.down = fast_trace(down)
@@ -45,7 +47,7 @@ class RemainderTable:
         self.period = float(up.period_s)
         self.offloading = np.flatnonzero(costs.offloads)
         self._row = {int(a): j for j, a in enumerate(self.offloading)}
-        self._chunks: dict[tuple[int, int], list[float]] = {}
+        self._chunks: dict[int, list[array[float]]] = {}
         reps = dict(costs.repeats)
         model = actions.model
         # one entry per pass instance: per offloading action (device s, MEC s, up B, down B,
@@ -65,32 +67,38 @@ class RemainderTable:
             first = np.where((first < 0) & off, j, first)
         self._first = first
 
-    def _build(self, c: int, action: int) -> list[float]:
-        """Build ``R_action`` on chunk ``c`` (a list of ``points + 1`` floats)."""
-        row = self._row[action]
+    def _build(self, c: int) -> list[array[float]]:
+        """Build ``R_a`` of every offloading action on chunk ``c`` (one row per action)."""
         g = np.arange(self.per_chunk + 1) * self.dt + c * self.chunk_s
-        t = g
+        s = np.broadcast_to(g, (len(self.offloading), g.size))
+        t = s.copy()
         d = self.delay
         up, down = self.up.finish_array, self.down.finish_array
-        first = int(self._first[row])
-        for dev, mec, ub, db, off in self._inst[first:]:
-            if t is g:  # the first MEC job: starts at s
-                t = down(g + mec[row], db[row]) + d
-            elif off[row]:
-                t = down(up(t + dev[row], ub[row]) + d + mec[row], db[row]) + d
-            else:
-                t = t + dev[row]
-        out: list[float] = (t - g).tolist()
-        self._chunks[(c, action)] = out
-        return out
+        j0 = int(self._first.min())
+        for j, (dev, mec, ub, db, off) in enumerate(self._inst[j0:], start=j0):
+            is_first = (self._first == j)[:, None]
+            after = (self._first < j)[:, None]
+            offl = off[:, None]
+            t_dev = t + dev[:, None]
+            t_mec = np.where(is_first, s, up(t_dev, np.where(offl, ub[:, None], 0.0)) + d)
+            t_down = down(t_mec + mec[:, None], db[:, None]) + d
+            t = np.where(is_first | (after & offl), t_down, np.where(after, t_dev, t))
+        rows = []
+        for r in t - s:
+            a = array("d")
+            a.frombytes(np.ascontiguousarray(r).tobytes())
+            rows.append(a)
+        self._chunks[c] = rows
+        return rows
 
     def remaining(self, action: int, s: float) -> float:
         """``R_a(s)`` in seconds; ``s`` is trace time (looped)."""
         x = s % self.period
         c = int(x // self.chunk_s)
-        row = self._chunks.get((c, action))
-        if row is None:
-            row = self._build(c, action)
+        rows = self._chunks.get(c)
+        if rows is None:
+            rows = self._build(c)
+        row = rows[self._row[action]]
         u = (x - c * self.chunk_s) / self.dt
         i = int(u)
         if i >= self.per_chunk:
