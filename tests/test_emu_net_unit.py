@@ -143,3 +143,10 @@ def test_outage_closes_the_gate_and_leaves_htb_alone() -> None:
         b"htb 10010 2500000",
         f"tbf 100000 {LINE_RATE_BPS // 8}".encode(),
     ]
+
+
+def test_changes_end_for_a_constant_trace() -> None:
+    # a constant trace has no changes: the generator must end, not scan for ever
+    assert list(_changes(_trace([5e6]), 0.0)) == []
+    stop = Trace(np.array([0.0]), np.array([5e6]), 2.0, end="stop")
+    assert list(_changes(stop, 0.0)) == [(2.0, 0.0)]

@@ -17,7 +17,7 @@ import socket
 import sys
 import time
 
-__all__ = ["echo", "main", "receive", "send", "uping"]
+__all__ = ["echo", "main", "receive", "send", "udp_receive", "udp_send", "uping"]
 
 
 def receive(port: int, t0: float, window_s: float, seconds: float) -> list[int]:
@@ -82,6 +82,65 @@ def send(host: str, port: int, seconds: float) -> int:
     return total
 
 
+def udp_receive(port: int, t0: float, window_s: float, seconds: float) -> list[int]:
+    """UDP payload bytes received on ``port`` per window from ``t0`` for ``seconds``."""
+    n = max(1, round(seconds / window_s))
+    counts = [0] * n
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    sock.bind(("0.0.0.0", port))
+    sock.settimeout(0.2)
+    print("listening", flush=True)
+    buf = bytearray(65536)
+    end = t0 + n * window_s
+    mono = time.monotonic
+    while True:
+        try:
+            got = sock.recv_into(buf)
+        except TimeoutError:
+            got = 0
+        now = mono()
+        if now >= end:
+            break
+        if got > 0 and now >= t0:
+            counts[min(int((now - t0) / window_s), n - 1)] += got
+    sock.close()
+    return counts
+
+
+def udp_send(
+    host: str, port: int, t0: float, seconds: float, dt: float, wire_Bps: list[float]
+) -> int:
+    """Send 1472-byte datagrams (1514-byte frames) paced at ``wire_Bps[k]`` bytes/s of frames
+    during ``[t0 + k dt, t0 + (k+1) dt)``, from now until ``t0 + seconds``; returns datagrams."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.connect((host, port))
+    payload = b"\0" * 1472
+    mono = time.monotonic
+    last = mono()
+    budget = 0.0
+    sent = 0
+    end = t0 + seconds
+    while True:
+        now = mono()
+        if now >= end:
+            break
+        k = min(max(int((now - t0) / dt), 0), len(wire_Bps) - 1)
+        r = wire_Bps[k]
+        budget = min(budget + r * (now - last), r * 0.005 + 3028)
+        last = now
+        while budget >= 1514:
+            try:
+                sock.send(payload)
+                sent += 1
+            except OSError:
+                pass
+            budget -= 1514
+        time.sleep(0.0005)
+    sock.close()
+    return sent
+
+
 def echo(port: int, seconds: float) -> None:
     """Echo UDP datagrams back to their sender for ``seconds``."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -139,7 +198,32 @@ def main(argv: list[str] | None = None) -> int:
     u.add_argument("--port", type=int, default=5002, help="UDP port (default 5002)")
     u.add_argument("--count", type=int, default=100, help="probes (default 100)")
     u.add_argument("--interval", type=float, default=0.02, help="seconds between probes")
+    ur = sub.add_parser("urecv", help="receive UDP and count payload bytes per window")
+    ur.add_argument("--port", type=int, default=5003, help="UDP port (default 5003)")
+    ur.add_argument("--t0", type=float, required=True, help="time.monotonic() of window 0")
+    ur.add_argument("--window", type=float, default=1.0, help="window length, s (default 1)")
+    ur.add_argument("--seconds", type=float, required=True, help="how long to count, s")
+    us = sub.add_parser("usend", help="paced UDP sender following a rate schedule")
+    us.add_argument("--host", required=True, help="receiver address")
+    us.add_argument("--port", type=int, default=5003, help="UDP port (default 5003)")
+    us.add_argument("--t0", type=float, required=True, help="time.monotonic() of schedule 0")
+    us.add_argument("--seconds", type=float, required=True, help="send until t0 + seconds")
+    us.add_argument("--dt", type=float, required=True, help="schedule step, s")
+    us.add_argument("--rates", required=True, help="comma-separated frame bytes/s per step")
     args = ap.parse_args(argv)
+    if args.mode == "urecv":
+        counts = udp_receive(args.port, args.t0, args.window, args.seconds)
+        print(json.dumps({"window_s": args.window, "bytes": counts}), flush=True)
+        return 0
+    if args.mode == "usend":
+        rates = [float(x) for x in args.rates.split(",")]
+        print(
+            json.dumps(
+                {"datagrams": udp_send(args.host, args.port, args.t0, args.seconds, args.dt, rates)}
+            ),
+            flush=True,
+        )
+        return 0
     if args.mode == "echo":
         echo(args.port, args.seconds)
         return 0

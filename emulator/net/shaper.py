@@ -101,18 +101,23 @@ def wire_Bps(capacity_bps: float, compensate: bool) -> int:
 
 
 def _changes(trace: Trace, t_from: float) -> Iterator[tuple[float, float]]:
-    """``(t, rate)`` for every rate change strictly after ``t_from`` (trace time), forever."""
+    """``(t, rate)`` for every rate change strictly after ``t_from`` (trace time), forever.
+
+    Ends when none can follow: a trace with a single rate, or past the end of a non-looping
+    trace (without this a constant trace would be scanned for ever, busy, at SCHED_FIFO)."""
     last = float(trace.capacity_at(t_from))
     a = t_from
+    quiet_since = t_from
     while True:
         b = a + _CHUNK_S
         for s, _e, r in trace.segments(a, b):
             if s > t_from and r != last:
                 yield s, r
                 last = r
+                quiet_since = s
         a = b
-        if trace.end != "loop" and a > trace.period_s + _CHUNK_S:
-            return
+        if a - quiet_since > trace.period_s + _CHUNK_S:
+            return  # a whole period without a change: there will be none
 
 
 def lag_summary(values_ms: list[float]) -> dict[str, float]:
