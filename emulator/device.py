@@ -323,6 +323,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                     help="payload of a throughput probe echo (0: never probe)")
     ap.add_argument("--no-realtime", action="store_true",
                     help="do not run with SCHED_FIFO (see emulator.compute)")
+    ap.add_argument("--window-clamp", type=int, default=0,
+                    help="TCP_WINDOW_CLAMP bytes on the MEC connection (0: none)")
     return ap.parse_args(argv)
 
 
@@ -347,7 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seq = np.random.SeedSequence([args.seed, args.index, 0x444556])
         arr_rng, comp_rng = (np.random.default_rng(s) for s in seq.spawn(2))
         host, _, port = args.mec.rpartition(":")
-        sock = connect(host, int(port))
+        sock = connect(host, int(port), window_clamp=args.window_clamp)
         runner = None
         if args.compute == "execute":
             runner = PieceRunner(profile, find_pieces_dir(profile, args.pieces))

@@ -122,10 +122,12 @@ class MecServer:
 
     def __init__(self, profile: Profile, backend: MecBackend, slots: int = 1,
                  host: str = "0.0.0.0", port: int = 0,
-                 max_payload: int = DEFAULT_MAX_PAYLOAD, realtime: bool = False) -> None:
+                 max_payload: int = DEFAULT_MAX_PAYLOAD, realtime: bool = False,
+                 window_clamp: int = 0) -> None:
         if slots < 1:
             raise EmulatorError(f"MEC slots must be >= 1, got {slots}")
         self.realtime = realtime
+        self.window_clamp = window_clamp
         self.profile = profile
         self.backend = backend
         self.slots = slots
@@ -213,12 +215,14 @@ class MecServer:
                 sock, addr = self._listener.accept()
             except OSError:
                 return
-            configure_socket(sock)
+            configure_socket(sock, self.window_clamp)
             conn = _Conn(sock, f"{addr[0]}:{addr[1]}")
             self._conns.append(conn)
             self._spawn(self._reader, conn, name=f"mec-reader-{addr[1]}")
 
     def _reader(self, conn: _Conn) -> None:
+        if self.realtime:  # a reader delayed by other load would stamp t_recv late
+            realtime_thread()
         buf = PayloadBuffer()
         try:
             while not self._stop.is_set():
@@ -333,6 +337,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                     help="largest payload accepted, bytes")
     ap.add_argument("--no-realtime", action="store_true",
                     help="do not run compute slots with SCHED_FIFO (see emulator.compute)")
+    ap.add_argument("--window-clamp", type=int, default=0,
+                    help="TCP_WINDOW_CLAMP bytes on device connections (0: none)")
     ap.add_argument("--speedup", type=float, default=1.0,
                     help="divide every profiled MEC block time by this (mec_speedup)")
     return ap.parse_args(argv)
@@ -354,7 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             backend = ProfiledMecBackend(ProfiledCompute(profile, rng, args.jitter,
                                                          speedup=args.speedup))
         server = MecServer(profile, backend, args.slots, args.host, args.port, args.max_payload,
-                           realtime=not args.no_realtime)
+                           realtime=not args.no_realtime, window_clamp=args.window_clamp)
     except (EmulatorError, ProfileError, ValueError) as e:
         print(f"mec: {e}", file=sys.stderr)
         return 1

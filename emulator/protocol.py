@@ -176,21 +176,29 @@ def decode_header(buf: bytes, max_payload: int = DEFAULT_MAX_PAYLOAD) -> tuple[M
     return Message(t, rid, pidx, rep, lo, hi), meta_len, payload_len
 
 
-def configure_socket(sock: socket.socket) -> None:
-    """TCP_NODELAY (no Nagle stalls on small messages) and large send/receive buffers."""
+def configure_socket(sock: socket.socket, window_clamp: int = 0) -> None:
+    """TCP_NODELAY (no Nagle stalls on small messages), large send/receive buffers and, when
+    ``window_clamp > 0``, ``TCP_WINDOW_CLAMP``: the receive window this side advertises never
+    exceeds that many bytes, so the peer never has more in flight. The ``run`` command sets it
+    to 90 % of the shaped queue's size: a transfer then never overflows the bounded queue (no tail
+    drop and 200 ms retransmission timeout), as the simulator's fluid model assumes, while a
+    window of a full queue still covers the link's bandwidth-delay product."""
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SOCK_BUF)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _SOCK_BUF)
+    if window_clamp > 0:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_WINDOW_CLAMP, window_clamp)
 
 
-def connect(host: str, port: int, timeout_s: float = 10.0) -> socket.socket:
+def connect(host: str, port: int, timeout_s: float = 10.0,
+            window_clamp: int = 0) -> socket.socket:
     """Open a configured TCP connection (blocking mode after connect)."""
     try:
         sock = socket.create_connection((host, port), timeout=timeout_s)
     except OSError as e:
         raise ProtocolError(f"cannot connect to the MEC at {host}:{port}: {e.strerror or e}") from e
     sock.settimeout(None)
-    configure_socket(sock)
+    configure_socket(sock, window_clamp)
     return sock
 
 

@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one-way propagation delay between devices and MEC")
     g.add_argument("--queue-bytes", type=int, default=None,
                    help="bounded queue of each shaped class (default: the network's choice)")
+    g.add_argument("--window-clamp", type=int, default=None,
+                   help="TCP_WINDOW_CLAMP bytes of device and MEC sockets (default: the shaped "
+                        "queue's size, so transfers never overflow it; 0: off, to study loss)")
     g.add_argument("--network", choices=("mininet", "loopback"), default="mininet",
                    help="loopback: plain processes on 127.0.0.1, NO shaping (development)")
     g = ap.add_argument_group("workload")
@@ -248,6 +251,8 @@ def _plan(args: argparse.Namespace) -> tuple[RunPlan, Any, Any]:
     _check_range("--mec-speedup", args.mec_speedup, 1e-3, 1e6)
     if args.queue_bytes is not None:
         _check_range("--queue-bytes", args.queue_bytes, 3028, 1 << 31)
+    if args.window_clamp is not None:
+        _check_range("--window-clamp", args.window_clamp, 0, 1 << 30)
     rate = None if args.closed_loop else (0.3 if args.rate is None else args.rate)
     if rate is not None:
         _check_range("--rate", rate, 1e-4, 1_000)
@@ -301,7 +306,8 @@ def _plan(args: argparse.Namespace) -> tuple[RunPlan, Any, Any]:
                    grace_s=args.grace, shared_cell=args.shared_cell,
                    mec_speedup=args.mec_speedup, progress=not args.quiet,
                    realtime=not args.no_realtime and args.network == "mininet",
-                   pieces=pieces, startup_timeout_s=60.0 + 15.0 * args.devices)
+                   pieces=pieces, startup_timeout_s=60.0 + 15.0 * args.devices,
+                   window_clamp=args.window_clamp)
     del policy
     return plan, dev, mec
 

@@ -70,6 +70,8 @@ class RunPlan:
     progress: bool = True
     realtime: bool = True
     pieces: Path | None = None
+    window_clamp: int | None = None
+    """TCP_WINDOW_CLAMP of both ends; None: the network's shaped queue size; 0: off."""
 
 
 def _env() -> dict[str, str]:
@@ -172,9 +174,13 @@ def run_session(plan: RunPlan, net: Any, predictor: Any, provenance: dict[str, A
         procs.append(pr)
         return pr
 
+    clamp = plan.window_clamp
+    if clamp is None:  # payload bytes in flight < the queue's wire bytes (1448/1514 + margin)
+        clamp = int(0.9 * int(getattr(net, "queue_bytes", 0) or 0))
     try:
         mec = start("mec", net.mec, [
             "-m", "emulator.mec", "--profile", str(plan.mec_profile),
+            "--window-clamp", str(clamp),
             "--slots", str(plan.mec_slots), "--seed", str(plan.seed), "--jitter", plan.jitter,
             "--compute", plan.compute, "--speedup", str(plan.mec_speedup),
             *(["--pieces", str(plan.pieces)] if plan.pieces else []),
@@ -191,7 +197,7 @@ def run_session(plan: RunPlan, net: Any, predictor: Any, provenance: dict[str, A
                     str(plan.probe_bytes), "--wait-go"]
             argv += ["--closed-loop"] if plan.rate is None else ["--rate", str(plan.rate)]
             argv += [] if plan.realtime else ["--no-realtime"]
-            argv += ["--compute", plan.compute]
+            argv += ["--compute", plan.compute, "--window-clamp", str(clamp)]
             argv += ["--pieces", str(plan.pieces)] if plan.pieces else []
             for r in plan.repeats:
                 argv += ["--repeat", r]
@@ -288,6 +294,8 @@ def _write_outputs(plan: RunPlan, net: Any, sink: RecordSink, prov: dict[str, An
         "compute": plan.compute,
         "jitter": plan.jitter,
         "realtime_compute": plan.realtime,
+        "tcp_window_clamp": plan.window_clamp if plan.window_clamp is not None else
+        int(0.9 * int(getattr(net, "queue_bytes", 0) or 0)),
         "arrivals": "closed-loop" if plan.rate is None else f"poisson {plan.rate}/s per device",
         "duration_s": plan.duration_s,
         "elapsed_s": (t_stop - t0) if math.isfinite(t0) else 0.0,

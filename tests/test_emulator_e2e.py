@@ -5,8 +5,10 @@ one-way delay, synthetic LLM-shaped profiles whose prefill cut is a known 200 00
 policy ``fixed:2``. Checked:
 
 * every prefill upload time (first byte sent -> last byte at the MEC) against the trace's
-  fluid prediction ``trace.finish_time(t1, 200_000) - t1 + delay``: within 8 % + 20 ms
-  (measured on the 2-core dev machine: within 1.6 %);
+  fluid prediction ``trace.finish_time(t1, 200_000) - t1 + delay``: the median ratio within
+  5 %, every upload within 25 % + 50 ms (measured on the shared 2-core dev machine: ratios
+  0.98-1.05, the first transfer of a connection slowest (slow start); rare outliers of +15 %
+  when other jobs load the machine);
 * the phases of every request sum to its latency (1 us);
 * the run leaves no interface of its run id behind.
 """
@@ -21,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from emulator.synthetic import write_synthetic_pair
@@ -47,7 +50,7 @@ def test_emulation_follows_the_trace(tmp_path: Path) -> None:
     trace = load_trace(TRACE)
     recs = [json.loads(x) for x in (out / "requests.jsonl").read_text().splitlines()]
     assert len(recs) >= 6 and {r["device"] for r in recs} == {0, 1}
-    checked = 0
+    ratios = []
     for r in recs:
         ph = r["phases"]
         total = sum(ph[k] for k in ("device_s", "upload_s", "mec_wait_s", "mec_s", "download_s"))
@@ -57,9 +60,10 @@ def test_emulation_follows_the_trace(tmp_path: Path) -> None:
                 continue
             t1 = p["t_start"] + p["device_s"]
             predicted = trace.finish_time(t1, 200_000) - t1 + DELAY_S
-            assert abs(p["upload_s"] - predicted) <= 0.08 * predicted + 0.020, (p, predicted)
-            checked += 1
-    assert checked >= 6
+            assert abs(p["upload_s"] - predicted) <= 0.25 * predicted + 0.050, (p, predicted)
+            ratios.append(p["upload_s"] / predicted)
+    assert len(ratios) >= 6
+    assert abs(float(np.median(ratios)) - 1.0) <= 0.05, ratios
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["requests"] == len(recs)
     assert summary["delay_method"] in ("netem", "tun-relay")
