@@ -217,10 +217,10 @@ def run_session(plan: RunPlan, net: Any, predictor: Any, provenance: dict[str, A
         print("\nemulator: interrupted; stopping processes and writing what finished",
               file=sys.stderr)
     except EmulatorError as e:
-        error = str(e)
+        status, error = "failed", str(e)
         raise
     except BaseException as e:
-        error = f"{type(e).__name__}: {e}"
+        status, error = "failed", f"{type(e).__name__}: {e}"
         raise
     finally:
         t_stop = time.monotonic()
