@@ -106,12 +106,23 @@ class AigcSplitEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
         self._mask_all_l: list[bool] = self._mask_all.tolist()
         self._mask_local_l: list[bool] = self._mask_local.tolist()
         self._accepts = True
+        self._window = self.config.probe_window_s
+        self._encode = self.encoder.encode_raw
         self._links: list[Link] = []
         self._fleet: Fleet | None = None
         self._mec = MecState(self.config.mec_slots, self.config.mec_queue_limit)
         self._horizon = 0.0
         self._dev = 0
         self._t = 0.0
+
+    def share_tables(self, other: AigcSplitEnv) -> None:
+        """Use ``other``'s table cache (same profiles, traces and scenario), so env copies
+        stepped together build each table once."""
+        if (other.model.model != self.model.model or other.config != self.config
+                or other.dt_s != self.dt_s or other.model.mec_speedup != self.model.mec_speedup):
+            raise AgentError("share_tables needs envs of the same profiles and scenario")
+        self._costs = other._costs
+        self._tables = other._tables
 
     # ------------------------------------------------------------------ helpers
     def _table(self, link: Link, variant: int) -> RemainderTable:
@@ -131,11 +142,11 @@ class AigcSplitEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
         self._dev, self._t = i, t
         link = self._links[i]
         hist = fleet.history[i]
-        hist.append(link.recent_up_bps(t, self.config.probe_window_s))
+        hist.append(link.recent_up_bps(t, self._window))
         mec = self._mec
         q, busy, wait, self._accepts = mec.status(t)
-        return self.encoder.encode_raw(hist, harmonic_mean(hist), link.rtt_s, q, busy,
-                                       mec.slots, wait, self._costs[fleet.variant[i]])
+        return self._encode(hist, harmonic_mean(hist), link.rtt_s, q, busy, mec.slots, wait,
+                            self._costs[fleet.variant[i]])
 
     # ------------------------------------------------------------------ gymnasium API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None

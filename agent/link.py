@@ -53,12 +53,14 @@ class FastTrace:
         """Bytes deliverable in ``[0, t)``."""
         if not self._loop:
             return float(self.trace.bytes_between(0.0, t))
-        k = math.floor(t / self.period_s)
-        u = t - k * self.period_s
-        i = bisect_right(self._times, u) - 1
+        per = self.period_s
+        k = (t // per) if t >= 0.0 else math.floor(t / per)
+        u = t - k * per
+        times = self._times
+        i = bisect_right(times, u) - 1
         if i < 0:
             i = 0
-        return k * self._bytes_per_period + self._cum[i] + self._rates[i] * (u - self._times[i])
+        return k * self._bytes_per_period + self._cum[i] + self._rates[i] * (u - times[i])
 
     def finish(self, t0: float, nbytes: float) -> float:
         """Absolute time at which ``nbytes`` started at ``t0`` are delivered (``t0`` if 0)."""

@@ -40,7 +40,7 @@ ALGOS = ("maskable-ppo", "ppo", "dqn", "a2c")
 
 
 def make_algo(algo: str, env: Any, seed: int, tensorboard: str | None, lr: float,
-              gamma: float = 0.95) -> Any:
+              gamma: float = 0.95, n_envs: int = 1) -> Any:
     """An SB3 model with this project's hyperparameters."""
     from sb3_contrib import MaskablePPO
     from stable_baselines3 import A2C, DQN, PPO
@@ -50,7 +50,8 @@ def make_algo(algo: str, env: Any, seed: int, tensorboard: str | None, lr: float
                               "policy_kwargs": pk, "device": "cpu", "learning_rate": lr}
     if algo in ("maskable-ppo", "ppo"):
         cls = MaskablePPO if algo == "maskable-ppo" else PPO
-        return cls("MlpPolicy", env, n_steps=1024, batch_size=256, n_epochs=5, gamma=gamma,
+        return cls("MlpPolicy", env, n_steps=max(2048 // n_envs, 16), batch_size=256,
+                   n_epochs=5, gamma=gamma,
                    gae_lambda=0.9, ent_coef=0.01, **common)
     if algo == "dqn":
         return DQN("MlpPolicy", env, buffer_size=50_000, learning_starts=1000, gamma=gamma,
@@ -83,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, required=True, help="environment steps to train")
     p.add_argument("--seed", type=int, default=0, help="seed (env, policy, file split)")
     p.add_argument("--lr", type=float, default=3e-4, help="learning rate")
+    p.add_argument("--n-envs", type=int, default=8,
+                   help="env copies stepped together (one batched policy call per step of all; "
+                   "they share the precomputed tables)")
     p.add_argument("--gamma", type=float, default=0.95,
                    help="discount per request (>0 lets a request weigh the MEC waits it causes)")
     p.add_argument("--max-trace-s", type=float,
@@ -98,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         raise AgentError(f"--steps must be >= 1, got {a.steps}")
     if not (a.lr > 0 and math.isfinite(a.lr)):
         raise AgentError(f"--lr must be > 0, got {a.lr}")
+    if not 1 <= a.n_envs <= 64:
+        raise AgentError(f"--n-envs must be in 1..64, got {a.n_envs}")
     if not 0.0 <= a.gamma <= 1.0:
         raise AgentError(f"--gamma must be in [0, 1], got {a.gamma}")
     if a.max_trace_s is not None and not a.max_trace_s > 0:
@@ -116,13 +122,20 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
     from stable_baselines3.common.monitor import Monitor
+    from stable_baselines3.common.vec_env import DummyVecEnv
 
     from agent.env import AigcSplitEnv
 
     torch.set_num_threads(1)
     env = AigcSplitEnv(dev, mec, train, config, mec_speedup=a.mec_speedup)
+    envs = [env]
+    for _ in range(a.n_envs - 1):
+        e = AigcSplitEnv(dev, mec, train, config, mec_speedup=a.mec_speedup)
+        e.share_tables(env)
+        envs.append(e)
+    vec = DummyVecEnv([lambda e=e: Monitor(e) for e in envs])  # type: ignore[misc]
     enc: ObservationEncoder = env.encoder
-    algo = make_algo(a.algo, Monitor(env), a.seed, a.tensorboard or None, a.lr, a.gamma)
+    algo = make_algo(a.algo, vec, a.seed, a.tensorboard or None, a.lr, a.gamma, a.n_envs)
     print(f"training {a.algo} on {env.model.model}: {len(train)} training / {len(val)} "
           f"validation trace files, scale {a.scale:g}, mec-speedup {a.mec_speedup:g}, "
           f"{a.steps} steps, seed {a.seed}", flush=True)
@@ -135,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     side: dict[str, Any] = provenance(
         ["agent.train", *(argv if argv is not None else sys.argv[1:])],
         model=env.model.model, algo=a.algo, seed=a.seed, steps=a.steps, lr=a.lr,
-        gamma=a.gamma, max_trace_s=a.max_trace_s,
+        gamma=a.gamma, max_trace_s=a.max_trace_s, n_envs=a.n_envs,
         scale=a.scale, mec_speedup=a.mec_speedup, scenario=config.to_json(),
         obs_scales=enc.scales(), obs_size=enc.size, n_actions=env.actions.n_actions,
         main_pass=env.actions.main_pass,
