@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -127,18 +126,24 @@ def summarize(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
             "requests": len(checked), "failed": sum(1 for c in checked if not c.get("ok")),
             "passes_checked": int(sum(c.get("passes_checked", 0) for c in checked)),
             "max_abs_diff": max(float(c.get("max_abs_diff", 0.0)) for c in checked)}
-    pairs = [(float(r["latency_s"]), float(r["predicted_latency_s"])) for r in recs
-             if isinstance(r.get("predicted_latency_s"), (int, float))]
-    if pairs:
-        rel = np.array([(m - p) / p for m, p in pairs if p > 0])
+    pred = [r for r in recs if isinstance(r.get("predicted_latency_s"), (int, float))
+            and r["predicted_latency_s"] > 0]
+    if pred:
+        m = np.array([float(r["latency_s"]) for r in pred])
+        p = np.array([float(r["predicted_latency_s"]) for r in pred])
+        w = np.array([float(r["phases"]["mec_wait_s"]) for r in pred])
+        rel, rel_w = (m - p) / p, (m - (p + w)) / (p + w)
         out["simulator"] = {
-            "n": len(pairs),
-            "mean_measured_s": float(np.mean([m for m, _ in pairs])),
-            "mean_predicted_s": float(np.mean([p for _, p in pairs])),
-            "median_rel_error": float(np.median(rel)) if rel.size else math.nan,
-            "p95_abs_rel_error": float(np.percentile(np.abs(rel), 95)) if rel.size else math.nan,
-            "note": "prediction: agent.latency.simulate_request with the run's trace, the "
-                    "request's decision and start time, an idle MEC (no queueing)",
+            "n": len(pred), "mean_measured_s": float(m.mean()),
+            "mean_predicted_s": float(p.mean()),
+            "median_rel_error": float(np.median(rel)),
+            "p95_abs_rel_error": float(np.percentile(np.abs(rel), 95)),
+            "median_rel_error_given_mec_wait": float(np.median(rel_w)),
+            "p95_abs_rel_error_given_mec_wait": float(np.percentile(np.abs(rel_w), 95)),
+            "note": "relative error (measured - predicted) / predicted of "
+                    "agent.latency.simulate_request with the trace as replayed, the request's "
+                    "decision and start time and an idle MEC; '_given_mec_wait' adds the "
+                    "measured MEC wait to the prediction",
         }
     return out
 

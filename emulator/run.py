@@ -171,25 +171,31 @@ def _check_prerequisites() -> None:
 
 
 class _Simulator:
-    """The simulator's view of recorded requests (agent.latency, same trace and decisions).
+    """The simulator's prediction of a recorded request: :func:`agent.latency.simulate_request`
+    with the request's decision, workload and start time, on the trace as the network replays
+    it (``net.up_traces``: resampled like the shaper; the trace itself on loopback), with an
+    idle MEC. ``summary.json`` also compares it with the measured MEC wait added back
+    (separating link and compute modelling from queueing)."""
 
-    Called per record: the request alone on an idle MEC. :meth:`replay` at the end: all
-    requests in start order through one FIFO of ``mec_slots`` sessions (the MEC contention the
-    emulator had), summarised for ``summary.json``.
-    """
-
-    def __init__(self, plan: RunPlan, dev: Any, mec: Any, delay_s: float, downlink: bool) -> None:
+    def __init__(self, plan: RunPlan, dev: Any, mec: Any, delay_s: float, downlink: bool,
+                 net: Any) -> None:
         from agent.latency import LatencyModel
         from agent.link import Link
 
-        self.slots = plan.mec_slots
         self.model = LatencyModel(dev, mec, mec_speedup=plan.mec_speedup)
-        up = plan.trace.scaled(1.0 / plan.n_devices) if plan.shared_cell else plan.trace
+        up = (getattr(net, "up_traces", None) or [plan.trace])[0]
+        self.trace_source = "network replay" if hasattr(net, "up_traces") else "trace file"
+        if plan.shared_cell:
+            up = up.scaled(1.0 / plan.n_devices)
+        downs = getattr(net, "down_traces", None)
+        down = downs[0] if downs else None
+        if down is not None and plan.shared_cell:
+            down = down.scaled(1.0 / plan.n_devices)
         # an unshaped downlink is modelled as effectively unlimited
-        self.link = Link(up=up, down=None if downlink else up.scaled(1e6),
+        self.link = Link(up=up, down=down if downlink else up.scaled(1e6),
                          one_way_delay_s=delay_s)
 
-    def _simulate(self, rec: dict[str, Any], mec: Any) -> dict[str, Any]:
+    def __call__(self, rec: dict[str, Any]) -> dict[str, Any]:
         from agent.latency import simulate_request
         from agent.policy import Decision, Workload
 
@@ -197,39 +203,17 @@ class _Simulator:
                   for k, v in rec["splits"].items()}
         res = simulate_request(self.model, self.link, Decision(splits, int(rec.get("split", -1))),
                                Workload(rec["workload"], dict(rec["repeats"])),
-                               max(float(rec["t_start"]), 0.0), mec,
+                               max(float(rec["t_start"]), 0.0), None,
                                device=str(rec["device"]), detail=False)
         r = res.to_record()
         return {"latency_s": r["latency_s"], "phases": r["phases"]}
 
-    def __call__(self, rec: dict[str, Any]) -> dict[str, Any]:
-        return self._simulate(rec, None)
 
-    def replay(self, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        import numpy as np
-
-        from agent.latency import MecState
-
-        state = MecState(self.slots)
-        rel = []
-        for rec in sorted(records, key=lambda r: float(r["t_start"])):
-            pred = self._simulate(rec, state)["latency_s"]
-            if pred > 0:
-                rel.append((float(rec["latency_s"]) - pred) / pred)
-        if not rel:
-            return {}
-        a = np.asarray(rel)
-        return {"n": int(a.size), "median_rel_error": float(np.median(a)),
-                "p95_abs_rel_error": float(np.percentile(np.abs(a), 95)),
-                "note": "all recorded requests replayed in start order through "
-                        "agent.latency with one FIFO of the run's MEC slots"}
-
-
-def _make_predictor(plan: RunPlan, dev: Any, mec: Any, delay_s: float,
-                    downlink: bool) -> Predictor | None:
+def _make_predictor(plan: RunPlan, dev: Any, mec: Any, delay_s: float, downlink: bool,
+                    net: Any) -> Predictor | None:
     """The simulator's prediction of each recorded request, if agent/ is there."""
     try:
-        return _Simulator(plan, dev, mec, delay_s, downlink)
+        return _Simulator(plan, dev, mec, delay_s, downlink, net)
     except ImportError:
         return None
 
@@ -331,7 +315,6 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         _check_prerequisites()
     plan, dev, mec = _plan(args)
     delay_s = args.delay_ms / 1e3 if args.network == "mininet" else 0.0
-    predictor = _make_predictor(plan, dev, mec, delay_s, args.downlink == "same")
     inputs = {
         "trace": {"path": str(Path(args.trace).resolve()), "format": args.format,
                   "scale": args.scale, "sha256": plan.trace.sha256(),
@@ -348,6 +331,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
           f"trace {plan.trace.label} (mean {plan.trace.mean_bps() / 1e6:.2f} Mbit/s), "
           f"{plan.duration_s:g} s -> {plan.out_dir}", file=sys.stderr, flush=True)
     with _network(plan, args) as net:
+        predictor = _make_predictor(plan, dev, mec, delay_s, args.downlink == "same", net)
         n = run_session(plan, net, predictor, prov)
     import json
 

@@ -310,12 +310,7 @@ def _write_outputs(plan: RunPlan, net: Any, sink: RecordSink, prov: dict[str, An
         **summarize(records),
         "provenance": prov,
     }
-    replay = getattr(sink.predictor, "replay", None)
-    if replay is not None and records:
-        try:
-            summary["simulator_fifo"] = replay(records)
-        except Exception as e:
-            summary["simulator_fifo"] = {"error": f"{type(e).__name__}: {e}"}
+
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
     if records:
         try:
