@@ -289,7 +289,9 @@ def _plan(args: argparse.Namespace) -> tuple[RunPlan, Any, Any]:
                    repeats=repeats, jitter=args.jitter, compute=args.compute,
                    grace_s=args.grace, shared_cell=args.shared_cell,
                    mec_speedup=args.mec_speedup, progress=not args.quiet,
-                   realtime=not args.no_realtime and args.network == "mininet",
+                   # real ONNX work must not run at RT priority (it would starve the rest)
+                   realtime=(not args.no_realtime and args.network == "mininet"
+                             and args.compute == "profiled"),
                    pieces=pieces, startup_timeout_s=60.0 + 15.0 * args.devices,
                    window_clamp=args.window_clamp)
     del policy
