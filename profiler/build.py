@@ -6,13 +6,16 @@ for any ONNX file (cut points found in the graph).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
+import gc
 import shutil
 import sys
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .cut import build_pieces, partition_auto, partition_by_scope
 from .export import export_pass, work_dir_for
@@ -106,20 +109,30 @@ def profile_zoo(model: str, params: Mapping[str, int], hw: HardwareClass, work_r
     except ValueError as e:
         raise ProfileError(f"model {model!r}: {e}") from None
     wd = work_dir_for(work_root, model, full)
-    out: list[Pass] = []
-    for spec in specs:
+    if passes:
+        unknown = sorted(set(passes) - {s.name for s in specs})
+        if unknown:
+            raise ProfileError(f"model {model!r} has no pass {unknown[0]!r} (passes: "
+                               f"{', '.join(s.name for s in specs)})")
+    todo = []
+    for spec in specs:  # export everything first, then free the torch modules before timing
         if passes and spec.name not in passes:
             continue
         _info(f"{spec.name}: exporting to {wd / (spec.name + '.onnx')}", quiet)
         path = export_pass(spec, wd / f"{spec.name}.onnx", reuse=reuse)
-        feeds = {n: x.detach().numpy() for n, x in zip(spec.input_names, spec.inputs, strict=True)}
+        feeds = {n: x.detach().numpy().copy()
+                 for n, x in zip(spec.input_names, spec.inputs, strict=True)}
+        todo.append((dataclasses.replace(spec, module=torch.nn.Identity(), inputs=()), path, feeds))
+    del specs
+    gc.collect()
+    out: list[Pass] = []
+    for spec, path, feeds in todo:
         out.append(profile_pass(spec.name, spec.repeat, path, feeds, hw,
                                 wd / f"{spec.name}.pieces", state=spec.state_inputs,
                                 returns=spec.output_names[:1], warmup=warmup, runs=runs,
                                 min_seconds=min_seconds,
                                 tolerance=tolerance, note=spec.note, quiet=quiet,
                                 block_key=spec.block_key))
-    del specs
     return Profile(model=ModelInfo(zm.name, zm.source, zm.describe(full)),
                    hardware=hw.describe(f"cold first run kept apart, {warmup} warm-up, then >= {runs} "
                                        f"timed runs per session (more within {min_seconds:g} s)"),

@@ -69,6 +69,8 @@ class HardwareClass:
                     f"{self.inter_threads}, spinning off); a real MEC GPU is much faster")
         if note:
             desc += f"; {note}"
+        desc += (f"; 1-min load average {os.getloadavg()[0]:.1f} when written (other jobs on "
+                 "the machine inflate and spread the timings)")
         import numpy
         import onnx
 

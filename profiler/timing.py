@@ -3,9 +3,10 @@
 Every session's first run is kept apart as its *cold* time; ``warmup`` further runs are
 discarded; then ``runs`` timed runs per session. When the pieces and the whole model fit in
 memory together the timed runs are interleaved (one run of every piece, then one of the whole
-model, repeated), so slow drift on a shared machine hits blocks and whole alike; bigger models
-are timed one session at a time. The first (cold) run of the pieces is also the chained run
-whose outputs are compared with the whole model's.
+model, repeated), so slow drift on a shared machine hits blocks and whole alike; for bigger
+models the whole model's session stays open while piece sessions are opened one at a time,
+and its timed runs are spread evenly between the pieces, for the same reason. The first (cold)
+run of the pieces is also the chained run whose outputs are compared with the whole model's.
 """
 
 from __future__ import annotations
@@ -109,7 +110,8 @@ def compare_outputs(whole: Mapping[str, np.ndarray], chained: Mapping[str, np.nd
 
 def time_pass(name: str, whole_path: Path, pieces: Sequence[Piece], feeds: Mapping[str, np.ndarray],
               hw: HardwareClass, *, warmup: int, runs: int, weight_bytes: int,
-              min_seconds: float = 0.0, progress: bool = True) -> PassTiming:
+              min_seconds: float = 0.0, progress: bool = True,
+              interleave_limit: int = _INTERLEAVE_LIMIT) -> PassTiming:
     """Time the whole pass and each piece; run the chain once and compare outputs.
 
     At least ``runs`` timed runs per session; fast passes keep going until ``min_seconds`` of
@@ -135,7 +137,7 @@ def time_pass(name: str, whole_path: Path, pieces: Sequence[Piece], feeds: Mappi
         bar.update(1)
 
     try:
-        if weight_bytes <= _INTERLEAVE_LIMIT:
+        if weight_bytes <= interleave_limit:
             sessions = [_session(p.path, hw) for p in pieces]
             whole = _session(whole_path, hw)
             out_names = [o.name for o in whole.get_outputs()]
@@ -162,7 +164,7 @@ def time_pass(name: str, whole_path: Path, pieces: Sequence[Piece], feeds: Mappi
                 whole_samples.append(_run(whole, whole_feeds)[0])
                 bar.update(1)
             del sessions, whole
-        else:
+        else:  # big model: one piece session at a time, whole runs spread among them
             whole = _session(whole_path, hw)
             out_names = [o.name for o in whole.get_outputs()]
             whole_cold, wout = _run(whole, whole_feeds)
@@ -170,8 +172,9 @@ def time_pass(name: str, whole_path: Path, pieces: Sequence[Piece], feeds: Mappi
             for _ in range(warmup):
                 _run(whole, whole_feeds)
                 bar.update(1)
-            whole_samples = _timed(lambda: _run(whole, whole_feeds)[0], runs, min_seconds, bar)
-            del whole
+            spread = {max(0, round((j + 1) * n / runs) - 1): 0 for j in range(runs)}
+            for j in range(runs):
+                spread[max(0, round((j + 1) * n / runs) - 1)] += 1
             for i, p in enumerate(pieces):
                 s = _session(p.path, hw)
                 first_run(i, s)
@@ -181,6 +184,10 @@ def time_pass(name: str, whole_path: Path, pieces: Sequence[Piece], feeds: Mappi
                 samples[i] = _timed(lambda s=s, p=p: _run(s, piece_feeds(p))[0], runs,  # type: ignore[misc]
                                     min_seconds, bar)
                 del s
+                for _ in range(spread.get(i, 0)):
+                    whole_samples.append(_run(whole, whole_feeds)[0])
+                    bar.update(1)
+            del whole
     finally:
         bar.close()
     whole_outputs = dict(zip(out_names, wout, strict=True))

@@ -142,3 +142,23 @@ def test_control_flow_graph_is_one_block(tmp_path: Path) -> None:
     pieces = build_pieces(info, part, tmp_path, tmp_path / "pieces")
     x = np.arange(4, dtype=np.float32)
     assert np.allclose(run_chain(pieces, {"x": x}, resolve_class("mec"))["y"], 3 * x)
+
+
+@pytest.mark.onnx
+@pytest.mark.parametrize("interleave_limit", [0, 1 << 40])
+def test_both_timing_schedules(tiny_unet_onnx: Path, tmp_path: Path,
+                               interleave_limit: int) -> None:
+    from profiler.timing import time_pass
+
+    m = load_onnx(tiny_unet_onnx)
+    resolve_shapes(m, {"x": [1, 3, 16, 16]})
+    fold_static_shapes(m)
+    static = tmp_path / "static.onnx"
+    onnx.save(m, str(static))
+    info = analyse(m)
+    pieces = build_pieces(info, partition_auto(info, 3), tmp_path, tmp_path / "pieces")
+    x = np.zeros((1, 3, 16, 16), dtype=np.float32)
+    t = time_pass("fwd", static, pieces, {"x": x}, resolve_class("device"), warmup=1, runs=3,
+                  weight_bytes=1, progress=False, interleave_limit=interleave_limit)
+    assert t.whole.runs == 3 and [b.runs for b in t.blocks] == [3] * len(pieces)
+    assert t.max_error < 1e-6 and t.whole_cold_ms > 0
