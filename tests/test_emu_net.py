@@ -7,6 +7,7 @@ is applied in place (same class handle, same leaf qdisc) with median lag < 5 ms.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -175,3 +176,61 @@ def test_cleanup_after_kill9() -> None:
     assert res.returncode == 0, res.stderr
     time.sleep(0.3)
     assert _leftovers(rid) == []
+
+
+def test_shared_cell_splits_capacity_and_lends_it() -> None:
+    bulk = str(ROOT / "emulator" / "net" / "bulk.py")
+    cfg = NetConfig(
+        n_devices=2,
+        uplink=_const(20e6),
+        downlink=_const(20e6),
+        shared_cell=True,
+        one_way_delay_s=0.002,
+    )
+    with EmulatedNetwork(cfg, verbose=False) as net:
+        t0 = time.monotonic() + 2.0
+        recvs = []
+        for i, port in enumerate((5101, 5102)):
+            r = net.popen(
+                net.mec,
+                [
+                    sys.executable,
+                    "-I",
+                    bulk,
+                    "recv",
+                    "--port",
+                    str(port),
+                    "--t0",
+                    repr(t0),
+                    "--seconds",
+                    "3",
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            assert r.stdout is not None and r.stdout.readline().strip() == "listening"
+            recvs.append(r)
+            secs = "7" if i == 0 else "3"  # device 1 stops near t0 + 1: device 0 borrows
+            net.popen(
+                net.devices[i],
+                [
+                    sys.executable,
+                    "-I",
+                    bulk,
+                    "send",
+                    "--host",
+                    net.mec.IP(),
+                    "--port",
+                    str(port),
+                    "--seconds",
+                    secs,
+                ],
+                stdout=subprocess.DEVNULL,
+            )
+        net.start_shaping(t0)
+        counts = [json.loads(r.communicate(timeout=30)[0].splitlines()[-1])["bytes"] for r in recvs]
+    mbps = [[b * 8 / 1e6 for b in c] for c in counts]
+    # window 0: both active -> ~10 each; window 2: device 1 idle -> device 0 gets ~20
+    assert mbps[0][0] + mbps[1][0] == pytest.approx(20.0, rel=0.08), mbps
+    assert mbps[0][0] == pytest.approx(10.0, rel=0.25), mbps
+    assert mbps[0][2] == pytest.approx(20.0, rel=0.08), mbps
