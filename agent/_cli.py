@@ -27,6 +27,7 @@ __all__ = [
     "provenance",
     "run_main",
     "scenario_from_args",
+    "show_path",
 ]
 
 PROFILES_DIR: Path = Path(__file__).resolve().parent.parent / "profiles"
@@ -62,7 +63,8 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--shared-cell", action="store_true",
                    help="devices share one cell (each gets 1/devices of the capacity)")
     g.add_argument("--horizon", type=float, default=d.horizon_s,
-                   help="seconds simulated per episode/trace (capped at the trace length)")
+                   help="seconds simulated per trace (evaluate: traces loop; train: an episode also ends "
+                   "at the end of its trace)")
     g.add_argument("--repeats", action="append", default=[], metavar="PASS=N[,N...]",
                    help="workload variants: repeats of a pass, e.g. decode=16,32,64 (each "
                    "request draws one); default the profile's repeats")
@@ -143,6 +145,15 @@ def load_trace_files(paths: Sequence[Path], scale: float) -> list[Trace]:
 
 def file_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def show_path(path: Path) -> str:
+    """``path`` relative to the repository root when inside it (for provenance records)."""
+    p = Path(path).resolve()
+    try:
+        return str(p.relative_to(PROFILES_DIR.parent))
+    except ValueError:
+        return str(path)
 
 
 def provenance(argv: Sequence[str], **extra: Any) -> dict[str, Any]:

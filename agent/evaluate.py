@@ -32,6 +32,7 @@ from agent._cli import (
     provenance,
     run_main,
     scenario_from_args,
+    show_path,
     trace_paths,
 )
 from agent.actions import SplitActions
@@ -48,12 +49,18 @@ __all__ = ["evaluate_policies", "main", "summarise"]
 
 def evaluate_policies(model: LatencyModel, actions: SplitActions,
                       policies: Mapping[str, Policy | FuturePolicy], traces: Sequence[Trace],
-                      config: ScenarioConfig, seed: int) -> dict[str, list[list[float]]]:
-    """Latencies of every request, per policy and per trace (same seed per trace)."""
+                      config: ScenarioConfig, seed: int,
+                      offloaded: dict[str, float] | None = None) -> dict[str, list[list[float]]]:
+    """Latencies of every request, per policy and per trace (same seed per trace). With
+    ``offloaded`` given, it receives each policy's fraction of requests that offloaded."""
     out: dict[str, list[list[float]]] = {}
     for name, pol in policies.items():
-        out[name] = [[r.latency_s for r in run_policy(model, actions, pol, tr, config, seed + j)]
-                     for j, tr in enumerate(traces)]
+        runs = [run_policy(model, actions, pol, tr, config, seed + j)
+                for j, tr in enumerate(traces)]
+        out[name] = [[r.latency_s for r in rs] for rs in runs]
+        if offloaded is not None:
+            flags = [r.offloaded for rs in runs for r in rs]
+            offloaded[name] = float(np.mean(flags)) if flags else 0.0
     return out
 
 
@@ -82,14 +89,16 @@ def summarise(lat: Mapping[str, list[list[float]]], deadline_s: float | None = N
 
 
 def format_table(summary: Mapping[str, Mapping[str, Any]], deadline: float | None) -> str:
-    head = f"{'policy':<24} {'mean s':>9} {'p50 s':>9} {'p95 s':>9} {'/oracle':>8}"
+    head = (f"{'policy':<24} {'mean s':>9} {'p50 s':>9} {'p95 s':>9} {'/oracle':>8} "
+            f"{'offload':>7}")
     if deadline is not None:
         head += f" {'miss':>6}"
     lines = [head, "-" * len(head)]
     for name, d in summary.items():
         r = d["ratio_to_oracle"]
         line = (f"{name:<24} {d['mean_latency_s']:9.3f} {d['p50_latency_s']:9.3f} "
-                f"{d['p95_latency_s']:9.3f} {r if r is not None else float('nan'):8.3f}")
+                f"{d['p95_latency_s']:9.3f} {r if r is not None else float('nan'):8.3f} "
+                f"{d.get('offload_fraction', float('nan')):7.1%}")
         if deadline is not None:
             line += f" {d['deadline_miss_rate']:6.1%}"
         lines.append(line)
@@ -185,8 +194,11 @@ def main(argv: list[str] | None = None) -> int:
                           mec_speedup=a.mec_speedup, train_traces=train, config=config,
                           seed=a.seed)
     t0 = time.perf_counter()
-    lat = evaluate_policies(model, actions, pols, traces, config, a.seed)
+    offl: dict[str, float] = {}
+    lat = evaluate_policies(model, actions, pols, traces, config, a.seed, offl)
     summary = summarise(lat, a.deadline)
+    for k, v in offl.items():
+        summary[k]["offload_fraction"] = v
     scen = (f"model {model.model}, {len(traces)} traces, scale {a.scale:g}, mec-speedup "
             f"{a.mec_speedup:g}, {config.n_devices} devices, {config.mec_slots} MEC slot(s), "
             f"delay {config.one_way_delay_s * 1e3:g} ms one-way, load {config.load:g}")
@@ -199,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
            "provenance": provenance(
                ["agent.evaluate", *(argv if argv is not None else sys.argv[1:])], seed=a.seed,
                model=model.model,
-               profiles={str(q): file_sha256(q) for q in prof_paths},
+               profiles={show_path(q): file_sha256(q) for q in prof_paths},
                trace_sha256={n: t.sha256() for n, t in zip(names, traces, strict=True)},
                policy_names={k: getattr(v, "name", k) for k, v in pols.items()},
                seconds=time.perf_counter() - t0)}

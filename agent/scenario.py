@@ -166,15 +166,15 @@ def _mean_gap(model: LatencyModel, config: ScenarioConfig) -> float:
 def run_policy(model: LatencyModel, actions: SplitActions, policy: Policy | FuturePolicy,
                trace: Trace, config: ScenarioConfig, seed: int, *,
                detail: bool = False) -> list[RequestResult]:
-    """Run ``policy`` on ``trace`` for ``config.horizon_s`` (capped at the trace period) with
-    the exact latency model; returns every request in start order."""
+    """Run ``policy`` on ``trace`` for ``config.horizon_s`` with the exact latency model (the
+    trace loops when the horizon is longer); returns every request in start order."""
     rng = np.random.default_rng(seed)
     phase = float(rng.random())
     links = make_links(trace, config, phase)
     variants = config.variants(model)
     fleet = Fleet(config, len(variants), _mean_gap(model, config), rng)
     mec = MecState(config.mec_slots, config.mec_queue_limit)
-    horizon = min(config.horizon_s, trace.period_s)
+    horizon = config.horizon_s
     window = config.probe_window_s
     future = hasattr(policy, "decide_future")
     out: list[RequestResult] = []

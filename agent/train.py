@@ -29,6 +29,7 @@ from agent._cli import (
     provenance,
     run_main,
     scenario_from_args,
+    show_path,
     trace_paths,
 )
 from agent.errors import AgentError
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         scale=a.scale, mec_speedup=a.mec_speedup, scenario=config.to_json(),
         obs_scales=enc.scales(), obs_size=enc.size, n_actions=env.actions.n_actions,
         main_pass=env.actions.main_pass,
-        profiles={str(q): file_sha256(q) for q in prof_paths},
+        profiles={show_path(q): file_sha256(q) for q in prof_paths},
         train_traces={q.name: t.sha256() for q, t in zip(train_paths, train, strict=True)},
         val_traces={q.name: t.sha256() for q, t in zip(val_paths, val, strict=True)},
         train_seconds=round(train_s, 1), torch_threads=1)
