@@ -36,8 +36,8 @@ import numpy as np
 
 from emulator.calibrate import calibrate
 from emulator.net import EmulatedNetwork, NetConfig, NetError
+from emulator.net.cpu import CpuWatch
 from emulator.net.measure import (
-    CpuWatch,
     fidelity,
     ping_one_way,
     udp_flood,

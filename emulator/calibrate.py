@@ -24,9 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from emulator.net import PAYLOAD_FRACTION, EmulatedNetwork, NetConfig, NetError
+from emulator.net.cpu import CPU_BUSY_WARN, CpuWatch
 from emulator.net.measure import (
-    CPU_BUSY_WARN,
-    CpuWatch,
     bulk_goodput,
     fidelity,
     write_link_csv,

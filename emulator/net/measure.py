@@ -1,11 +1,11 @@
-"""Measuring the emulated network: bulk goodput per window, ping delay, CPU saturation, link.csv.
+"""Measuring the emulated network: bulk goodput per window, UDP flood, delay probes, link.csv.
 
 :func:`bulk_goodput` saturates device 0's uplink with one TCP flow (:mod:`emulator.net.bulk`)
 and returns per-window rows ``t_s, capacity_mbps, goodput_mbps`` where goodput is application
 bytes counted by the receiver and capacity is the trace's mean over the window (the shaper sets
 HTB to ``capacity / PAYLOAD_FRACTION``, so the two are directly comparable).
-:func:`ping_one_way` halves ping RTTs. :class:`CpuWatch` reads ``/proc/stat`` once per window
-and flags windows where the machine was >= 95% busy (emulators under-deliver when CPU-bound).
+:func:`udp_flood` keeps the queue full with paced UDP (the shaper alone, without TCP).
+:func:`udp_one_way` and :func:`ping_one_way` halve round trips. CPU load: :mod:`emulator.net.cpu`.
 """
 
 from __future__ import annotations
@@ -16,11 +16,9 @@ import re
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from emulator.net.config import PAYLOAD_FRACTION
@@ -28,8 +26,6 @@ from emulator.net.errors import NetError
 from emulator.net.topology import MEC_IP, EmulatedNetwork
 
 __all__ = [
-    "CPU_BUSY_WARN",
-    "CpuWatch",
     "bulk_goodput",
     "fidelity",
     "ping_one_way",
@@ -38,67 +34,9 @@ __all__ = [
     "write_link_csv",
 ]
 
-CPU_BUSY_WARN: float = 0.95
 _BULK = str(Path(__file__).with_name("bulk.py"))
 #: the bulk endpoints run at nice -10: calibration measures the link, not a starved sender
 _NICE = ["chrt", "-f", "1"]
-
-
-def _cpu_times() -> tuple[int, int]:
-    with open("/proc/stat") as f:
-        parts = f.readline().split()[1:]
-    vals = [int(x) for x in parts]
-    idle = vals[3] + (vals[4] if len(vals) > 4 else 0)
-    return sum(vals[:8]), idle
-
-
-class CpuWatch:
-    """Whole-machine CPU busy fraction per ``window_s`` (a thread reading ``/proc/stat``)."""
-
-    def __init__(self, window_s: float = 1.0, t0: float | None = None) -> None:
-        self.window_s = window_s
-        self.t0 = t0
-        self.busy: list[float] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        t = time.monotonic() if self.t0 is None else self.t0
-        if self._stop.wait(max(0.0, t - time.monotonic())):
-            return
-        prev = _cpu_times()
-        while True:
-            t += self.window_s
-            if self._stop.wait(max(0.0, t - time.monotonic())):
-                return
-            cur = _cpu_times()
-            total = cur[0] - prev[0]
-            self.busy.append(1.0 - (cur[1] - prev[1]) / total if total > 0 else 0.0)
-            prev = cur
-
-    def __enter__(self) -> CpuWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2.0)
-
-    def saturated(self) -> int:
-        """Windows at or above :data:`CPU_BUSY_WARN`."""
-        return sum(b >= CPU_BUSY_WARN for b in self.busy)
-
-    def warning(self) -> str | None:
-        """A one-line warning when any window was CPU-saturated, else ``None``."""
-        n = self.saturated()
-        if not n:
-            return None
-        return (
-            f"warning: CPU >= {CPU_BUSY_WARN:.0%} busy in {n} of {len(self.busy)} windows "
-            f"(max {max(self.busy):.0%}): the emulator may under-deliver the trace there"
-        )
 
 
 def bulk_goodput(

@@ -30,6 +30,7 @@ from typing import Any
 
 from emulator.net.cleanup import RunState, delete_links, kill_tracked, proc_start_time
 from emulator.net.config import DEFAULT_QUEUE_BYTES, NetConfig, new_run_id
+from emulator.net.cpu import CpuWatch
 from emulator.net.delay import DelayMethod, delay_line, netem_available
 from emulator.net.errors import NetError
 from emulator.net.shaper import (
@@ -95,6 +96,8 @@ class EmulatedNetwork:
         self._prev_sigterm: Any = None
         self._t0: float | None = None
         self._final: dict[str, Any] | None = None
+        self._cpu: CpuWatch | None = None
+        self._cpu_done = False
 
     # ------------------------------------------------------------------ names
     @property
@@ -398,6 +401,7 @@ class EmulatedNetwork:
             except Exception as exc:
                 errors.append(f"shaper: {exc}")
             self._shaper = None
+        self._stop_cpu()
         if self._procs:
             state = self._state
             if state is not None:
@@ -450,12 +454,23 @@ class EmulatedNetwork:
             raise NetError("start_shaping needs a running network (inside `with`)")
         self._t0 = time.monotonic() if t0_monotonic is None else float(t0_monotonic)
         self._shaper.start(self._t0)
+        self._cpu = CpuWatch(self.cfg.sample_s, self._t0)
+        self._cpu.__enter__()
 
     def stop_shaping(self) -> None:
         """Stop the replay (rates stay as last set); stats and rows remain readable."""
         if self._shaper is not None:
             self._final = self._shaper.stop()
             self._shaper = None
+        self._stop_cpu()
+
+    def _stop_cpu(self) -> None:
+        if self._cpu is not None and not self._cpu_done:
+            self._cpu.__exit__(None, None, None)
+            self._cpu_done = True
+            warning = self._cpu.warning()
+            if warning:
+                self._say(warning)
 
     def _result(self) -> dict[str, Any]:
         if self._shaper is not None:
@@ -490,6 +505,9 @@ class EmulatedNetwork:
         res.pop("lags_ms", None)
         res["delay_method"] = self.delay_method
         res["queue_bytes"] = self.queue_bytes
+        if self._cpu is not None:
+            res["cpu_busy"] = [round(b, 3) for b in self._cpu.busy]
+            res["cpu_saturated_windows"] = self._cpu.saturated()
         return res
 
     def elapsed(self) -> float:
