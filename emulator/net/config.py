@@ -59,7 +59,7 @@ class NetConfig:
         devices that are active (HTB parent class, one borrowing child per device).
     :param one_way_delay_s: propagation delay added in each direction (netem where the kernel
         has it, else the userspace TUN/TAP relay).
-    :param queue_bytes: bounded queue (bfifo) of each shaped class; ``None`` ->
+    :param queue_bytes: bounded queue (bytes, drop-tail) of each shaped class; ``None`` ->
         ``max(DEFAULT_QUEUE_BYTES, 2 x BDP)`` with BDP at the trace's 95th-percentile rate and
         an RTT of ``2 x one_way_delay_s``.
     :param run_id: short id used in every name; generated when ``None``.

@@ -10,9 +10,15 @@ Layout (Mininet, LinuxBridge switch, no controller)::
 
 The wireless hop is shaped in the root namespace by HTB on two IFBs: one class per device (its
 own trace), or for a shared cell one parent class at the cell's rate with one child per device
-(floor rate, ceil = the cell's peak) so idle devices lend capacity. Every class has a bfifo leaf
-of ``queue_bytes``. All veths have ``gso_max_segs 1`` and TSO/GSO off (per-frame shaping), and
-every host has ``net.ipv4.tcp_slow_start_after_idle=0``. Unclassified frames (ARP) pass unshaped.
+(floor rate, ceil = the cell's peak) so idle devices lend capacity. Every device class has a
+TBF leaf that is normally open (10 Gbit/s, never the bottleneck) and holds the bounded queue (its
+inner bfifo of ``queue_bytes``); the shaper closes it during outages (see
+:mod:`emulator.net.shaper`). All veths have ``gso_max_segs 1`` and TSO/GSO off (per-frame
+shaping), every host has ``net.ipv4.tcp_slow_start_after_idle=0``. Unclassified frames (ARP)
+pass unshaped. ``downlink=None`` leaves MEC->device unshaped (veth/relay line rate, no rows).
+
+Until :meth:`EmulatedNetwork.start_shaping` each class sits at its trace's rate at time 0 (at
+least ``outage_below_bps``).
 """
 
 from __future__ import annotations
