@@ -15,8 +15,10 @@ Action
     marks infeasible actions (MEC queue at its limit, device memory); an infeasible action
     taken anyway runs locally.
 Reward
-    ``-latency_s / time_scale_s``: the request's latency (start to response, the quantity the
-    evaluator averages) in units of the fully-local latency of the default workload.
+    ``-min(latency_s / time_scale_s, REWARD_CLIP)``: the request's latency (start to response,
+    the quantity the evaluator averages) in units of the fully-local latency of the default
+    workload, clipped at ``REWARD_CLIP`` (10) so that exploring an absurd split (e.g. 20 x 27 MB
+    over a slow link) does not swamp the value estimates; no optimal action comes near the clip.
 Episode
     A trace drawn from the training set, devices starting at seeded random points of it; the
     episode is ``truncated`` (never ``terminated``) when the next request would start after
@@ -50,7 +52,9 @@ from agent.tables import RemainderTable
 from profiler.schema import Profile, load_profile
 from traces import Trace
 
-__all__ = ["AigcSplitEnv"]
+__all__ = ["REWARD_CLIP", "AigcSplitEnv"]
+
+REWARD_CLIP = 10.0
 
 
 def _profile(p: Profile | str | Path) -> Profile:
@@ -195,4 +199,5 @@ class AigcSplitEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
         obs = self._observe()
         truncated = self._t >= self._horizon
         info = {"latency_s": latency, "action": a, "device": i, "offloaded": offloaded}
-        return obs, -latency / self.time_scale_s, False, truncated, info
+        reward = latency / self.time_scale_s
+        return obs, -(reward if reward < REWARD_CLIP else REWARD_CLIP), False, truncated, info
