@@ -65,6 +65,9 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--horizon", type=float, default=d.horizon_s,
                    help="seconds simulated per trace (evaluate: traces loop; train: an episode also ends "
                    "at the end of its trace)")
+    g.add_argument("--mask-budget", type=float, default=None,
+                   help="mask actions predicted to take more than X times the local latency "
+                   "(policy knob, stored with trained policies; default off)")
     g.add_argument("--repeats", action="append", default=[], metavar="PASS=N[,N...]",
                    help="workload variants: repeats of a pass, e.g. decode=16,32,64 (each "
                    "request draws one); default the profile's repeats")
@@ -85,7 +88,8 @@ def scenario_from_args(a: argparse.Namespace) -> ScenarioConfig:
     workloads = tuple(v for v in variants if v)
     return ScenarioConfig(n_devices=a.devices, mec_slots=a.mec_slots, mec_queue_limit=a.mec_queue,
                           one_way_delay_s=a.delay_ms / 1e3, load=a.load,
-                          shared_cell=a.shared_cell, horizon_s=a.horizon, workloads=workloads)
+                          shared_cell=a.shared_cell, horizon_s=a.horizon, workloads=workloads,
+                          mask_budget=a.mask_budget)
 
 
 def load_profiles(a: argparse.Namespace) -> tuple[Profile, Profile, list[Path]]:

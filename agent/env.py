@@ -12,8 +12,9 @@ Observation
     each action. The same encoder builds the vector from a live ``Observation``.
 Action
     ``Discrete(N + 1)``: the split of the main pass (:mod:`agent.actions`). ``action_masks()``
-    marks infeasible actions (MEC queue at its limit, device memory); an infeasible action
-    taken anyway runs locally.
+    marks infeasible actions (MEC queue at its limit, device memory, and with
+    ``ScenarioConfig.mask_budget`` actions predicted to exceed that many times the local
+    latency); an infeasible action taken anyway runs locally.
 Reward
     ``-min(latency_s / time_scale_s, REWARD_CLIP)``: the request's latency (start to response,
     the quantity the evaluator averages) in units of the fully-local latency of the default
@@ -110,6 +111,9 @@ class AigcSplitEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
         self._mask_all_l: list[bool] = self._mask_all.tolist()
         self._mask_local_l: list[bool] = self._mask_local.tolist()
         self._accepts = True
+        self._budget = self.config.mask_budget
+        self._mask = self._mask_all
+        self._mask_l = self._mask_all_l
         self._window = self.config.probe_window_s
         self._encode = self.encoder.encode_raw
         self._links: list[Link] = []
@@ -149,8 +153,18 @@ class AigcSplitEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
         hist.append(link.recent_up_bps(t, self._window))
         mec = self._mec
         q, busy, wait, self._accepts = mec.status(t)
-        return self._encode(hist, harmonic_mean(hist), link.rtt_s, q, busy, mec.slots, wait,
-                            self._costs[fleet.variant[i]])
+        obs = self._encode(hist, harmonic_mean(hist), link.rtt_s, q, busy, mec.slots, wait,
+                           self._costs[fleet.variant[i]])
+        if self._budget is None:
+            self._mask = self._mask_all if self._accepts else self._mask_local
+            self._mask_l = self._mask_all_l if self._accepts else self._mask_local_l
+        else:
+            m = (self._mask_all if self._accepts else self._mask_local) \
+                & self.encoder.within_budget(self._budget)
+            m[self._local] = True
+            self._mask = m
+            self._mask_l = m.tolist()
+        return obs
 
     # ------------------------------------------------------------------ gymnasium API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -170,7 +184,7 @@ class AigcSplitEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
 
     def action_masks(self) -> npt.NDArray[np.bool_]:
         """Feasible actions for the current decision (sb3-contrib's MaskablePPO calls this)."""
-        return (self._mask_all if self._accepts else self._mask_local).copy()
+        return self._mask.copy()
 
     def step(self, action: np.int64 | int) -> tuple[npt.NDArray[np.float32], float, bool, bool,
                                                    dict[str, Any]]:
@@ -181,7 +195,7 @@ class AigcSplitEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
         i, t = self._dev, self._t
         v = fleet.variant[i]
         offloads, pre_s, first_up, local_s = self._fast[v]
-        mask = self._mask_all_l if self._accepts else self._mask_local_l
+        mask = self._mask_l
         if not 0 <= a < len(mask) or not mask[a]:
             a = self._local
         if offloads[a]:

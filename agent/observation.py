@@ -123,6 +123,12 @@ class ObservationEncoder:
         np.minimum(buf, OBS_HIGH, out=out)
         return out
 
+    def within_budget(self, budget: float) -> npt.NDArray[np.bool_]:
+        """Actions whose predicted latency in the last encoded vector is at most ``budget``
+        times the fully-local latency."""
+        out: npt.NDArray[np.bool_] = self._pred <= budget
+        return out
+
     def _repeat_features(self, costs: ActionCosts) -> list[float]:
         hit = self._reps_cache.get(costs.repeats)
         if hit is None:

@@ -149,6 +149,8 @@ class SB3Policy:
                 f"profiles ({self.encoder.size},) / {actions.n_actions} actions of "
                 f"{model_name!r}; train a policy with these profiles")
         self.maskable = type(self.sb3).__name__ == "MaskablePPO"
+        budget = (side.get("scenario") or {}).get("mask_budget")
+        self.mask_budget: float | None = float(budget) if budget is not None else None
         self.name = name or p.stem
         self.path = p
         self.sidecar = side
@@ -156,6 +158,9 @@ class SB3Policy:
     def decide(self, obs: Observation) -> Decision:
         vec = self.encoder.encode(obs)
         mask = self.actions.mask(obs.mec_accepts)
+        if self.mask_budget is not None:
+            mask &= self.encoder.within_budget(self.mask_budget)
+            mask[self.actions.local_action] = True
         if self.maskable:
             act, _ = self.sb3.predict(vec, deterministic=True, action_masks=mask)
         else:

@@ -52,6 +52,10 @@ class ScenarioConfig:
     shared_cell: bool = False
     horizon_s: float = 300.0
     probe_window_s: float = 1.0
+    mask_budget: float | None = None
+    """Mask actions whose predicted latency (from the device's own estimates) exceeds this many
+    times the request's fully-local latency (a latency budget; local is always allowed);
+    ``None``: off. Used by the env and by trained policies (stored in their sidecar)."""
     workloads: tuple[Mapping[str, int], ...] = field(default_factory=tuple)
     """Workload variants as pass repeats (each request draws one uniformly); empty: the
     profile's default repeats."""
@@ -69,6 +73,8 @@ class ScenarioConfig:
             (math.isfinite(self.horizon_s) and self.horizon_s > 0,
              f"--horizon must be > 0 s, got {self.horizon_s}"),
             (self.probe_window_s > 0, f"probe window must be > 0 s, got {self.probe_window_s}"),
+            (self.mask_budget is None or self.mask_budget >= 1.0,
+             f"--mask-budget must be >= 1 (times the local latency), got {self.mask_budget}"),
         ]
         for ok, msg in checks:
             if not ok:
