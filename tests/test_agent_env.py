@@ -107,3 +107,16 @@ def test_mask_blocks_offload_when_queue_full() -> None:
             assert m.tolist() == [a == env.actions.local_action for a in range(m.size)]
         env.step(0)
     assert seen_blocked
+
+
+def test_budget_mask_allows_only_actions_within_budget() -> None:
+    env = _env("diffusion", mask_budget=1.0, n_devices=1)
+    env.reset(seed=0)
+    for _ in range(20):
+        m = env.action_masks()
+        pred = env.encoder._pred  # normalised predicted latencies of the last observation
+        assert m[env.actions.local_action]
+        assert np.all(pred[m & (np.arange(m.size) != env.actions.local_action)] <= 1.0)
+        _, _, _, trunc, _ = env.step(int(np.flatnonzero(m)[0]))
+        if trunc:
+            env.reset()
