@@ -64,7 +64,11 @@ class HardwareClass:
         elif self.label == "mec-gpu":
             desc = f"MEC class: ONNX Runtime CUDA provider on {self.gpu}"
         else:
-            desc = (f"MEC class on CPU: no GPU was available, so this is {machine} with all "
+            gpu = _torch_gpu()
+            why = (f"a GPU ({gpu}) exists but this onnxruntime has no CUDA provider (timing "
+                   "the blocks with torch CUDA is not implemented)" if gpu else
+                   "no GPU was available")
+            desc = (f"MEC class on CPU: {why}, so this is {machine} with all "
                     f"{self.intra_threads} threads (ONNX Runtime CPU, inter-op "
                     f"{self.inter_threads}, spinning off); a real MEC GPU is much faster")
         if note:
@@ -137,6 +141,15 @@ def resolve_class(name: str, threads: int | None = None, core: int | None = None
         return HardwareClass("mec-cpu", threads or len(allowed), 1, ("CPUExecutionProvider",),
                              None, None)
     raise ProfileError(f"unknown hardware class {name!r}; use one of {', '.join(CLASSES)}")
+
+
+def _torch_gpu() -> str | None:
+    try:
+        import torch
+
+        return str(torch.cuda.get_device_name(0)) if torch.cuda.is_available() else None
+    except (ImportError, RuntimeError):  # pragma: no cover
+        return None
 
 
 def _gpu_name() -> str:
