@@ -7,6 +7,8 @@ Hierarchy (one place, so callers know what to catch)::
          │                  fit), a missing prerequisite, or a peer that broke the rules. The
          │                  message is one line saying what, where and how to fix it; the CLI
          │                  prints it as ``emulator: <message>`` and exits non-zero.
+         ├── NetError       (emulator.net) the emulated network could not be built, shaped,
+         │                  measured or cleaned up; exit status 2.
          └── ProtocolError  a malformed, oversized or unexpected message on the wire (bad magic,
                             unsupported version, unknown type, length over the bound), or a
                             peer that closed the connection mid-message.

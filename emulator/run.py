@@ -363,11 +363,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("emulator: interrupted", file=sys.stderr)
         return 130
-    except Exception as e:
-        if type(e).__name__ == "NetError":  # emulator.net may not import without Mininet
-            print(f"emulator: {e}", file=sys.stderr)
-            return 2
-        raise
     finally:
         signal.signal(signal.SIGTERM, prev)
 
