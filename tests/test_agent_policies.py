@@ -124,3 +124,21 @@ def test_sb3_smoke_train_and_wrap(tmp_path: Path) -> None:
     (tmp_path / "p.json").write_text('{"model": "other", "mec_speedup": 1.0}')
     with pytest.raises(PolicyMismatchError, match="trained for model"):
         make_policy(str(path), dev, mec)
+
+
+@pytest.mark.parametrize("model", ["gpt2", "sd15"])
+def test_shipped_default_policy_fits_profiles(model: str) -> None:
+    root = Path(__file__).resolve().parent.parent
+    dev_p, mec_p = root / "profiles" / f"{model}.device.json", root / "profiles" / f"{model}.mec-cpu.json"
+    if not (dev_p.is_file() and mec_p.is_file()):
+        pytest.skip(f"profiles of {model} not present")
+    dev, mec = load_profile(dev_p), load_profile(mec_p)
+    pol = make_policy("default", dev, mec, mec_speedup=10.0)
+    assert isinstance(pol, SB3Policy)
+    assert (root / "policies" / f"{model}.zip").stat().st_size < 2_000_000
+    o = Observation(Workload(model), throughput_bps=1e6, recent_throughputs_bps=(1e6,) * 4,
+                    rtt_s=0.02)
+    a = pol.decide(o).action
+    assert 0 <= a < pol.actions.n_actions
+    with pytest.raises(PolicyMismatchError, match="mec-speedup"):
+        make_policy("default", dev, mec, mec_speedup=1.0)
