@@ -35,6 +35,9 @@ __all__ = ["Partition", "Piece", "build_pieces", "crossing", "partition_auto",
 
 _EXTERNAL_LIMIT = 1_800_000_000  # bytes of weights above which a piece uses external data
 _UNKNOWN_BYTES = 1 << 30  # cost of a crossing tensor whose size shape inference cannot tell
+# ops ONNX Runtime fuses into the op before them: on a tie, do not cut just before one
+_FOLLOWERS = frozenset({"Relu", "Clip", "Sigmoid", "Tanh", "LeakyRelu", "HardSigmoid",
+                        "HardSwish", "Gelu", "Add", "Mul", "BatchNormalization"})
 
 
 @dataclass
@@ -180,7 +183,9 @@ def partition_auto(info: GraphInfo, blocks: int) -> Partition:
         cand = [p for p in range(1, c) if lo <= cum[p] <= hi and (not cuts or p > cuts[-1])]
         if not cand:
             continue
-        best = min(cand, key=lambda p: (live_bytes[p], live_count[p], abs(cum[p] - target)))
+        best = min(cand, key=lambda p: (live_bytes[p], live_count[p],
+                                        nodes[comp[p]].op_type in _FOLLOWERS,
+                                        abs(cum[p] - target)))
         cuts.append(best)
     bounds = [0, *cuts, c]
     part_nodes = [comp[a:b] for a, b in itertools.pairwise(bounds) if b > a]
