@@ -119,8 +119,7 @@ class ObservationEncoder:
         vec[2] = rtt_s
         vec[3] = wait_s
         np.dot(costs.basis, vec, out=self._pred)
-        out = np.empty(self.size, dtype=np.float32)
-        np.minimum(buf, OBS_HIGH, out=out)
+        out: F32 = np.minimum(buf, OBS_HIGH, dtype=np.float32)
         return out
 
     def within_budget(self, budget: float) -> npt.NDArray[np.bool_]:

@@ -152,12 +152,9 @@ class Fleet:
 
     def next_device(self) -> tuple[int, float]:
         """The device whose request starts next, and when."""
-        best, when = 0, math.inf
-        for i in range(self.n):
-            s = self.arrival[i] if self.arrival[i] > self.free[i] else self.free[i]
-            if s < when:
-                best, when = i, s
-        return best, when
+        starts = [a if a > f else f for a, f in zip(self.arrival, self.free, strict=True)]
+        when = min(starts)
+        return starts.index(when), when
 
     def done(self, i: int, t_end: float) -> None:
         """Device ``i`` finished its request at ``t_end``; draw its next arrival."""
