@@ -107,9 +107,12 @@ def format_table(summary: Mapping[str, Mapping[str, Any]], deadline: float | Non
 
 def _plots(lat: Mapping[str, list[list[float]]], names: Sequence[str], out: Path,
            title: str) -> None:
+    import textwrap
+
     import matplotlib
 
     matplotlib.use("Agg")
+    title = "\n".join(textwrap.wrap(title, 90))
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
