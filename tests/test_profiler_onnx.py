@@ -153,10 +153,12 @@ def test_both_timing_schedules(tiny_unet_onnx: Path, tmp_path: Path,
     m = load_onnx(tiny_unet_onnx)
     resolve_shapes(m, {"x": [1, 3, 16, 16]})
     fold_static_shapes(m)
-    static = tmp_path / "static.onnx"
+    # the export keeps weights in tiny_unet.onnx.data: the static copy must sit next to it
+    static = tiny_unet_onnx.parent / f"static-{interleave_limit}.onnx"
     onnx.save(m, str(static))
     info = analyse(m)
-    pieces = build_pieces(info, partition_auto(info, 3), tmp_path, tmp_path / "pieces")
+    pieces = build_pieces(info, partition_auto(info, 3), tiny_unet_onnx.parent,
+                          tmp_path / "pieces")
     x = np.zeros((1, 3, 16, 16), dtype=np.float32)
     t = time_pass("fwd", static, pieces, {"x": x}, resolve_class("device"), warmup=1, runs=3,
                   weight_bytes=1, progress=False, interleave_limit=interleave_limit)
