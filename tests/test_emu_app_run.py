@@ -109,20 +109,20 @@ def test_loopback_run_records(tmp_path: Path, toy: tuple[Path, Path]) -> None:
     assert (out / "link.csv").exists()
 
 
-README_EXAMPLES = [
-    "",
-    "--policy greedy --mec-speedup 10 --duration 30",
-    "--model gpt2 --tokens 64 --policy fixed:7 --delay-ms 25 --rate 0.2 --seed 3",
-    "--model sd15 --steps 10 --policy offload --mec-speedup 20 --closed-loop --duration 120",
-    "--trace traces/data/mmwave_60s.csv --devices 8 --shared-cell --mec-slots 2 --policy greedy",
-    "--trace my.up --format mahimahi --scale 0.5 --downlink none",
-    "--model gpt2-tiny --compute execute --policy fixed:2 --duration 20",
-    "--model my.device.json --mec-profile my.mec.json --policy runs/ppo.zip --out runs/mine",
-]
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _readme_emulator_examples() -> list[str]:
+    """The arguments of every ``sudo .venv/bin/python -m emulator.run ...`` line in README.md."""
+    prefix = "sudo .venv/bin/python -m emulator.run"
+    lines = [ln.strip() for ln in README.read_text().splitlines()]
+    return [ln.split("#")[0][len(prefix):].strip() for ln in lines if ln.startswith(prefix)]
 
 
 def test_readme_examples_parse() -> None:
     from emulator.run import build_parser
 
-    for ex in README_EXAMPLES:
+    examples = _readme_emulator_examples()
+    assert len(examples) >= 6 and "" in examples  # the bare demo and the option examples
+    for ex in examples:
         build_parser().parse_args(ex.split())

@@ -100,11 +100,12 @@ def test_bad_synth_parameters(kind: str, params: dict[str, object], match: str) 
 
 
 def test_readme_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
-    text = (DATA_DIR.parent / "README.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    readme = DATA_DIR.parents[1] / "README.md"
+    section = readme.read_text().split("## Bandwidth traces", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
     assert blocks
     for block in blocks:
-        exec(compile(block, "traces/README.md", "exec"), {})
+        exec(compile(block, "README.md (Bandwidth traces)", "exec"), {})
     out = capsys.readouterr().out
     assert "Mbit/s" in out and "mmwave" in out
 
