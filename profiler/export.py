@@ -24,7 +24,7 @@ from .zoo import PassSpec
 
 __all__ = ["default_work_dir", "export_pass", "work_dir_for"]
 
-_EXPORT_VERSION = 1  # bump when the zoo or the export settings change
+_EXPORT_VERSION = 2  # bump when the zoo or the export settings change
 _EXTERNAL_LIMIT = 1_800_000_000
 
 

@@ -53,11 +53,11 @@ def _configs(name: str) -> dict[str, dict[str, Any]]:
             "shape": dict(tokens=77, latent=64),
         }
     return {
-        "text": dict(vocab_size=1000, hidden_size=128, intermediate_size=512, num_hidden_layers=2,
-                     num_attention_heads=2, max_position_embeddings=77, hidden_act="quick_gelu",
+        "text": dict(vocab_size=1000, hidden_size=256, intermediate_size=1024, num_hidden_layers=2,
+                     num_attention_heads=4, max_position_embeddings=77, hidden_act="quick_gelu",
                      bos_token_id=998, eos_token_id=999, pad_token_id=1),
         "unet": dict(sample_size=32, in_channels=4, out_channels=4, layers_per_block=1,
-                     block_out_channels=(32, 64), cross_attention_dim=128, attention_head_dim=4,
+                     block_out_channels=(32, 64), cross_attention_dim=256, attention_head_dim=4,
                      norm_num_groups=8,
                      down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
                      up_block_types=("UpBlock2D", "CrossAttnUpBlock2D")),
