@@ -1,0 +1,41 @@
+"""The profiler's Neurosurgeon curve and the agent's latency model agree on a constant link.
+
+Two independent computations of the same quantity: ``profiler.report.split_curve`` (a closed
+form: device + RTT + bytes / bandwidth + MEC) and ``agent.latency.simulate_request`` (the
+trace-driven timeline used by the simulator, baselines, oracle and emulator predictions).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent.latency import LatencyModel, simulate_request
+from agent.link import Link
+from agent.policy import Decision, Workload
+from profiler.report import split_curve
+from profiler.schema import load_profile
+from traces import Trace
+
+PROFILES = Path(__file__).resolve().parents[1] / "profiles"
+
+
+@pytest.mark.parametrize("model", ["gpt2", "gpt2-tiny", "sd15-tiny"])
+def test_first_pass_of_every_split_matches_the_curve(model: str) -> None:
+    dev = load_profile(PROFILES / f"{model}.device.json")
+    mec = load_profile(PROFILES / f"{model}.mec-cpu.json")
+    mbps, one_way_ms = 20.0, 15.0
+    link = Link(up=Trace(times_s=np.array([0.0]), rates_bps=np.array([mbps * 1e6]), period_s=10.0),
+                one_way_delay_s=one_way_ms / 1e3)
+    lm = LatencyModel(dev, mec)
+    first = dev.passes[0]
+    curve = split_curve(first, mec.pass_named(first.name), mbps, rtt_ms=2 * one_way_ms)
+    for point in curve:
+        splits = {p.name: (point.k if p.name == first.name else p.n_blocks) for p in dev.passes}
+        res = simulate_request(lm, link, Decision(splits=splits), Workload(model=model), 3.0)
+        row = next(r for r in res.passes if r.name == first.name)
+        sim_ms = 1e3 * (row.device_s + row.upload_s + row.mec_wait_s + row.mec_s + row.download_s)
+        assert sim_ms == pytest.approx(point.total_ms, rel=1e-9, abs=1e-6), (model, point.k)
+        assert row.upload_bytes == point.up_bytes
