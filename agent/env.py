@@ -33,6 +33,7 @@ The timeline of a request is the shared latency model: the part up to the first 
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -45,8 +46,8 @@ from gymnasium import spaces
 from agent.actions import ActionCosts, SplitActions
 from agent.errors import AgentError
 from agent.latency import LatencyModel, MecState
-from agent.link import Link
-from agent.observation import OBS_HIGH, ObservationEncoder, harmonic_mean
+from agent.link import FastTrace, Link
+from agent.observation import HISTORY, OBS_HIGH, ObservationEncoder, harmonic_mean, history_feature
 from agent.policy import Workload
 from agent.scenario import Fleet, ScenarioConfig, make_links
 from agent.tables import RemainderTable
@@ -115,8 +116,15 @@ class AigcSplitEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
         self._mask = self._mask_all
         self._mask_l = self._mask_all_l
         self._window = self.config.probe_window_s
-        self._encode = self.encoder.encode_raw
+        self._encode = self.encoder.encode_scaled
         self._links: list[Link] = []
+        # per episode and device: uplink, trace offset, RTT, scaled history, tables by variant
+        self._ups: list[FastTrace] = []
+        self._offsets: list[float] = []
+        self._rtts: list[float] = []
+        self._delays: list[float] = []
+        self._hist_feats: list[deque[float]] = []
+        self._dev_tables: list[list[RemainderTable | None]] = []
         self._fleet: Fleet | None = None
         self._mec = MecState(self.config.mec_slots, self.config.mec_queue_limit)
         self._horizon = 0.0
@@ -143,23 +151,34 @@ class AigcSplitEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
             self._tables[key] = hit
         return hit[1]
 
+    def _device_table(self, i: int, variant: int) -> RemainderTable:
+        tab = self._dev_tables[i][variant] = self._table(self._links[i], variant)
+        return tab
+
     def _observe(self) -> npt.NDArray[np.float32]:
         fleet = self._fleet
         assert fleet is not None
         i, t = fleet.next_device()
         self._dev, self._t = i, t
-        link = self._links[i]
         hist = fleet.history[i]
-        hist.append(link.recent_up_bps(t, self._window))
+        o = self._offsets[i]
+        # Link.recent_up_bps, inlined
+        bps = self._ups[i].mean_bps(t + o - self._window, t + o)
+        hist.append(bps)
+        feats = self._hist_feats[i]
+        feats.append(history_feature(bps))
         mec = self._mec
-        q, busy, wait, self._accepts = mec.status(t)
-        obs = self._encode(hist, harmonic_mean(hist), link.rtt_s, q, busy, mec.slots, wait,
+        q, busy, wait, accepts = mec.status(t)
+        self._accepts = accepts
+        obs = self._encode(feats, harmonic_mean(hist), self._rtts[i], q, busy, mec.slots, wait,
                            self._costs[fleet.variant[i]])
         if self._budget is None:
-            self._mask = self._mask_all if self._accepts else self._mask_local
-            self._mask_l = self._mask_all_l if self._accepts else self._mask_local_l
+            if accepts:
+                self._mask, self._mask_l = self._mask_all, self._mask_all_l
+            else:
+                self._mask, self._mask_l = self._mask_local, self._mask_local_l
         else:
-            m = (self._mask_all if self._accepts else self._mask_local) \
+            m = (self._mask_all if accepts else self._mask_local) \
                 & self.encoder.within_budget(self._budget)
             m[self._local] = True
             self._mask = m
@@ -175,7 +194,13 @@ class AigcSplitEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
         if options and "trace_index" in options:
             idx = int(options["trace_index"])
         trace = self.traces[idx]
-        self._links = make_links(trace, self.config, float(rng.random()))
+        self._links = links = make_links(trace, self.config, float(rng.random()))
+        self._ups = [ln.fast_up for ln in links]
+        self._offsets = [ln.offset_s for ln in links]
+        self._rtts = [ln.rtt_s for ln in links]
+        self._delays = [ln.one_way_delay_s for ln in links]
+        self._hist_feats = [deque(maxlen=HISTORY) for _ in links]
+        self._dev_tables = [[None] * len(self.variants) for _ in links]
         self._fleet = Fleet(self.config, len(self.variants), self._mean_gap, rng)
         self._mec = MecState(self.config.mec_slots, self.config.mec_queue_limit)
         self._horizon = min(self.config.horizon_s, trace.period_s)
@@ -199,11 +224,14 @@ class AigcSplitEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
         if not 0 <= a < len(mask) or not mask[a]:
             a = self._local
         if offloads[a]:
-            link = self._links[i]
-            arrive = link.up_finish(t + pre_s[a], first_up[a]) + link.one_way_delay_s
-            slot, start = self._mec.acquire(arrive)
-            t_end = start + self._table(link, v).remaining(a, start + link.offset_s)
-            self._mec.commit(slot, start, t_end)
+            o = self._offsets[i]
+            # Link.up_finish, inlined
+            arrive = self._ups[i].finish(t + pre_s[a] + o, first_up[a]) - o + self._delays[i]
+            mec = self._mec
+            slot, start = mec.acquire(arrive)
+            tab = self._dev_tables[i][v] or self._device_table(i, v)
+            t_end = start + tab.remaining(a, start + o)
+            mec.commit(slot, start, t_end)
             offloaded = True
         else:
             t_end = t + local_s

@@ -203,8 +203,9 @@ class MecState:
 
     def acquire(self, arrival: float) -> tuple[int, float]:
         """The slot a session arriving at ``arrival`` gets, and when it starts."""
-        slot = min(range(self.slots), key=self.free.__getitem__)
-        f = self.free[slot]
+        free = self.free
+        slot = 0 if len(free) == 1 else min(range(len(free)), key=free.__getitem__)
+        f = free[slot]
         return slot, (f if f > arrival else arrival)
 
     def commit(self, slot: int, start: float, end: float) -> None:

@@ -7,6 +7,12 @@ instead of numpy (about 1-2 us per call instead of ~30 us). It follows the same 
 as :meth:`traces.Trace.finish_time` (bytes flow at the capacity; zero-capacity gaps stall;
 the trace loops at its end) and agrees with it to floating-point rounding (tested). Traces with
 an end policy other than ``loop`` are delegated to the trace itself.
+
+Why not :meth:`traces.Trace.finish_time`'s own scalar path: it validates its inputs and snaps
+transfers within 1e-12 of a segment end (for the exact emulator-facing API), which makes it
+about 2.7x slower per call (3.4 us against 1.3 us; ``bytes_between`` 3.1 us against 0.7 us
+for ``mean_bps``), three scalar queries per env step, and its results differ in the last bits
+(relative 5e-9 at most), which would change the env's observations and rewards.
 """
 
 from __future__ import annotations
@@ -68,22 +74,32 @@ class FastTrace:
             return t0
         if not self._loop:
             return float(self.trace.finish_time(t0, nbytes))
-        target = self.cum_bytes(t0) + nbytes
+        # cum_bytes(t0), inlined (the env calls this every offloaded step)
+        per_t = self.period_s
+        k = (t0 // per_t) if t0 >= 0.0 else math.floor(t0 / per_t)
+        u = t0 - k * per_t
+        times = self._times
+        i = bisect_right(times, u) - 1
+        if i < 0:
+            i = 0
         per = self._bytes_per_period
+        rates = self._rates
+        cum = self._cum
+        target = k * per + cum[i] + rates[i] * (u - times[i]) + nbytes
         k = math.floor(target / per)
         rem = target - k * per
         if rem <= 0.0:
             k -= 1
             rem += per
-        j = bisect_left(self._cum, rem)
+        j = bisect_left(cum, rem)
         if j < 1:
             j = 1
         elif j > self._n:
             j = self._n
         i = j - 1
-        rate = self._rates[i]
-        u = self._times[i] + ((rem - self._cum[i]) / rate if rate > 0.0 else 0.0)
-        done = k * self.period_s + u
+        rate = rates[i]
+        u = times[i] + ((rem - cum[i]) / rate if rate > 0.0 else 0.0)
+        done = k * per_t + u
         return done if done > t0 else t0
 
     def finish_array(self, t0: npt.NDArray[np.float64], nbytes: npt.NDArray[np.float64]
@@ -113,7 +129,23 @@ class FastTrace:
 
     def mean_bps(self, t0: float, t1: float) -> float:
         """Mean capacity over ``[t0, t1)`` in bit/s (``t1 > t0``)."""
-        return (self.cum_bytes(t1) - self.cum_bytes(t0)) * 8.0 / (t1 - t0)
+        if not self._loop:
+            return (self.cum_bytes(t1) - self.cum_bytes(t0)) * 8.0 / (t1 - t0)
+        # cum_bytes(t1) - cum_bytes(t0), inlined (the env calls this every step)
+        per, bpp = self.period_s, self._bytes_per_period
+        times, rates, cum = self._times, self._rates, self._cum
+        k = (t1 // per) if t1 >= 0.0 else math.floor(t1 / per)
+        u = t1 - k * per
+        i = bisect_right(times, u) - 1
+        if i < 0:
+            i = 0
+        c1 = k * bpp + cum[i] + rates[i] * (u - times[i])
+        k = (t0 // per) if t0 >= 0.0 else math.floor(t0 / per)
+        u = t0 - k * per
+        i = bisect_right(times, u) - 1
+        if i < 0:
+            i = 0
+        return (c1 - (k * bpp + cum[i] + rates[i] * (u - times[i]))) * 8.0 / (t1 - t0)
 
 
 _FAST_CACHE: dict[int, tuple[Trace, FastTrace]] = {}

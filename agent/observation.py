@@ -41,6 +41,7 @@ __all__ = [
     "RTT_SCALE_S",
     "ObservationEncoder",
     "harmonic_mean",
+    "history_feature",
     "throughput_feature",
 ]
 
@@ -54,6 +55,12 @@ F32 = npt.NDArray[np.float32]
 def throughput_feature(bps: float) -> float:
     """Scaled throughput: ``log10(1 + bps / 1e5) / 4``."""
     return math.log10(1.0 + max(bps, 0.0) / 1e5) / 4.0
+
+
+def history_feature(bps: float) -> float:
+    """One history sample scaled as :func:`throughput_feature`, written as the observation
+    has always computed it (``log10(1 + bps * 1e-5) * 0.25``; 0 when not positive)."""
+    return math.log10(1.0 + bps * 1e-5) * 0.25 if bps > 0.0 else 0.0
 
 
 def harmonic_mean(values: Sequence[float]) -> float:
@@ -83,6 +90,9 @@ class ObservationEncoder:
         self._buf = np.zeros(self.size, dtype=np.float64)
         self._pred = self._buf[self._nf:]  # a contiguous view: np.dot writes into it
         self._vec = np.array([1.0, 0.0, 0.0, 0.0])
+        self._high = np.full(self.size, OBS_HIGH)
+        self._clipped = np.empty(self.size)
+        self._zeros = [0.0] * HISTORY
 
     def scales(self) -> dict[str, Any]:
         """The fixed scales, for provenance sidecars."""
@@ -103,23 +113,32 @@ class ObservationEncoder:
     def encode_raw(self, history: Sequence[float], estimate_bps: float, rtt_s: float,
                    queue_len: int, busy_slots: int, slots: int, wait_s: float,
                    costs: ActionCosts) -> F32:
-        """The same vector from its parts (the env's fast path)."""
-        hist = list(history)[-HISTORY:]
-        lg = math.log10
-        feats = [0.0] * (HISTORY - len(hist))
-        feats += [lg(1.0 + b * 1e-5) * 0.25 if b > 0.0 else 0.0 for b in hist]
+        """The same vector from its parts."""
+        return self.encode_scaled([history_feature(b) for b in list(history)[-HISTORY:]],
+                                  estimate_bps, rtt_s, queue_len, busy_slots, slots, wait_s, costs)
+
+    def encode_scaled(self, history_features: Sequence[float], estimate_bps: float, rtt_s: float,
+                      queue_len: int, busy_slots: int, slots: int, wait_s: float,
+                      costs: ActionCosts) -> F32:
+        """:meth:`encode_raw` with the history already scaled by :func:`history_feature` (at
+        most ``HISTORY`` values, newest last): the env's fast path, which scales each sample
+        once. Returns a fresh array."""
         thr = estimate_bps if estimate_bps > 1.0 else 1.0
-        feats += [lg(1.0 + thr * 1e-5) * 0.25, rtt_s / RTT_SCALE_S, queue_len / QUEUE_SCALE,
-                  busy_slots / slots, wait_s / self.time_scale_s]
-        feats += self._repeat_features(costs)
         buf = self._buf
-        buf[: self._nf] = feats
+        buf[: self._nf] = [*self._zeros[len(history_features):], *history_features,
+                           math.log10(1.0 + thr * 1e-5) * 0.25, rtt_s / RTT_SCALE_S,
+                           queue_len / QUEUE_SCALE, busy_slots / slots,
+                           wait_s / self.time_scale_s, *self._repeat_features(costs)]
         vec = self._vec
         vec[1] = 8.0 / thr
         vec[2] = rtt_s
         vec[3] = wait_s
-        np.dot(costs.basis, vec, out=self._pred)
-        out: F32 = np.minimum(buf, OBS_HIGH, dtype=np.float32)
+        costs.basis.dot(vec, out=self._pred)
+        # clip in float64, then round: the same as clipping the float32 values (rounding is
+        # monotone and OBS_HIGH is exact), at a third less cost; _pred stays unclipped
+        clipped = self._clipped
+        np.minimum(buf, self._high, out=clipped)
+        out: F32 = clipped.astype(np.float32)
         return out
 
     def within_budget(self, budget: float) -> npt.NDArray[np.bool_]:

@@ -146,15 +146,24 @@ class Fleet:
         if not gaps:  # draw in blocks (fast); each device's sequence depends only on the seed
             g = self.rngs[i]
             gaps.extend(reversed(g.exponential(self.mean_gap_s, size=256).tolist()))
-            self._vars[i].extend(reversed(g.integers(self.n_variants, size=256).tolist()))
+            # integers(1) draws nothing from the generator (all 0): skip it, same stream
+            self._vars[i].extend(reversed(g.integers(self.n_variants, size=256).tolist())
+                                 if self.n_variants > 1 else [0] * 256)
         self.arrival[i] = after + gaps.pop()
         self.variant[i] = self._vars[i].pop()
 
     def next_device(self) -> tuple[int, float]:
         """The device whose request starts next, and when."""
-        starts = [a if a > f else f for a, f in zip(self.arrival, self.free, strict=True)]
-        when = min(starts)
-        return starts.index(when), when
+        # the first device with the earliest start (as min() then index() would pick it)
+        arrival, free = self.arrival, self.free
+        a, f = arrival[0], free[0]
+        best, when = 0, (a if a > f else f)
+        for j in range(1, self.n):
+            a, f = arrival[j], free[j]
+            s = a if a > f else f
+            if s < when:
+                best, when = j, s
+        return best, when
 
     def done(self, i: int, t_end: float) -> None:
         """Device ``i`` finished its request at ``t_end``; draw its next arrival."""

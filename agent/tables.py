@@ -94,14 +94,16 @@ class RemainderTable:
     def remaining(self, action: int, s: float) -> float:
         """``R_a(s)`` in seconds; ``s`` is trace time (looped)."""
         x = s % self.period
-        c = int(x // self.chunk_s)
+        chunk_s = self.chunk_s
+        c = int(x // chunk_s)
         rows = self._chunks.get(c)
         if rows is None:
             rows = self._build(c)
         row = rows[self._row[action]]
-        u = (x - c * self.chunk_s) / self.dt
+        u = (x - c * chunk_s) / self.dt
         i = int(u)
-        if i >= self.per_chunk:
-            i = self.per_chunk - 1
+        per_chunk = self.per_chunk
+        if i >= per_chunk:
+            i = per_chunk - 1
         f = u - i
         return row[i] + f * (row[i + 1] - row[i])

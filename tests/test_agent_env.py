@@ -120,3 +120,44 @@ def test_budget_mask_allows_only_actions_within_budget() -> None:
         _, _, _, trunc, _ = env.step(int(np.flatnonzero(m)[0]))
         if trunc:
             env.reset()
+
+
+def test_env_observation_is_the_live_encoding() -> None:
+    """The env's fast path (history scaled once per sample, obs buffers reused) gives the same
+    vector as encoding a live Observation, and every step returns a fresh array."""
+    from agent.observation import harmonic_mean
+    from agent.policy import Observation
+
+    env = _env(horizon_s=60.0)
+    env.reset(seed=3)
+    rng = np.random.default_rng(3)
+    prev = None
+    for _ in range(200):
+        a = int(rng.choice(np.flatnonzero(env.action_masks())))
+        obs, _r, _term, trunc, _info = env.step(a)
+        if trunc:
+            obs, _ = env.reset()
+        fleet, i, t = env._fleet, env._dev, env._t
+        assert fleet is not None
+        hist = tuple(fleet.history[i])
+        mec = env._mec.copy()
+        live = Observation(workload=env.variants[fleet.variant[i]],
+                           throughput_bps=harmonic_mean(hist), recent_throughputs_bps=hist,
+                           rtt_s=env._links[i].rtt_s, mec_queue_len=mec.queue_len(t),
+                           mec_busy_slots=mec.busy_slots(t), mec_slots=mec.slots,
+                           mec_expected_wait_s=mec.expected_wait(t), time_s=t)
+        expect = env.encoder.encode(live)
+        assert np.array_equal(obs, expect)
+        if prev is not None:
+            assert prev is not obs
+        prev = obs
+
+
+def test_next_device_picks_the_first_earliest() -> None:
+    from agent.scenario import Fleet
+
+    fleet = Fleet(ScenarioConfig(n_devices=3), 1, 1.0, np.random.default_rng(0))
+    fleet.arrival, fleet.free = [2.0, 1.0, 0.5], [0.0, 3.0, 1.0]
+    assert fleet.next_device() == (2, 1.0)
+    fleet.arrival, fleet.free = [1.0, 0.5, 1.0], [0.0, 1.0, 0.0]
+    assert fleet.next_device() == (0, 1.0)
