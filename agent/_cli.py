@@ -15,6 +15,7 @@ from typing import Any
 
 from agent.errors import AgentError
 from agent.scenario import ScenarioConfig
+from profiler.machine import cpu_model
 from profiler.schema import Profile, ProfileError, load_profile
 from traces import Trace, TraceError, TraceWarning, load_trace
 
@@ -168,14 +169,7 @@ def provenance(argv: Sequence[str], **extra: Any) -> dict[str, Any]:
             vers[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             vers[pkg] = "absent"
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     return {"command": " ".join(["python", "-m", *argv]), "python": platform.python_version(),
             "versions": vers, "machine": {"cpu": cpu, "platform": platform.platform()}, **extra}
 

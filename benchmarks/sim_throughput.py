@@ -13,7 +13,6 @@ other jobs' time too). Target: >= 50k steps/s.
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import numpy as np
 import agent
 from agent.env import AigcSplitEnv
 from agent.scenario import ScenarioConfig
+from profiler.machine import cpu_model
 from traces import DATA_DIR, load_traces
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,8 +76,7 @@ def main() -> None:
             if env.step(a_)[3]:
                 break
     print(f"warm-up (tables) {time.perf_counter() - t0:.1f} s")
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text()
-                .splitlines() if ln.startswith("model name")), platform.processor())
+    cpu = cpu_model()
     raw = [_rate(env, acts, a.seconds) for _ in range(3)]
     wrapped_env = gym.make(agent.ENV_ID, device_profile=dev, mec_profile=mec, traces=traces,
                            config=cfg, mec_speedup=a.mec_speedup)

@@ -13,6 +13,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from profiler.machine import cpu_model
+
 __all__ = ["file_sha256", "provenance"]
 
 _PACKAGES = ("aigc-offload-emu", "numpy", "onnxruntime", "torch", "stable-baselines3",
@@ -51,16 +53,6 @@ def _git() -> dict[str, Any]:
     return {"commit": rev.stdout.strip(), "emulator_dirty": bool(dirty.stdout.strip())}
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def provenance(argv: Sequence[str], seed: int, inputs: dict[str, Any]) -> dict[str, Any]:
     """Everything needed to say what produced a result (``inputs``: paths and hashes)."""
     return {
@@ -71,7 +63,7 @@ def provenance(argv: Sequence[str], seed: int, inputs: dict[str, Any]) -> dict[s
         "inputs": inputs,
         "versions": _versions(),
         "git": _git(),
-        "hardware": {"cpu": _cpu_model(), "cores": os.cpu_count(), "machine": platform.machine(),
+        "hardware": {"cpu": cpu_model(), "cores": os.cpu_count(), "machine": platform.machine(),
                      "kernel": platform.release(), "host": platform.node()},
         "clock": "time.monotonic (shared by all hosts of a run: one kernel)",
     }

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import onnxruntime as ort
 
+from .machine import cpu_model
 from .schema import Hardware, ProfileError
 
 __all__ = ["CLASSES", "HardwareClass", "cpu_model", "pinned", "resolve_class"]
@@ -94,17 +95,6 @@ class HardwareClass:
                         threads=self.intra_threads,
                         backend="onnxruntime-cuda" if self.label == "mec-gpu" else "onnxruntime-cpu",
                         versions=versions, description=desc)
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def resolve_class(name: str, threads: int | None = None, core: int | None = None,
