@@ -139,10 +139,25 @@ def test_outage_closes_the_gate_and_leaves_htb_alone() -> None:
     assert child._msgs(s, 0, c, 10e6) == [b"htb 10010 1250000"]  # type: ignore[arg-type]
     assert child._msgs(s, 0, c, 0.0) == [f"tbf 100000 {GATE_RATE_BPS // 8}".encode()]  # type: ignore[arg-type]
     assert child._msgs(s, 0, c, 50e3) == []  # type: ignore[arg-type]  # still an outage
+    assert not child.state[0]["opened"]
     assert child._msgs(s, 0, c, 20e6) == [  # type: ignore[arg-type]
         b"htb 10010 2500000",
         f"tbf 100000 {LINE_RATE_BPS // 8}".encode(),
     ]
+    assert child.state[0]["opened"]  # replay() kicks the interface after sending these
+    assert child._msgs(s, 0, c, 10e6) == [b"htb 10010 1250000"]  # type: ignore[arg-type]
+    assert not child.state[0]["opened"]
+
+
+def test_a_failed_kick_is_counted_not_raised() -> None:
+    from emulator.net.shaper import KICK_FRAME, ShapedClass, ShaperSettings, _Child
+
+    assert len(KICK_FRAME) == 60 and KICK_FRAME[12:14] == b"\x88\xb5"
+    c = ShapedClass("nonexistent0", 1, 0x10010, 0x10000, "leaf", 0, "up", _trace([1e6]))
+    child = _Child([c], ShaperSettings(), None)
+    socks: dict[str, object] = {}
+    child._kick(socks, c)  # type: ignore[arg-type]
+    assert child.kick_errors == 1 and not socks
 
 
 def test_changes_end_for_a_constant_trace() -> None:

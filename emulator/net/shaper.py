@@ -20,6 +20,17 @@ the T-Mobile LTE trace). So capacity below ``outage_below_bps`` does not lower t
 closes the class's TBF leaf instead (TBF never goes into debt, and ``tc qdisc change`` on a TBF
 keeps its queue). HTB itself still carries up to one frame-time of debt across each change
 (about -2% goodput at 10 changes/s alternating 5/12 Mbit/s, measured).
+
+Opening a gate: a closed TBF that holds a queue has armed its watchdog for the time its next
+frame would conform at GATE_RATE (up to 1.5 s ahead), and ``tc qdisc change`` neither cancels
+nor re-arms it; HTB meanwhile does not poll a leaf that returned nothing. So the queued frames
+would wait for that stale watchdog, or for the sender's next frame (with TCP backed off after
+an outage: its next RTO), before leaving. Measured: 0 bytes in the first 100 ms after an 8 s
+outage of the 5G trace (15 Mbit/s), 0.4 s of silence after a 0.5 s outage of the LTE trace at
+20 ms RTT. After opening a gate the shaper therefore "kicks" the interface: one 60-byte frame
+of a local experimental EtherType sent on the IFB with a packet socket is enqueued on its root
+qdisc (unclassified: HTB's direct queue), which runs a dequeue round; the IFB discards the
+frame itself (it only forwards redirected frames).
 """
 
 from __future__ import annotations
@@ -61,6 +72,8 @@ _CHUNK_S = 60.0  # trace segments are read ahead in chunks of this many seconds
 #: an open TBF gate: line rate (never the bottleneck) and its bucket
 LINE_RATE_BPS: int = 10_000_000_000
 LINE_BURST: int = 65536
+#: the frame sent on an IFB to run its qdisc after a gate opens (broadcast, EtherType 0x88b5)
+KICK_FRAME: bytes = b"\xff" * 6 + b"\x02\x00\x00\x00\x00\x01" + b"\x88\xb5" + b"\x00" * 46
 #: a closed TBF gate: ~1 KB/s, one-frame bucket (a TBF never goes into token debt)
 GATE_RATE_BPS: int = 8_000
 GATE_BURST: int = FRAME_BYTES + 100
@@ -157,6 +170,7 @@ class _Child:
         self.realtime = False
         self.errors: list[str] = []
         self.state: list[dict[str, Any]] = []
+        self.kick_errors = 0
 
     def _msgs(
         self, setter: HtbRateSetter, k: int, c: ShapedClass, capacity_bps: float
@@ -168,6 +182,7 @@ class _Child:
         no HTB token debt at a near-zero rate delays the link after the outage.
         """
         state = self.state[k]
+        state["opened"] = False
         msgs: list[bytes] = []
         if capacity_bps < self.cfg.outage_below_bps:
             if state["open"]:
@@ -188,11 +203,31 @@ class _Child:
                 for i, h, p in c.gates
             ]
             state["open"] = True
+            state["opened"] = True
         return msgs
+
+    def _kick(self, socks: dict[str, socket.socket], c: ShapedClass) -> None:
+        """Run the qdisc of ``c``'s interface now (see the module docstring: opening a gate)."""
+        try:
+            sock = socks.get(c.ifname)
+            if sock is None:
+                sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+                try:
+                    sock.bind((c.ifname, 0))
+                except OSError:
+                    sock.close()
+                    raise
+                socks[c.ifname] = sock
+            sock.send(KICK_FRAME)
+        except OSError as exc:  # a missed kick costs at most the stale watchdog's delay
+            self.kick_errors += 1
+            if self.kick_errors == 1:
+                print(f"emulator.net shaper: kick on {c.ifname} failed: {exc}", file=sys.stderr)
 
     def replay(self, t0: float) -> None:
         live = [c for c in self.classes if c.role in ("leaf", "cell")]
-        self.state = [{"rate": None, "open": True} for _ in live]
+        self.state = [{"rate": None, "open": True, "opened": False} for _ in live]
+        kick_socks: dict[str, socket.socket] = {}
         try:
             with HtbRateSetter() as setter:
                 t_now = max(0.0, time.monotonic() - t0)
@@ -219,6 +254,8 @@ class _Child:
                         b = time.monotonic()
                         self.calls_ms.append((b - a) * 1e3)
                         self.lags_ms.append((b - due) * 1e3)
+                    if self.state[k]["opened"]:
+                        self._kick(kick_socks, live[k])
                     if msgs:
                         lead = min(statistics.median(self.calls_ms[-32:]) / 1e3, 0.005)
                     nxt = next(iters[k], None)
@@ -227,6 +264,9 @@ class _Child:
         except Exception as exc:  # reported to the parent by poll()/stop()
             self.errors.append(f"shaper: {type(exc).__name__}: {exc}")
             print(f"emulator.net shaper: {self.errors[-1]}", file=sys.stderr, flush=True)
+        finally:
+            for sock in kick_socks.values():
+                sock.close()
 
     def _sleep_until(self, deadline: float) -> bool:
         while True:
