@@ -44,16 +44,12 @@ from emulator.net.measure import (
     udp_one_way,
     write_link_csv,
 )
+from profiler.machine import cpu_model
 from traces import Trace, load_trace
 
 
 def _machine() -> str:
-    cpu = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    return f"{cpu}, {os.cpu_count()} CPUs, kernel {platform.release()}"
+    return f"{cpu_model()}, {os.cpu_count()} CPUs, kernel {platform.release()}"
 
 
 def _verdict(ok: bool) -> str:

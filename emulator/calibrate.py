@@ -30,19 +30,10 @@ from emulator.net.measure import (
     fidelity,
     write_link_csv,
 )
+from profiler.machine import cpu_model
 from traces import FORMATS, TraceError, load_trace
 
 __all__ = ["calibrate", "main"]
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def calibrate(
@@ -178,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             "mean_mbps": trace.mean_bps() / 1e6,
         },
         "machine": {
-            "cpu": _cpu_model(),
+            "cpu": cpu_model(),
             "cpus": os.cpu_count(),
             "kernel": platform.release(),
             "python": platform.python_version(),
