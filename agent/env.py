@@ -33,6 +33,7 @@ The timeline of a request is the shared latency model: the part up to the first 
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
@@ -47,7 +48,13 @@ from agent.actions import ActionCosts, SplitActions
 from agent.errors import AgentError
 from agent.latency import LatencyModel, MecState
 from agent.link import FastTrace, Link
-from agent.observation import HISTORY, OBS_HIGH, ObservationEncoder, harmonic_mean, history_feature
+from agent.observation import (
+    HISTORY,
+    OBS_HIGH,
+    QUEUE_SCALE,
+    RTT_SCALE_S,
+    ObservationEncoder,
+)
 from agent.policy import Workload
 from agent.scenario import Fleet, ScenarioConfig, make_links
 from agent.tables import RemainderTable
@@ -117,6 +124,12 @@ class AigcSplitEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
         self._mask_l = self._mask_all_l
         self._window = self.config.probe_window_s
         self._encode = self.encoder.encode_scaled
+        enc = self.encoder
+        self._buf, self._pred, self._vec = enc._buf, enc._pred, enc._vec
+        self._high, self._clipped, self._nf = enc._high, enc._clipped, enc._nf
+        self._zeros = enc._zeros
+        self._var_obs: list[tuple[list[float], npt.NDArray[np.float64]]] = []
+        self._obs_consts()
         self._links: list[Link] = []
         # per episode and device: uplink, trace offset, RTT, scaled history, tables by variant
         self._ups: list[FastTrace] = []
@@ -139,6 +152,7 @@ class AigcSplitEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
             raise AgentError("share_tables needs envs of the same profiles and scenario")
         self._costs = other._costs
         self._tables = other._tables
+        self._obs_consts()
 
     # ------------------------------------------------------------------ helpers
     def _table(self, link: Link, variant: int) -> RemainderTable:
@@ -155,10 +169,24 @@ class AigcSplitEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
         tab = self._dev_tables[i][variant] = self._table(self._links[i], variant)
         return tab
 
+    def _obs_consts(self) -> None:
+        """Per variant: the repeat features and the prediction basis (the encoder's)."""
+        enc = self.encoder
+        self._var_obs = [(enc._repeat_features(c), c.basis) for c in self._costs]
+
     def _observe(self) -> npt.NDArray[np.float32]:
+        # Fleet.next_device, MecState.status, harmonic_mean and ObservationEncoder.encode_scaled,
+        # inlined (same operations in the same order: identical values)
         fleet = self._fleet
         assert fleet is not None
-        i, t = fleet.next_device()
+        arrival, free = fleet.arrival, fleet.free
+        a, f = arrival[0], free[0]
+        i, t = 0, (a if a > f else f)
+        for j in range(1, fleet.n):
+            a, f = arrival[j], free[j]
+            s = a if a > f else f
+            if s < t:
+                i, t = j, s
         self._dev, self._t = i, t
         hist = fleet.history[i]
         o = self._offsets[i]
@@ -166,12 +194,47 @@ class AigcSplitEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
         bps = self._ups[i].mean_bps(t + o - self._window, t + o)
         hist.append(bps)
         feats = self._hist_feats[i]
-        feats.append(history_feature(bps))
+        feats.append(math.log10(1.0 + bps * 1e-5) * 0.25 if bps > 0.0 else 0.0)
         mec = self._mec
-        q, busy, wait, accepts = mec.status(t)
-        self._accepts = accepts
-        obs = self._encode(feats, harmonic_mean(hist), self._rtts[i], q, busy, mec.slots, wait,
-                           self._costs[fleet.variant[i]])
+        pending = mec._pending
+        if pending:
+            pending = mec._pending = [x for x in pending if x > t]
+        q = len(pending)
+        busy = 0
+        slots_free = mec.free
+        low = slots_free[0]
+        for f in slots_free:
+            if f > t:
+                busy += 1
+            if f < low:
+                low = f
+        wait = low - t if low > t else 0.0
+        lim = mec.queue_limit
+        accepts = self._accepts = lim is None or q < lim
+        n = 0
+        inv = 0.0
+        for x in hist:
+            if x > 0.0:
+                n += 1
+                inv += 1.0 / x
+        est = n / inv if n else 0.0
+        thr = est if est > 1.0 else 1.0
+        reps, basis = self._var_obs[fleet.variant[i]]
+        rtt = self._rtts[i]
+        nh = len(feats)
+        self._buf[: self._nf] = [*(feats if nh == HISTORY else [*self._zeros[nh:], *feats]),
+                                 math.log10(1.0 + thr * 1e-5) * 0.25, rtt / RTT_SCALE_S,
+                                 q / QUEUE_SCALE, busy / mec.slots, wait / self.time_scale_s,
+                                 *reps]
+        vec = self._vec
+        vec[1] = 8.0 / thr
+        vec[2] = rtt
+        vec[3] = wait
+        basis.dot(vec, out=self._pred)
+        # clip in float64, then round (as encode_scaled)
+        clipped = self._clipped
+        np.minimum(self._buf, self._high, out=clipped)
+        obs: npt.NDArray[np.float32] = clipped.astype(np.float32)
         if self._budget is None:
             if accepts:
                 self._mask, self._mask_l = self._mask_all, self._mask_all_l
@@ -237,7 +300,9 @@ class AigcSplitEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
             t_end = t + local_s
             offloaded = False
         latency = t_end - t
-        fleet.done(i, t_end)
+        # Fleet.done, inlined
+        fleet.free[i] = t_end
+        fleet._draw(i, fleet.arrival[i])
         obs = self._observe()
         truncated = self._t >= self._horizon
         info = {"latency_s": latency, "action": a, "device": i, "offloaded": offloaded}
