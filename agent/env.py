@@ -123,7 +123,6 @@ class AigcSplitEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
         self._mask = self._mask_all
         self._mask_l = self._mask_all_l
         self._window = self.config.probe_window_s
-        self._encode = self.encoder.encode_scaled
         enc = self.encoder
         self._buf, self._pred, self._vec = enc._buf, enc._pred, enc._vec
         self._high, self._clipped, self._nf = enc._high, enc._clipped, enc._nf
