@@ -39,6 +39,48 @@ _BULK = str(Path(__file__).with_name("bulk.py"))
 _NICE = ["chrt", "-f", "1"]
 
 
+def _measure(
+    net: EmulatedNetwork,
+    device: int,
+    what: str,
+    recv_args: list[str],
+    send_args: list[str],
+    t0: float,
+    seconds: float,
+    window_s: float,
+    payload_scale: float,
+) -> list[dict[str, Any]]:
+    """Run one ``bulk.py`` receiver on the MEC and its sender on ``device``, start the replay at
+    ``t0`` and return per-window rows ``t_s, capacity_mbps, goodput_mbps`` (received bytes x
+    ``payload_scale``)."""
+    py = sys.executable
+    recv = net.popen(net.mec, [*_NICE, py, "-I", _BULK, *recv_args],
+                     stdout=subprocess.PIPE, text=True)
+    assert recv.stdout is not None
+    if recv.stdout.readline().strip() != "listening":
+        raise NetError(f"{what} receiver failed to start on the MEC host")
+    send = net.popen(net.devices[device], [*_NICE, py, "-I", _BULK, *send_args],
+                     stdout=subprocess.DEVNULL)
+    net.start_shaping(t0)
+    out, _ = recv.communicate(timeout=seconds + 30)
+    send.wait(timeout=10)
+    try:
+        counts = json.loads(out.strip().splitlines()[-1])["bytes"]
+    except (ValueError, IndexError, KeyError) as exc:
+        raise NetError(f"{what} receiver gave no result: {out!r}") from exc
+    rows = []
+    for k, nbytes in enumerate(counts):
+        a, b = k * window_s, (k + 1) * window_s
+        rows.append(
+            {
+                "t_s": round(a, 3),
+                "capacity_mbps": round(net.capacity_mean(device, a, b) / 1e6, 4),
+                "goodput_mbps": round(nbytes * payload_scale * 8 / window_s / 1e6, 4),
+            }
+        )
+    return rows
+
+
 def bulk_goodput(
     net: EmulatedNetwork,
     seconds: float,
@@ -54,68 +96,13 @@ def bulk_goodput(
     from now: the flow is at full speed at trace time 0).
     """
     port = 5001
-    py = sys.executable
     if t0 is None:
         t0 = time.monotonic() + 2.0
-    recv = net.popen(
-        net.mec,
-        [
-            *_NICE,
-            py,
-            "-I",
-            _BULK,
-            "recv",
-            "--port",
-            str(port),
-            "--t0",
-            repr(t0),
-            "--window",
-            repr(window_s),
-            "--seconds",
-            repr(seconds),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert recv.stdout is not None
-    if recv.stdout.readline().strip() != "listening":
-        raise NetError("bulk receiver failed to start on the MEC host")
-    send = net.popen(
-        net.devices[device],
-        [
-            *_NICE,
-            py,
-            "-I",
-            _BULK,
-            "send",
-            "--host",
-            MEC_IP,
-            "--port",
-            str(port),
-            "--seconds",
-            repr(t0 - time.monotonic() + seconds + 1.0),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    net.start_shaping(t0)
-    out, _ = recv.communicate(timeout=seconds + 30)
-    send.wait(timeout=10)
-    try:
-        counts = json.loads(out.strip().splitlines()[-1])["bytes"]
-    except (ValueError, IndexError, KeyError) as exc:
-        raise NetError(f"bulk receiver gave no result: {out!r}") from exc
-    rows = []
-    for k, nbytes in enumerate(counts):
-        a, b = k * window_s, (k + 1) * window_s
-        cap = net.capacity_mean(device, a, b)
-        rows.append(
-            {
-                "t_s": round(a, 3),
-                "capacity_mbps": round(cap / 1e6, 4),
-                "goodput_mbps": round(nbytes * 8 / window_s / 1e6, 4),
-            }
-        )
-    return rows
+    recv_args = ["recv", "--port", str(port), "--t0", repr(t0), "--window", repr(window_s),
+                 "--seconds", repr(seconds)]
+    send_args = ["send", "--host", MEC_IP, "--port", str(port),
+                 "--seconds", repr(t0 - time.monotonic() + seconds + 1.0)]
+    return _measure(net, device, "bulk", recv_args, send_args, t0, seconds, window_s, 1.0)
 
 
 def udp_flood(
@@ -134,7 +121,6 @@ def udp_flood(
     payload (x 1448/1472) so it compares with capacity like the TCP figure.
     """
     dt = 0.1
-    py = sys.executable
     t0 = time.monotonic() + 1.5
     n = round(seconds / dt) + 1
     frac = PAYLOAD_FRACTION if net.cfg.compensate_overhead else 1.0
@@ -142,66 +128,12 @@ def udp_flood(
         overload * max(net.capacity_mean(device, k * dt, (k + 1) * dt), 0.0) / frac / 8.0
         for k in range(n)
     ]
-    recv = net.popen(
-        net.mec,
-        [
-            *_NICE,
-            py,
-            "-I",
-            _BULK,
-            "urecv",
-            "--t0",
-            repr(t0),
-            "--window",
-            repr(window_s),
-            "--seconds",
-            repr(seconds),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert recv.stdout is not None
-    if recv.stdout.readline().strip() != "listening":
-        raise NetError("UDP receiver failed to start on the MEC host")
-    send = net.popen(
-        net.devices[device],
-        [
-            *_NICE,
-            py,
-            "-I",
-            _BULK,
-            "usend",
-            "--host",
-            MEC_IP,
-            "--t0",
-            repr(t0),
-            "--seconds",
-            repr(seconds + 0.5),
-            "--dt",
-            repr(dt),
-            "--rates",
-            ",".join(f"{r:.0f}" for r in rates),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    net.start_shaping(t0)
-    out, _ = recv.communicate(timeout=seconds + 30)
-    send.wait(timeout=10)
-    try:
-        counts = json.loads(out.strip().splitlines()[-1])["bytes"]
-    except (ValueError, IndexError, KeyError) as exc:
-        raise NetError(f"UDP receiver gave no result: {out!r}") from exc
-    rows = []
-    for k, nbytes in enumerate(counts):
-        a, b = k * window_s, (k + 1) * window_s
-        rows.append(
-            {
-                "t_s": round(a, 3),
-                "capacity_mbps": round(net.capacity_mean(device, a, b) / 1e6, 4),
-                "goodput_mbps": round(nbytes * (1448 / 1472) * 8 / window_s / 1e6, 4),
-            }
-        )
-    return rows
+    recv_args = ["urecv", "--t0", repr(t0), "--window", repr(window_s),
+                 "--seconds", repr(seconds)]
+    send_args = ["usend", "--host", MEC_IP, "--t0", repr(t0), "--seconds", repr(seconds + 0.5),
+                 "--dt", repr(dt), "--rates", ",".join(f"{r:.0f}" for r in rates)]
+    return _measure(net, device, "UDP", recv_args, send_args, t0, seconds, window_s,
+                    1448 / 1472)
 
 
 def fidelity(
