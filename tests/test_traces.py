@@ -9,7 +9,7 @@ import re
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import traces
@@ -286,6 +286,7 @@ def test_vectorised_equals_scalar(
     st.lists(st.floats(-10.0, 110.0), min_size=1, max_size=60),
     st.sampled_from(["left", "right"]),
 )
+@example(xs=[0.0, 2.225073858507203e-309], qs=[0.0], side="left")  # subnormal span: scale = inf
 def test_bucket_index_equals_searchsorted(xs: list[float], qs: list[float], side: str) -> None:
     arr = np.sort(np.array(xs + xs[: len(xs) // 3]))  # with duplicates, as cum bytes over gaps
     q = np.concatenate([np.array(qs), arr, np.nextafter(arr, np.inf), np.nextafter(arr, -np.inf)])

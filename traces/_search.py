@@ -10,6 +10,7 @@ which is what dominates finish-time queries on 1 ms-resolution Mahimahi traces.
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import numpy as np
@@ -29,7 +30,10 @@ class BucketIndex:
         self.lo = float(xs[0])
         span = float(xs[-1]) - self.lo
         self.buckets = int(min(max(2 * self.size, 16), 1 << 22))
-        self.scale = self.buckets / span if span > 0 else 0.0
+        scale = self.buckets / span if span > 0 else 0.0
+        # a subnormal span overflows the scale to inf (and 0 * inf is NaN): then every query
+        # starts at bucket 0 and walks, still exact
+        self.scale = scale if math.isfinite(scale) else 0.0
         edges = self.lo + np.arange(self.buckets + 1) * (span / self.buckets)
         self.table = np.searchsorted(xs, edges, side=side).astype(np.intp)
 
@@ -45,7 +49,10 @@ class BucketIndex:
 
     def __call__(self, q: npt.NDArray[np.float64]) -> npt.NDArray[np.intp]:
         flat = np.ravel(q)
-        b = np.clip((flat - self.lo) * self.scale, 0, self.buckets - 1).astype(np.intp)
+        if self.scale == 0.0:  # one bucket in effect (and no inf * 0 for infinite queries)
+            b = np.zeros(flat.shape, dtype=np.intp)
+        else:
+            b = np.clip((flat - self.lo) * self.scale, 0, self.buckets - 1).astype(np.intp)
         j = self.table[b]
         for step, wrong in ((1, self._ahead), (-1, self._behind)):
             active = np.flatnonzero(wrong(j, flat))
