@@ -39,6 +39,11 @@ class HardwareClass:
     gpu: str | None
     quota: float | None = None  # fraction of one core (cgroup CPU quota), device class only
 
+    @property
+    def ort_device(self) -> str:
+        """Where bound inputs and outputs live: ``cuda`` for ORT's CUDA provider, else ``cpu``."""
+        return "cuda" if self.providers[0] == "CUDAExecutionProvider" else "cpu"
+
     def session_options(self) -> ort.SessionOptions:
         so = ort.SessionOptions()
         so.intra_op_num_threads = self.intra_threads
