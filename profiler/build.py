@@ -23,6 +23,7 @@ from .graph import analyse, dtype_of, fold_static_shapes, load_onnx, resolve_sha
 from .hardware import HardwareClass, pinned
 from .schema import Block, ModelInfo, Pass, Profile, ProfileError, TensorInfo
 from .timing import time_pass
+from .torch_timing import time_pass_torch
 from .zoo import BlockKey, get_model
 
 __all__ = ["DEFAULT_TOLERANCE", "profile_onnx", "profile_pass", "profile_zoo"]
@@ -44,12 +45,18 @@ def profile_pass(name: str, repeat: int, whole_path: Path,
                  state: Collection[str] = (), returns: Sequence[str] | None = None,
                  blocks: int = 8, warmup: int = 2, runs: int = 10, min_seconds: float = 3.0,
                  tolerance: float = DEFAULT_TOLERANCE, note: str = "", quiet: bool = False,
-                 block_key: BlockKey | None = None) -> Pass:
+                 block_key: BlockKey | None = None, module: torch.nn.Module | None = None,
+                 module_inputs: Sequence[torch.Tensor] = ()) -> Pass:
     """Cut ``whole_path`` into pieces, check the chain and time everything on ``hw``.
 
     Blocks follow module scopes when ``block_key`` is given (zoo models), otherwise cut
-    points are found in the graph (about ``blocks`` blocks).
+    points are found in the graph (about ``blocks`` blocks). When ``hw`` times with torch,
+    ``module(*module_inputs)`` (the pass the ONNX file was exported from) is timed on the
+    same blocks, and ONNX Runtime on the CPU only runs the chain check once.
     """
+    if hw.torch_device is not None and (module is None or block_key is None):
+        raise ProfileError("timing with torch needs a zoo model (its torch modules); an ONNX "
+                           "file is timed with ONNX Runtime (--backend onnxruntime)")
     m = load_onnx(whole_path)
     info = analyse(m)
     if block_key is not None:
@@ -65,8 +72,20 @@ def profile_pass(name: str, repeat: int, whole_path: Path,
     _info(f"{name}: {len(pieces)} blocks, timing {warmup} warm-up + {runs} runs [{hw.label}]",
           quiet)
     with pinned(hw):
-        t = time_pass(name, whole_path, pieces, feeds, hw, warmup=warmup, runs=runs,
-                      weight_bytes=wbytes, min_seconds=min_seconds, progress=not quiet)
+        if hw.torch_device is None:
+            t = time_pass(name, whole_path, pieces, feeds, hw, warmup=warmup, runs=runs,
+                          weight_bytes=wbytes, min_seconds=min_seconds, progress=not quiet)
+        else:
+            assert module is not None and block_key is not None
+            check = dataclasses.replace(hw, torch_device=None, providers=("CPUExecutionProvider",))
+            t = time_pass(name, whole_path, pieces, feeds, check, warmup=0, runs=1,
+                          weight_bytes=wbytes, progress=False)  # the chain check only
+            tt = time_pass_torch(name, module, module_inputs, block_key,
+                                 [p.name for p in pieces], torch.device(hw.torch_device),
+                                 warmup=warmup, runs=runs, min_seconds=min_seconds,
+                                 threads=hw.intra_threads, progress=not quiet)
+            t = dataclasses.replace(t, whole=tt.whole, whole_cold_ms=tt.whole_cold_ms,
+                                    blocks=tt.blocks, blocks_cold_ms=tt.blocks_cold_ms)
     if t.max_error > tolerance:
         raise ProfileError(f"pass {name!r}: chained pieces differ from the whole model by "
                            f"{t.max_error:.3g} (> tolerance {tolerance:g}); the cut is wrong")
@@ -122,7 +141,9 @@ def profile_zoo(model: str, params: Mapping[str, int], hw: HardwareClass, work_r
         path = export_pass(spec, wd / f"{spec.name}.onnx", reuse=reuse)
         feeds = {n: x.detach().numpy().copy()
                  for n, x in zip(spec.input_names, spec.inputs, strict=True)}
-        todo.append((dataclasses.replace(spec, module=torch.nn.Identity(), inputs=()), path, feeds))
+        if hw.torch_device is None:  # ONNX Runtime times it: the torch module can go
+            spec = dataclasses.replace(spec, module=torch.nn.Identity(), inputs=())
+        todo.append((spec, path, feeds))
     del specs
     gc.collect()
     out: list[Pass] = []
@@ -132,7 +153,8 @@ def profile_zoo(model: str, params: Mapping[str, int], hw: HardwareClass, work_r
                                 returns=spec.output_names[:1], warmup=warmup, runs=runs,
                                 min_seconds=min_seconds,
                                 tolerance=tolerance, note=spec.note, quiet=quiet,
-                                block_key=spec.block_key))
+                                block_key=spec.block_key, module=spec.module,
+                                module_inputs=spec.inputs))
     return Profile(model=ModelInfo(zm.name, zm.source, zm.describe(full)),
                    hardware=hw.describe(f"cold first run kept apart, {warmup} warm-up, then >= {runs} "
                                        f"timed runs per session (more within {min_seconds:g} s)"),

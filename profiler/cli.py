@@ -30,7 +30,7 @@ _EPILOG = """examples:
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="python -m profiler", description="Cut generative models into blocks, time them "
-        "per hardware class with ONNX Runtime and write profile JSON.", epilog=_EPILOG,
+        "per hardware class with ONNX Runtime (or torch on a GPU) and write profile JSON.", epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
@@ -41,6 +41,10 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--class", dest="hw", choices=["device", "mec"], default="device",
                        help="hardware class: device = 1 ORT thread pinned to one core; mec = "
                        "ORT CUDA if installed, else all CPU threads (labelled mec-cpu)")
+        p.add_argument("--backend", choices=["auto", "onnxruntime", "torch"], default="auto",
+                       help="what times the blocks: auto = ONNX Runtime, or for --class mec "
+                       "torch CUDA when a GPU exists but ORT has no CUDA provider (zoo models "
+                       "only); torch = torch on the class's device (CPU without a GPU)")
         p.add_argument("--runs", type=int, default=10, help="timed runs per session (default 10)")
         p.add_argument("--min-seconds", type=float, default=3.0,
                        help="fast passes keep timing until this much time passed (max 10x "
@@ -157,7 +161,13 @@ def _run(a: argparse.Namespace, argv: Sequence[str]) -> int:
     from .export import default_work_dir
     from .hardware import resolve_class
 
-    hw = resolve_class(a.hw, threads=a.threads, core=a.core, quota=a.cpu_quota)
+    backend = a.backend
+    if a.cmd == "profile":  # an ONNX file has no torch modules to time
+        if backend == "torch":
+            raise ProfileError("--backend torch needs a zoo model (`python -m profiler model`); "
+                               "an ONNX file is timed with ONNX Runtime")
+        backend = "onnxruntime"
+    hw = resolve_class(a.hw, threads=a.threads, core=a.core, quota=a.cpu_quota, backend=backend)
     work = a.work_dir or default_work_dir()
     if a.cmd == "model":
         from .zoo import get_model

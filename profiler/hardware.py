@@ -2,8 +2,14 @@
 
 * ``device``: one ONNX Runtime intra-op thread, one inter-op thread, no spinning, the process
   pinned to one core with ``os.sched_setaffinity`` (a phone big core stands in for it).
-* ``mec``: a GPU through ORT's CUDA provider when that provider is installed; otherwise this
-  machine's CPU with all its threads, labelled ``mec-cpu`` and saying no GPU was available.
+* ``mec``: a GPU through ORT's CUDA provider when that provider is installed; else, when torch
+  sees a CUDA GPU, torch on that GPU timing the same blocks (zoo models only, see
+  :mod:`profiler.torch_timing`); otherwise this machine's CPU with all its threads, labelled
+  ``mec-cpu`` and saying no GPU was available.
+
+The backend (``onnxruntime-cpu``, ``onnxruntime-cuda``, ``torch-cuda``, ``torch-cpu``) is
+recorded in every profile. ``backend="torch"`` forces torch timing (on the CPU when there is
+no GPU), ``backend="onnxruntime"`` forbids it.
 
 Threads are always set explicitly (ORT otherwise sizes its pools from the host) and
 recorded, with the versions of everything that ran, in :class:`profiler.schema.Hardware`.
@@ -22,9 +28,10 @@ import onnxruntime as ort
 from .machine import cpu_model
 from .schema import Hardware, ProfileError
 
-__all__ = ["CLASSES", "HardwareClass", "cpu_model", "pinned", "resolve_class"]
+__all__ = ["BACKENDS", "CLASSES", "HardwareClass", "cpu_model", "pinned", "resolve_class"]
 
 CLASSES = ("device", "mec")
+BACKENDS = ("auto", "onnxruntime", "torch")
 
 
 @dataclass(frozen=True)
@@ -38,6 +45,14 @@ class HardwareClass:
     core: int | None  # the core the process is pinned to, if any
     gpu: str | None
     quota: float | None = None  # fraction of one core (cgroup CPU quota), device class only
+    torch_device: str | None = None  # "cuda" or "cpu": blocks timed with torch, not ORT
+
+    @property
+    def backend(self) -> str:
+        """What times the blocks: ``onnxruntime-cpu|cuda`` or ``torch-cpu|cuda``."""
+        if self.torch_device is not None:
+            return f"torch-{self.torch_device}"
+        return f"onnxruntime-{self.ort_device}"
 
     @property
     def ort_device(self) -> str:
@@ -59,24 +74,33 @@ class HardwareClass:
         allowed = len(os.sched_getaffinity(0))
         machine = f"{cpu_model()}, {os.cpu_count()} logical cores ({allowed} allowed)"
         if self.label.startswith("device"):
-            desc = (f"device class: ONNX Runtime CPU, {self.intra_threads} intra-op thread, "
-                    f"{self.inter_threads} inter-op, spinning off, pinned to core {self.core} "
-                    f"of {machine}")
+            runtime = (f"torch {torch_version()} CPU, {self.intra_threads} thread, block "
+                       "boundaries stamped by forward hooks" if self.torch_device else
+                       f"ONNX Runtime CPU, {self.intra_threads} intra-op thread, "
+                       f"{self.inter_threads} inter-op, spinning off")
+            desc = f"device class: {runtime}, pinned to core {self.core} of {machine}"
             if self.quota is not None:
                 from .quota import PERIOD_US, quota_mechanism
 
                 desc += (f", slowed by a CPU quota of {100 * self.quota:.0f}% of that core "
                          f"({quota_mechanism()}, period {PERIOD_US} us)")
+        elif self.label == "mec-gpu" and self.torch_device == "cuda":
+            desc = (f"MEC class: torch {torch_version()} CUDA on {self.gpu} (this onnxruntime "
+                    "has no CUDA provider); the same blocks as the ONNX pieces, timed with CUDA "
+                    "events at block boundaries in one forward pass, the whole pass in "
+                    "hook-free passes interleaved with them")
         elif self.label == "mec-gpu":
             desc = f"MEC class: ONNX Runtime CUDA provider on {self.gpu}"
         else:
             gpu = _torch_gpu()
-            why = (f"a GPU ({gpu}) exists but this onnxruntime has no CUDA provider (timing "
-                   "the blocks with torch CUDA is not implemented)" if gpu else
+            why = (f"a GPU ({gpu}) exists but this onnxruntime has no CUDA provider and torch "
+                   "timing was not chosen (it needs a zoo model)" if gpu else
                    "no GPU was available")
+            runtime = (f"torch {torch_version()} CPU, block boundaries stamped by forward hooks"
+                       if self.torch_device == "cpu" else
+                       f"ONNX Runtime CPU, inter-op {self.inter_threads}, spinning off")
             desc = (f"MEC class on CPU: {why}, so this is {machine} with all "
-                    f"{self.intra_threads} threads (ONNX Runtime CPU, inter-op "
-                    f"{self.inter_threads}, spinning off); a real MEC GPU is much faster")
+                    f"{self.intra_threads} threads ({runtime}); a real MEC GPU is much faster")
         if note:
             desc += f"; {note}"
         desc += (f"; 1-min load average {os.getloadavg()[0]:.1f} when written (other jobs on "
@@ -98,17 +122,21 @@ class HardwareClass:
             pass
         return Hardware(hw_class=self.label, cpu=cpu_model(), gpu=self.gpu,
                         threads=self.intra_threads,
-                        backend="onnxruntime-cuda" if self.label == "mec-gpu" else "onnxruntime-cpu",
+                        backend=self.backend,
                         versions=versions, description=desc)
 
 
 def resolve_class(name: str, threads: int | None = None, core: int | None = None,
-                  quota: float | None = None) -> HardwareClass:
+                  quota: float | None = None, backend: str = "auto") -> HardwareClass:
     """The session settings for ``device`` or ``mec`` on this machine.
 
     ``quota`` (device only): a fraction of one core enforced by a cgroup CPU quota; the class
     is then labelled ``device-q<percent>`` (e.g. ``device-q50``), a slower phone.
+    ``backend``: ``auto`` (ORT, or torch CUDA for ``mec`` when ORT has no CUDA provider but
+    torch sees a GPU), ``onnxruntime`` or ``torch``.
     """
+    if backend not in BACKENDS:
+        raise ProfileError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
     allowed = sorted(os.sched_getaffinity(0))
     if quota is not None and name != "device":
         raise ProfileError("--cpu-quota applies to the device class only")
@@ -127,15 +155,27 @@ def resolve_class(name: str, threads: int | None = None, core: int | None = None
                 raise ProfileError("--cpu-quota needs the cgroup cpu controller, which this "
                                    "machine lacks")
         label = "device" if quota is None else f"device-q{round(100 * quota)}"
-        return HardwareClass(label, threads or 1, 1, ("CPUExecutionProvider",), c, None, quota)
+        return HardwareClass(label, threads or 1, 1, ("CPUExecutionProvider",), c, None, quota,
+                             "cpu" if backend == "torch" else None)
     if name == "mec":
-        if "CUDAExecutionProvider" in ort.get_available_providers():
-            return HardwareClass("mec-gpu", threads or len(allowed), 1,
-                                 ("CUDAExecutionProvider", "CPUExecutionProvider"), None,
+        n = threads or len(allowed)
+        cpu = ("CPUExecutionProvider",)
+        ort_cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+        gpu = _torch_gpu()
+        if ort_cuda and backend != "torch":
+            return HardwareClass("mec-gpu", n, 1, ("CUDAExecutionProvider", *cpu), None,
                                  _gpu_name())
-        return HardwareClass("mec-cpu", threads or len(allowed), 1, ("CPUExecutionProvider",),
-                             None, None)
+        if gpu and backend != "onnxruntime":
+            return HardwareClass("mec-gpu", n, 1, cpu, None, gpu, None, "cuda")
+        return HardwareClass("mec-cpu", n, 1, cpu, None, None, None,
+                             "cpu" if backend == "torch" else None)
     raise ProfileError(f"unknown hardware class {name!r}; use one of {', '.join(CLASSES)}")
+
+
+def torch_version() -> str:
+    import torch
+
+    return str(torch.__version__)
 
 
 def _torch_gpu() -> str | None:

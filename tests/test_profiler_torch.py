@@ -1,0 +1,117 @@
+"""Timing zoo blocks with torch (the MEC GPU path when ONNX Runtime has no CUDA provider).
+
+No GPU is needed: the same code times on the CPU (``--backend torch``), and the block
+boundaries, the block order and the bytes must be those of the ONNX pieces.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from profiler import hardware
+from profiler.build import profile_zoo
+from profiler.hardware import resolve_class
+from profiler.schema import ProfileError, load_profile, save_profile
+from profiler.torch_timing import block_heads, time_pass_torch
+from profiler.zoo import get_model
+
+pytestmark = pytest.mark.onnx
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_block_heads_are_the_modules_the_block_rule_names() -> None:
+    spec = get_model("gpt2-tiny").build(get_model("gpt2-tiny").defaults)[0]
+    heads = block_heads(spec.module, spec.block_key)
+    # GPT-2 tiny has two layers; submodules of a head (h.0.attn, embed.wte) are not heads
+    assert [(n, b) for n, b, _ in heads] == [("embed", "embed"), ("h.0", "h.0"),
+                                             ("h.1", "h.1"), ("head", "head")]
+
+
+def test_sd15_tiny_unet_heads_cover_every_onnx_block() -> None:
+    # the stem is three modules (time_proj, time_embedding, conv_in) that make one block
+    spec = get_model("sd15-tiny").build({"steps": 1})[1]
+    heads = block_heads(spec.module, spec.block_key)
+    stem = [n for n, b, _ in heads if b == "stem"]
+    assert sorted(stem) == ["m.conv_in", "m.time_embedding", "m.time_proj"]
+    blocks = list(dict.fromkeys(b for _, b, _ in heads))
+    assert blocks[0] == "stem" and "mid_block.resnets.0" in blocks and blocks[-1] == "out"
+
+
+def test_torch_blocks_telescope_and_are_checked_against_the_onnx_order() -> None:
+    spec = get_model("gpt2-tiny").build(get_model("gpt2-tiny").defaults)[1]  # decode
+    names = ["embed", "h.0", "h.1", "head"]
+    t = time_pass_torch("decode", spec.module, spec.inputs, spec.block_key, names,
+                        torch.device("cpu"), warmup=0, runs=3, threads=1, progress=False)
+    assert len(t.blocks) == 4 and all(b.runs == 3 and b.median > 0 for b in t.blocks)
+    assert t.whole.runs == 3 and t.whole.median > 0
+    # the cold run's blocks are consecutive slices of one pass: they add up to its whole
+    assert sum(t.blocks_cold_ms) == pytest.approx(t.whole_cold_ms, rel=1e-12)
+    with pytest.raises(ProfileError, match=r"torch runs the blocks as \['embed', 'h.0'"):
+        time_pass_torch("decode", spec.module, spec.inputs, spec.block_key,
+                        ["embed", "h.1", "h.0", "head"], torch.device("cpu"), warmup=0, runs=1,
+                        progress=False)
+
+
+def test_torch_profile_matches_the_onnx_profile_blocks(tmp_path: Path) -> None:
+    root = tmp_path / "work"
+    hw_t = resolve_class("device", backend="torch")
+    hw_o = resolve_class("device")
+    assert (hw_t.backend, hw_o.backend) == ("torch-cpu", "onnxruntime-cpu")
+    pt = profile_zoo("gpt2-tiny", {}, hw_t, root, warmup=1, runs=5, min_seconds=0.0,
+                     quiet=True)
+    po = profile_zoo("gpt2-tiny", {}, hw_o, root, warmup=0, runs=1, min_seconds=0.0,
+                     quiet=True)
+    assert pt.hardware.backend == "torch-cpu" and "torch" in pt.hardware.description
+    for a, b in zip(pt.passes, po.passes, strict=True):
+        assert [x.name for x in a.blocks] == [x.name for x in b.blocks]
+        assert [x.out_bytes for x in a.blocks] == [x.out_bytes for x in b.blocks]
+        assert [x.weight_bytes for x in a.blocks] == [x.weight_bytes for x in b.blocks]
+        assert a.chain_max_error <= 1e-4
+        assert all(x.latency.runs >= 5 for x in a.blocks)
+        # hooks cost little: the blocks of a hooked pass add up to about a plain pass
+        # (a loose bound: the build machine is shared and noisy)
+        s = sum(x.latency.median for x in a.blocks)
+        assert 0.5 < s / a.whole.median < 2.0, (a.name, s, a.whole.median)
+    save_profile(pt, tmp_path / "t.json")
+    assert load_profile(tmp_path / "t.json") == pt
+
+
+def test_class_resolution_picks_torch_cuda_only_without_ort_cuda(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hardware, "_torch_gpu", lambda: "NVIDIA H100")
+    monkeypatch.setattr(hardware.ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    hw = resolve_class("mec")
+    assert (hw.label, hw.backend, hw.gpu) == ("mec-gpu", "torch-cuda", "NVIDIA H100")
+    assert resolve_class("mec", backend="onnxruntime").label == "mec-cpu"
+    monkeypatch.setattr(hardware.ort, "get_available_providers",
+                        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    hw = resolve_class("mec")
+    assert (hw.label, hw.backend, hw.ort_device) == ("mec-gpu", "onnxruntime-cuda", "cuda")
+    assert resolve_class("mec", backend="torch").backend == "torch-cuda"
+
+
+def test_class_resolution_without_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hardware, "_torch_gpu", lambda: None)
+    monkeypatch.setattr(hardware.ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    assert resolve_class("mec").backend == "onnxruntime-cpu"
+    hw = resolve_class("mec", backend="torch")
+    assert (hw.label, hw.backend) == ("mec-cpu", "torch-cpu")
+    with pytest.raises(ProfileError, match="unknown backend 'tensorrt'"):
+        resolve_class("mec", backend="tensorrt")
+
+
+def test_cli_refuses_torch_for_an_onnx_file(tmp_path: Path) -> None:
+    f = tmp_path / "m.onnx"
+    f.write_bytes(b"\x08\x07")
+    r = subprocess.run([sys.executable, "-m", "profiler", "profile", str(f), "--backend", "torch",
+                        "--out", str(tmp_path / "o.json")], capture_output=True, text=True,
+                       cwd=ROOT, timeout=120)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and "--backend torch needs a zoo model" in lines[0]
