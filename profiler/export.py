@@ -16,6 +16,7 @@ import os
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
+from typing import cast
 
 import torch
 
@@ -35,9 +36,14 @@ def default_work_dir() -> Path:
 
 
 def work_dir_for(root: Path, model: str, params: Mapping[str, object]) -> Path:
-    """A directory per (model, parameters, export code version, torch version)."""
+    """A directory per (model and its architecture, parameters, export code version, torch
+    version): a zoo model whose architecture changes never reuses an old export."""
+    from .zoo import get_model
+
+    zm = get_model(model)
     key = json.dumps({"model": model, "params": dict(params), "v": _EXPORT_VERSION,
-                      "torch": torch.__version__}, sort_keys=True)
+                      "torch": torch.__version__, "source": zm.source,
+                      "arch": zm.describe(cast(Mapping[str, int], params))}, sort_keys=True, default=str)
     return root / model / hashlib.sha256(key.encode()).hexdigest()[:12]
 
 

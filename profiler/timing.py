@@ -2,10 +2,13 @@
 
 Every session's first run is kept apart as its *cold* time; ``warmup`` further runs are
 discarded; then ``runs`` timed runs per session. When the pieces and the whole model fit in
-memory together the timed runs are interleaved (one run of every piece, then one of the whole
-model, repeated), so slow drift on a shared machine hits blocks and whole alike; for bigger
-models the whole model's session stays open while piece sessions are opened one at a time,
-and its timed runs are spread evenly between the pieces, for the same reason. The first (cold)
+memory together and the pass is fast (its cold run under 1 s), the timed runs are
+interleaved (one run of every piece, then one of the whole model, repeated), so slow drift on a
+shared machine hits blocks and whole alike. For bigger or slower passes the whole model's
+session stays open while piece sessions are opened one at a time, and its timed runs are
+spread evenly between the pieces, for the same reason: with every piece session open, their
+memory arenas (gigabytes for the SD 1.5 VAE decoder at 512x512) slowed the whole pass's warm
+runs on the 2-core build VM to 28.8 s against 19.8-22.3 s in a session of its own. The first (cold)
 run of the pieces is also the chained run whose outputs are compared with the whole model's.
 
 Warm-up and timed runs go through ONNX Runtime's I/O binding: each session's inputs are bound
@@ -36,6 +39,7 @@ from .schema import LatencyStats, ProfileError
 __all__ = ["PassTiming", "compare_outputs", "random_feeds", "run_chain", "time_pass"]
 
 _INTERLEAVE_LIMIT = 1_500_000_000  # bytes of weights (whole model) up to which we interleave
+_INTERLEAVE_MAX_MS = 1000.0  # ... and the whole pass's cold run time (ms)
 
 
 @dataclass
@@ -144,7 +148,8 @@ def compare_outputs(whole: Mapping[str, np.ndarray], chained: Mapping[str, np.nd
 def time_pass(name: str, whole_path: Path, pieces: Sequence[Piece], feeds: Mapping[str, np.ndarray],
               hw: HardwareClass, *, warmup: int, runs: int, weight_bytes: int,
               min_seconds: float = 0.0, progress: bool = True,
-              interleave_limit: int = _INTERLEAVE_LIMIT) -> PassTiming:
+              interleave_limit: int = _INTERLEAVE_LIMIT,
+              interleave_max_ms: float = _INTERLEAVE_MAX_MS) -> PassTiming:
     """Time the whole pass and each piece; run the chain once and compare outputs.
 
     At least ``runs`` timed runs per session; fast passes keep going until ``min_seconds`` of
@@ -170,17 +175,17 @@ def time_pass(name: str, whole_path: Path, pieces: Sequence[Piece], feeds: Mappi
         bar.update(1)
 
     try:
-        if weight_bytes <= interleave_limit:
+        whole = _session(whole_path, hw)
+        out_names = [o.name for o in whole.get_outputs()]
+        whole_cold, wout = _run(whole, whole_feeds)
+        bar.update(1)
+        bound_whole = _Bound(whole, whole_feeds, hw.ort_device)
+        if weight_bytes <= interleave_limit and whole_cold <= interleave_max_ms:
             sessions = [_session(p.path, hw) for p in pieces]
-            whole = _session(whole_path, hw)
-            out_names = [o.name for o in whole.get_outputs()]
             for i, s in enumerate(sessions):
                 first_run(i, s)
-            whole_cold, wout = _run(whole, whole_feeds)
-            bar.update(1)
             bound = [_Bound(s, piece_feeds(pieces[i]), hw.ort_device)
                      for i, s in enumerate(sessions)]
-            bound_whole = _Bound(whole, whole_feeds, hw.ort_device)
             for _ in range(warmup):
                 for b in bound:
                     b()
@@ -199,13 +204,8 @@ def time_pass(name: str, whole_path: Path, pieces: Sequence[Piece], feeds: Mappi
                     bar.update(1)
                 whole_samples.append(bound_whole())
                 bar.update(1)
-            del bound, bound_whole, sessions, whole
-        else:  # big model: one piece session at a time, whole runs spread among them
-            whole = _session(whole_path, hw)
-            out_names = [o.name for o in whole.get_outputs()]
-            whole_cold, wout = _run(whole, whole_feeds)
-            bar.update(1)
-            bound_whole = _Bound(whole, whole_feeds, hw.ort_device)
+            del bound, sessions
+        else:  # big or slow pass: one piece session at a time, whole runs spread among them
             for _ in range(warmup):
                 bound_whole()
                 bar.update(1)
@@ -224,7 +224,7 @@ def time_pass(name: str, whole_path: Path, pieces: Sequence[Piece], feeds: Mappi
                 for _ in range(spread.get(i, 0)):
                     whole_samples.append(bound_whole())
                     bar.update(1)
-            del bound_whole, whole
+        del bound_whole, whole
     finally:
         bar.close()
     whole_outputs = dict(zip(out_names, wout, strict=True))

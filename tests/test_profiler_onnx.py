@@ -145,22 +145,24 @@ def test_control_flow_graph_is_one_block(tmp_path: Path) -> None:
 
 
 @pytest.mark.onnx
-@pytest.mark.parametrize("interleave_limit", [0, 1 << 40])
+@pytest.mark.parametrize(("interleave_limit", "interleave_max_ms"),
+                         [(0, 1e9), (1 << 40, 1e9), (1 << 40, 0.0)])
 def test_both_timing_schedules(tiny_unet_onnx: Path, tmp_path: Path,
-                               interleave_limit: int) -> None:
+                               interleave_limit: int, interleave_max_ms: float) -> None:
     from profiler.timing import time_pass
 
     m = load_onnx(tiny_unet_onnx)
     resolve_shapes(m, {"x": [1, 3, 16, 16]})
     fold_static_shapes(m)
     # the export keeps weights in tiny_unet.onnx.data: the static copy must sit next to it
-    static = tiny_unet_onnx.parent / f"static-{interleave_limit}.onnx"
+    static = tiny_unet_onnx.parent / f"static-{interleave_limit}-{interleave_max_ms:g}.onnx"
     onnx.save(m, str(static))
     info = analyse(m)
     pieces = build_pieces(info, partition_auto(info, 3), tiny_unet_onnx.parent,
                           tmp_path / "pieces")
     x = np.zeros((1, 3, 16, 16), dtype=np.float32)
     t = time_pass("fwd", static, pieces, {"x": x}, resolve_class("device"), warmup=1, runs=3,
-                  weight_bytes=1, progress=False, interleave_limit=interleave_limit)
+                  weight_bytes=1, progress=False, interleave_limit=interleave_limit,
+                  interleave_max_ms=interleave_max_ms)
     assert t.whole.runs == 3 and [b.runs for b in t.blocks] == [3] * len(pieces)
     assert t.max_error < 1e-6 and t.whole_cold_ms > 0

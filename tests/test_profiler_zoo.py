@@ -141,3 +141,28 @@ def test_sd15_tiny_unet_cut_carries_skip_connections(tmp_path: Path) -> None:
     want = _torch_outputs(unet) if isinstance(unet.module(*unet.inputs), tuple) else \
         [unet.module(*unet.inputs).detach().numpy()]
     assert np.max(np.abs(values["noise_pred"] - want[0])) < 1e-4
+
+
+def test_bound_runs_compute_what_plain_runs_compute(gpt2_tiny, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # timed runs go through I/O binding: the bound inputs must be the chained values, so a
+    # bound run of every piece gives exactly the outputs of the plain chained run
+    import onnxruntime as ort
+
+    from profiler.timing import _Bound
+
+    specs, wd = gpt2_tiny
+    spec = specs[1]  # decode: KV-cache inputs bound too
+    info = analyse(load_onnx(wd / f"{spec.name}.onnx"))
+    pieces = build_pieces(info, partition_by_scope(info, spec.block_key), wd, tmp_path / "p",
+                          spec.state_inputs)
+    feeds = {n: x.numpy() for n, x in zip(spec.input_names, spec.inputs, strict=True)}
+    hw = resolve_class("device")
+    values = run_chain(pieces, feeds, hw)
+    for p in pieces:
+        sess = ort.InferenceSession(str(p.path), sess_options=hw.session_options(),
+                                    providers=list(hw.providers))
+        b = _Bound(sess, {k: values[k] for k in p.inputs}, hw.ort_device)
+        assert b() > 0 and b() > 0  # twice: outputs rebound by ORT on each run
+        got = b.binding.copy_outputs_to_cpu()
+        for name, arr in zip(p.outputs, got, strict=True):
+            assert np.array_equal(arr, values[name]), (p.name, name)
