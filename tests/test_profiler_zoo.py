@@ -166,3 +166,20 @@ def test_bound_runs_compute_what_plain_runs_compute(gpt2_tiny, tmp_path: Path) -
         got = b.binding.copy_outputs_to_cpu()
         for name, arr in zip(p.outputs, got, strict=True):
             assert np.array_equal(arr, values[name]), (p.name, name)
+
+
+def test_export_cache_follows_the_architecture(monkeypatch: pytest.MonkeyPatch,
+                                               tmp_path: Path) -> None:
+    # a zoo model whose architecture changes must not reuse the old export
+    import dataclasses
+
+    from profiler import zoo
+    from profiler.export import work_dir_for
+
+    z = MODELS["gpt2-tiny"]
+    before = work_dir_for(tmp_path, "gpt2-tiny", z.defaults)
+    assert before == work_dir_for(tmp_path, "gpt2-tiny", dict(z.defaults))
+    wider = dataclasses.replace(z, describe=lambda p: {**z.describe(p), "d_model": 1024})
+    monkeypatch.setitem(zoo.MODELS, "gpt2-tiny", wider)
+    after = work_dir_for(tmp_path, "gpt2-tiny", z.defaults)
+    assert after != before and after.parent == before.parent
