@@ -16,8 +16,8 @@ chosen so that offloading is sometimes but not always best: GPT-2 moves a few by
 so its link barely matters at any scale and the mix comes from RTT and MEC contention (scale 1);
 SD moves 64 KB up and down per step, so the Pensieve rates are scaled by 0.1 (~0.01-0.36 Mbit/s
 means), where the oracle offloads about half of the requests. ``--mec-speedup`` is
-needed because no GPU exists here: the MEC profile is this CPU with 2 threads, no faster than
-the device; 10x stands for a MEC GPU. The oracle is clairvoyant per request (it knows the
+needed because no GPU exists here: the MEC profile is this CPU with 2 threads, only 1.3-1.9x
+faster than the device class; 10x stands for a MEC GPU. The oracle is clairvoyant per request (it knows the
 future trace and the MEC queue) but myopic: with several devices sharing one MEC slot, a policy
 that leaves the MEC to requests that gain more can beat it (ratio < 1); it is a strict lower
 bound only without contention (tests/test_agent_policies.py).
@@ -55,8 +55,8 @@ SCENARIOS: dict[str, dict[str, list[str]]] = {
 
 def profile_args(model: str) -> list[str]:
     """``--model MODEL``, or, while the MEC profile of the model is missing, the device profile
-    standing in for the MEC (the MEC-class CPU profile is no faster than the device here;
-    ``--mec-speedup`` does the rest), said loudly."""
+    standing in for the MEC (the MEC-class CPU profile is only 1.3-1.9x faster than the device
+    here; ``--mec-speedup`` does the rest), said loudly."""
     prof = ROOT / "profiles"
     if (prof / f"{model}.mec-cpu.json").is_file():
         return ["--model", model]
