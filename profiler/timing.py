@@ -15,8 +15,9 @@ Warm-up and timed runs go through ONNX Runtime's I/O binding: each session's inp
 once as ``OrtValue`` objects on the class's device (the chained run's values), and outputs stay in
 ONNX Runtime's memory. A plain ``InferenceSession.run`` wraps the inputs and copies every
 output into a new numpy array on each call; summed over the pieces that copying is a cost the
-whole model does not pay (measured on the 2-core build VM: +9.6% -> +6.1% on the tiny VAE
-decoder's 10 pieces, +14% -> +5% on the tiny GPT-2 decode pass at two threads). On a GPU it
+whole model does not pay (measured on the 2-core build VM with the tiny models of then, a
+512-wide GPT-2 and a 32/64-channel VAE: sum of blocks over whole +9.6% -> +6.1% on the VAE
+decoder's 10 pieces, +14% -> +5% on the GPT-2 decode pass at two threads). On a GPU it
 also keeps host-device copies out of the block times.
 """
 
