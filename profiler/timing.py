@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +37,8 @@ from .cut import Piece
 from .hardware import HardwareClass
 from .schema import LatencyStats, ProfileError
 
-__all__ = ["PassTiming", "compare_outputs", "random_feeds", "run_chain", "time_pass"]
+__all__ = ["PassTiming", "compare_outputs", "random_feeds", "run_chain", "time_pass",
+           "timed_rounds"]
 
 _INTERLEAVE_LIMIT = 1_500_000_000  # bytes of weights (whole model) up to which we interleave
 _INTERLEAVE_MAX_MS = 1000.0  # ... and the whole pass's cold run time (ms)
@@ -112,12 +113,21 @@ class _Bound:
         return (time.perf_counter() - t0) * 1e3
 
 
+def timed_rounds(runs: int, min_seconds: float) -> Iterator[int]:
+    """Round numbers 1, 2, ...: at least ``runs``, then more while less than ``min_seconds``
+    have passed since the first began, up to ``10 * runs`` in all."""
+    start = time.perf_counter()
+    r = 0
+    while r < runs or (time.perf_counter() - start < min_seconds and r < 10 * runs):
+        r += 1
+        yield r
+
+
 def _timed(fn: Callable[[], float], runs: int, min_seconds: float, bar: tqdm) -> list[float]:
     out: list[float] = []
-    start = time.perf_counter()
-    while len(out) < runs or (time.perf_counter() - start < min_seconds and len(out) < 10 * runs):
+    for r in timed_rounds(runs, min_seconds):
         out.append(fn())
-        if len(out) > runs:
+        if r > runs:
             bar.total += 1
         bar.update(1)
     return out
@@ -193,12 +203,8 @@ def time_pass(name: str, whole_path: Path, pieces: Sequence[Piece], feeds: Mappi
                     bar.update(1)
                 bound_whole()
                 bar.update(1)
-            start = time.perf_counter()
-            rounds = 0
-            while rounds < runs or (time.perf_counter() - start < min_seconds
-                                    and rounds < 10 * runs):
-                rounds += 1
-                if rounds > runs:
+            for r in timed_rounds(runs, min_seconds):
+                if r > runs:
                     bar.total += n + 1
                 for i, b in enumerate(bound):
                     samples[i].append(b())

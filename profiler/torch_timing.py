@@ -28,6 +28,7 @@ import torch
 from tqdm import tqdm
 
 from .schema import LatencyStats, ProfileError
+from .timing import timed_rounds
 from .zoo import BlockKey
 
 __all__ = ["TorchTiming", "block_heads", "time_pass_torch"]
@@ -160,12 +161,8 @@ def time_pass_torch(name: str, module: torch.nn.Module, inputs: Sequence[torch.T
                 hooked()
                 plain()
                 bar.update(2)
-            start = time.perf_counter()
-            rounds = 0
-            while rounds < runs or (time.perf_counter() - start < min_seconds
-                                    and rounds < 10 * runs):
-                rounds += 1
-                if rounds > runs:
+            for r in timed_rounds(runs, min_seconds):
+                if r > runs:
                     bar.total += 2
                 for i, t in enumerate(hooked()):
                     samples[i].append(t)
