@@ -178,14 +178,18 @@ def uping(host: str, port: int, count: int, interval_s: float) -> list[float]:
     return rtts
 
 
+def _counter_args(p: argparse.ArgumentParser, proto: str, port: int) -> None:
+    """Options of a receiver that counts bytes per window."""
+    p.add_argument("--port", type=int, default=port, help=f"{proto} port (default {port})")
+    p.add_argument("--t0", type=float, required=True, help="time.monotonic() of window 0")
+    p.add_argument("--window", type=float, default=1.0, help="window length, s (default 1)")
+    p.add_argument("--seconds", type=float, required=True, help="how long to count, s")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bulk.py", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="mode", required=True)
-    r = sub.add_parser("recv", help="receive and count bytes per window")
-    r.add_argument("--port", type=int, default=5001, help="TCP port (default 5001)")
-    r.add_argument("--t0", type=float, required=True, help="time.monotonic() of window 0")
-    r.add_argument("--window", type=float, default=1.0, help="window length, s (default 1)")
-    r.add_argument("--seconds", type=float, required=True, help="how long to count, s")
+    _counter_args(sub.add_parser("recv", help="receive and count bytes per window"), "TCP", 5001)
     s = sub.add_parser("send", help="send bulk data")
     s.add_argument("--host", required=True, help="receiver address")
     s.add_argument("--port", type=int, default=5001, help="TCP port (default 5001)")
@@ -198,11 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     u.add_argument("--port", type=int, default=5002, help="UDP port (default 5002)")
     u.add_argument("--count", type=int, default=100, help="probes (default 100)")
     u.add_argument("--interval", type=float, default=0.02, help="seconds between probes")
-    ur = sub.add_parser("urecv", help="receive UDP and count payload bytes per window")
-    ur.add_argument("--port", type=int, default=5003, help="UDP port (default 5003)")
-    ur.add_argument("--t0", type=float, required=True, help="time.monotonic() of window 0")
-    ur.add_argument("--window", type=float, default=1.0, help="window length, s (default 1)")
-    ur.add_argument("--seconds", type=float, required=True, help="how long to count, s")
+    _counter_args(sub.add_parser("urecv", help="receive UDP and count payload bytes per window"),
+                  "UDP", 5003)
     us = sub.add_parser("usend", help="paced UDP sender following a rate schedule")
     us.add_argument("--host", required=True, help="receiver address")
     us.add_argument("--port", type=int, default=5003, help="UDP port (default 5003)")

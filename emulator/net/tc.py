@@ -64,6 +64,22 @@ def tc_batch(lines: list[str], *, mnexec_pid: int | None = None) -> None:
         )
 
 
+def _tc_message(msg_type: int, kind: str, opts: Any, ifindex: int, handle_: int,
+                parent: int) -> bytes:
+    """One encoded ``RTM_NEW*`` change request (ack asked, sequence 0) for a qdisc or class."""
+    msg = tcmsg()
+    msg["family"] = 0
+    msg["index"] = ifindex
+    msg["handle"] = handle_
+    msg["parent"] = parent
+    msg["attrs"] = [["TCA_KIND", kind], ["TCA_OPTIONS", opts]]
+    msg["header"]["type"] = msg_type
+    msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_ACK
+    msg["header"]["sequence_number"] = 0
+    msg.encode()
+    return bytes(msg.data)
+
+
 class HtbRateSetter:
     """Changes the rate/ceil/burst of existing HTB classes in place over one netlink socket."""
 
@@ -107,17 +123,7 @@ class HtbRateSetter:
         )
         # rate tables are legacy: the kernel derives timing from the rate itself
         opts["attrs"] = [a for a in opts["attrs"] if a[0] not in ("TCA_HTB_RTAB", "TCA_HTB_CTAB")]
-        msg = tcmsg()
-        msg["family"] = 0
-        msg["index"] = ifindex
-        msg["handle"] = classid
-        msg["parent"] = parent
-        msg["attrs"] = [["TCA_KIND", "htb"], ["TCA_OPTIONS", opts]]
-        msg["header"]["type"] = RTM_NEWTCLASS
-        msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_ACK
-        msg["header"]["sequence_number"] = 0
-        msg.encode()
-        return bytes(msg.data)
+        return _tc_message(RTM_NEWTCLASS, "htb", opts, ifindex, classid, parent)
 
     def encode_tbf(
         self, ifindex: int, qhandle: int, parent: int, rate_Bps: int, burst: int, limit: int
@@ -128,17 +134,7 @@ class HtbRateSetter:
             {"rate": int(rate_Bps), "burst": int(burst), "limit": int(limit)}
         )
         opts["attrs"] = [a for a in opts["attrs"] if a[0] != "TCA_TBF_RTAB"]
-        msg = tcmsg()
-        msg["family"] = 0
-        msg["index"] = ifindex
-        msg["handle"] = qhandle
-        msg["parent"] = parent
-        msg["attrs"] = [["TCA_KIND", "tbf"], ["TCA_OPTIONS", opts]]
-        msg["header"]["type"] = RTM_NEWQDISC
-        msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_ACK
-        msg["header"]["sequence_number"] = 0
-        msg.encode()
-        return bytes(msg.data)
+        return _tc_message(RTM_NEWQDISC, "tbf", opts, ifindex, qhandle, parent)
 
     def send(self, message: bytes) -> None:
         """Send an encoded change and wait for the kernel's ack.
