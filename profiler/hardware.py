@@ -85,8 +85,11 @@ class HardwareClass:
                 desc += (f", slowed by a CPU quota of {100 * self.quota:.0f}% of that core "
                          f"({quota_mechanism()}, period {PERIOD_US} us)")
         elif self.label == "mec-gpu" and self.torch_device == "cuda":
-            desc = (f"MEC class: torch {torch_version()} CUDA on {self.gpu} (this onnxruntime "
-                    "has no CUDA provider); the same blocks as the ONNX pieces, timed with CUDA "
+            why = ("chosen with --backend torch"
+                   if "CUDAExecutionProvider" in ort.get_available_providers()
+                   else "this onnxruntime has no CUDA provider")
+            desc = (f"MEC class: torch {torch_version()} CUDA on {self.gpu} ({why}); the same "
+                    "blocks as the ONNX pieces, timed with CUDA "
                     "events at block boundaries in one forward pass, the whole pass in "
                     "hook-free passes interleaved with them")
         elif self.label == "mec-gpu":

@@ -88,12 +88,17 @@ def test_class_resolution_picks_torch_cuda_only_without_ort_cuda(
     monkeypatch.setattr(hardware.ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
     hw = resolve_class("mec")
     assert (hw.label, hw.backend, hw.gpu) == ("mec-gpu", "torch-cuda", "NVIDIA H100")
+    rec = hw.describe()
+    assert rec.backend == "torch-cuda" and rec.gpu == "NVIDIA H100"
+    assert "torch" in rec.description and "has no CUDA provider" in rec.description
     assert resolve_class("mec", backend="onnxruntime").label == "mec-cpu"
     monkeypatch.setattr(hardware.ort, "get_available_providers",
                         lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     hw = resolve_class("mec")
     assert (hw.label, hw.backend, hw.ort_device) == ("mec-gpu", "onnxruntime-cuda", "cuda")
-    assert resolve_class("mec", backend="torch").backend == "torch-cuda"
+    forced = resolve_class("mec", backend="torch")
+    assert forced.backend == "torch-cuda"
+    assert "chosen with --backend torch" in forced.describe().description
 
 
 def test_class_resolution_without_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
