@@ -22,7 +22,7 @@ from .export import export_pass, work_dir_for
 from .graph import analyse, dtype_of, fold_static_shapes, load_onnx, resolve_shapes
 from .hardware import HardwareClass, pinned
 from .schema import Block, ModelInfo, Pass, Profile, ProfileError, TensorInfo
-from .timing import time_pass
+from .timing import PassTiming, compare_outputs, run_chain, run_whole, time_pass
 from .torch_timing import time_pass_torch
 from .zoo import BlockKey, get_model
 
@@ -77,15 +77,18 @@ def profile_pass(name: str, repeat: int, whole_path: Path,
                           weight_bytes=wbytes, min_seconds=min_seconds, progress=not quiet)
         else:
             assert module is not None and block_key is not None
+            # ONNX Runtime on the CPU runs the chain and the whole model once (the check and
+            # the cut tensors); torch times the blocks
             check = dataclasses.replace(hw, torch_device=None, providers=("CPUExecutionProvider",))
-            t = time_pass(name, whole_path, pieces, feeds, check, warmup=0, runs=1,
-                          weight_bytes=wbytes, progress=False)  # the chain check only
+            values = run_chain(pieces, feeds, check)
+            wout = run_whole(whole_path, feeds, check)
             tt = time_pass_torch(name, module, module_inputs, block_key,
                                  [p.name for p in pieces], torch.device(hw.torch_device),
                                  warmup=warmup, runs=runs, min_seconds=min_seconds,
                                  threads=hw.intra_threads, progress=not quiet)
-            t = dataclasses.replace(t, whole=tt.whole, whole_cold_ms=tt.whole_cold_ms,
-                                    blocks=tt.blocks, blocks_cold_ms=tt.blocks_cold_ms)
+            t = PassTiming(whole=tt.whole, whole_cold_ms=tt.whole_cold_ms, blocks=tt.blocks,
+                           blocks_cold_ms=tt.blocks_cold_ms, values=values, whole_outputs=wout,
+                           max_error=compare_outputs(wout, values))
     if t.max_error > tolerance:
         raise ProfileError(f"pass {name!r}: chained pieces differ from the whole model by "
                            f"{t.max_error:.3g} (> tolerance {tolerance:g}); the cut is wrong")

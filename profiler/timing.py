@@ -37,8 +37,8 @@ from .cut import Piece
 from .hardware import HardwareClass
 from .schema import LatencyStats, ProfileError
 
-__all__ = ["PassTiming", "compare_outputs", "random_feeds", "run_chain", "time_pass",
-           "timed_rounds"]
+__all__ = ["PassTiming", "compare_outputs", "random_feeds", "run_chain", "run_whole",
+           "time_pass", "timed_rounds"]
 
 _INTERLEAVE_LIMIT = 1_500_000_000  # bytes of weights (whole model) up to which we interleave
 _INTERLEAVE_MAX_MS = 1000.0  # ... and the whole pass's cold run time (ms)
@@ -252,3 +252,11 @@ def run_chain(pieces: Sequence[Piece], feeds: Mapping[str, np.ndarray], hw: Hard
         values.update(zip(p.outputs, outs, strict=True))
         del sess
     return values
+
+
+def run_whole(path: Path, feeds: Mapping[str, np.ndarray], hw: HardwareClass
+              ) -> dict[str, np.ndarray]:
+    """Run the whole model once; its outputs by name."""
+    sess = _session(path, hw)
+    _, outs = _run(sess, feeds)
+    return dict(zip((o.name for o in sess.get_outputs()), outs, strict=True))
