@@ -9,7 +9,7 @@ Modules, one concept each::
     actions       the action space (split index -> Decision), per-action cost constants
     observation   the observation vector shared by the env and live RL policies
     scenario      devices, arrivals, MEC, running a policy with the exact model
-    tables        precomputed per-split timelines that make the env step cheap
+    plan          the ordered steps of a request (computations and sends on each side)
     env           the Gymnasium env "AigcSplit-v0"
     oracle        per-request optimum with knowledge of the future
     policies      make_policy(spec, device_profile, mec_profile): local/offload/fixed/greedy/RL

@@ -24,31 +24,39 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from agent.latency import LatencyModel
+from agent.latency import LatencyModel, MecState, run_plan
+from agent.link import Link
+from agent.plan import Plan
 from agent.policy import Decision, Workload
 
-__all__ = ["ActionCosts", "SplitActions"]
+__all__ = ["REF_BPS", "ActionCosts", "SplitActions"]
 
 F64 = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True)
 class ActionCosts:
-    """Per-action constants of one workload (arrays of length ``n_actions``)."""
+    """Per-action constants of one workload (arrays of length ``n_actions``).
+
+    The plan of every action is priced exactly (:func:`agent.latency.run_plan`) on constant
+    links at a reference point and linearised there: ``latency ~ compute_s + xfer_bytes x 8 /
+    throughput + round_trips x rtt + offloads x wait``. The coefficients are those of the plan's
+    critical path at the reference (:data:`REF_BPS`, no delay, no wait), so the prediction is
+    exact on a constant link whenever the critical path is the same as there (tested)."""
 
     compute_s: F64
-    """Device plus MEC compute of the whole request."""
+    """Computation on the critical path (device and MEC)."""
     xfer_bytes: F64
-    """Bytes up plus bytes down of the whole request."""
+    """Bytes whose transfer is on the critical path."""
     round_trips: F64
-    """Offloaded pass instances (each pays one round trip of propagation delay)."""
+    """Round trips of propagation delay on the critical path (one-way delays / 2)."""
     offloads: npt.NDArray[np.bool_]
+    """Whether the action computes anything on the MEC."""
+    wait_coef: F64
+    """How much of a MEC wait at the session's start reaches the end of the request (1 when
+    the MEC work is on the critical path, less when the device works meanwhile)."""
     local_s: float
     """Latency of the fully local request."""
-    pre_s: F64
-    """Device time before the first upload (local passes before the first offloaded one, plus
-    that pass's device part)."""
-    first_up_bytes: F64
     repeats: tuple[tuple[str, int], ...]
     basis: F64
     """``(n_actions, 4)`` matrix, so that ``basis @ [1, 8/thr, rtt, wait]`` is the prediction
@@ -58,8 +66,36 @@ class ActionCosts:
         """Predicted latency of every action with a constant throughput (up and down)."""
         thr = throughput_bps if throughput_bps > 1.0 else 1.0
         out: F64 = (self.compute_s + self.xfer_bytes * (8.0 / thr) + self.round_trips * rtt_s
-                    + self.offloads * wait_s)
+                    + self.wait_coef * wait_s)
         return out
+
+
+REF_BPS = 10e6
+"""Reference throughput (bit/s) of the linearisation in :class:`ActionCosts`."""
+_PROBE_DELAY_S = 0.05
+_PROBE_WAIT_S = 1.0
+
+
+def _const_link(bps: float, delay_s: float) -> Link:
+    from traces import synth
+
+    return Link(synth.constant(3600.0, bps / 1e6), None, delay_s, 0.0)
+
+
+class _Waiting(MecState):
+    """A MEC that starts every session ``wait_s`` after its first computation is ready."""
+
+    def __init__(self, wait_s: float) -> None:
+        super().__init__(1)
+        self.wait_s = wait_s
+
+    def acquire(self, arrival: float) -> tuple[int, float]:
+        return 0, arrival + self.wait_s
+
+
+def _price(plan: Plan, link: Link, wait_s: float = 0.0) -> float:
+    mec = _Waiting(wait_s) if wait_s > 0 else None
+    return run_plan(plan, link, 0.0, mec, detail=False)[0]
 
 
 class SplitActions:
@@ -120,33 +156,26 @@ class SplitActions:
         if hit is not None:
             return hit
         n = self.n_actions
-        comp = np.zeros(n)
-        xfer = np.zeros(n)
-        rts = np.zeros(n)
-        pre = np.zeros(n)
-        first = np.zeros(n)
+        comp, xfer, rts = np.zeros(n), np.zeros(n), np.zeros(n)
+        offl = np.zeros(n, dtype=bool)
+        wcoef = np.zeros(n)
+        wl = Workload(self.model.model, dict(reps))
+        base, fast = _const_link(REF_BPS, 0.0), _const_link(2 * REF_BPS, 0.0)
+        slow = _const_link(REF_BPS, _PROBE_DELAY_S)
         for a in range(n):
-            seen_offload = False
-            for p in self.model.passes:
-                k = self._split(p.name, p.n_blocks, a)
-                r = reps[p.name]
-                if r == 0:
-                    continue
-                comp[a] += r * (p.device_s[k] + (p.mec_s[k] if k < p.n_blocks else 0.0))
-                if k < p.n_blocks:
-                    xfer[a] += r * (p.up_bytes[k] + p.down_bytes[k])
-                    rts[a] += r
-                    if not seen_offload:
-                        pre[a] += p.device_s[k]
-                        first[a] = p.up_bytes[k]
-                        seen_offload = True
-                elif not seen_offload:
-                    pre[a] += r * p.device_s[k]
+            plan = self.model.plan(self._decisions[a], wl)
+            f0 = _price(plan, base)
+            per_bit = (f0 - _price(plan, fast)) / (8.0 / REF_BPS - 8.0 / (2 * REF_BPS))
+            xfer[a] = max(per_bit, 0.0)
+            comp[a] = f0 - xfer[a] * 8.0 / REF_BPS
+            rts[a] = max((_price(plan, slow) - f0) / (2 * _PROBE_DELAY_S), 0.0)
+            offl[a] = plan.offloaded
+            if offl[a]:
+                wcoef[a] = max((_price(plan, base, _PROBE_WAIT_S) - f0) / _PROBE_WAIT_S, 0.0)
         local_s = float(comp[self.local_action])
-        basis = np.stack([comp, xfer, rts, (rts > 0).astype(np.float64)], axis=1)
+        basis = np.stack([comp, xfer, rts, wcoef], axis=1)
         basis /= max(local_s, 1e-9)
-        c = ActionCosts(compute_s=comp, xfer_bytes=xfer, round_trips=rts, offloads=rts > 0,
-                        local_s=local_s, pre_s=pre, first_up_bytes=first, repeats=key,
-                        basis=basis)
+        c = ActionCosts(compute_s=comp, xfer_bytes=xfer, round_trips=rts, offloads=offl,
+                        wait_coef=wcoef, local_s=local_s, repeats=key, basis=basis)
         self._cache[key] = c
         return c

@@ -25,9 +25,9 @@ Episode
     episode is ``truncated`` (never ``terminated``) when the next request would start after
     ``horizon_s`` or the end of the trace.
 
-The timeline of a request is the shared latency model: the part up to the first MEC job
-(device compute, first upload, MEC wait) is computed exactly, the rest is read from
-:class:`agent.tables.RemainderTable` (interpolated, <1% off the exact model).
+The timeline of a request is the shared latency model, exactly: the action's plan
+(:meth:`agent.latency.LatencyModel.plan`, built once per action and workload variant) priced by
+:func:`agent.latency.run_plan` on the device's link and the shared MEC.
 ``info`` carries ``latency_s``, ``action``, ``device`` and ``offloaded``.
 """
 
@@ -46,7 +46,7 @@ from gymnasium import spaces
 
 from agent.actions import ActionCosts, SplitActions
 from agent.errors import AgentError
-from agent.latency import LatencyModel, MecState
+from agent.latency import LatencyModel, MecState, run_plan
 from agent.link import FastTrace, Link
 from agent.observation import (
     HISTORY,
@@ -57,7 +57,6 @@ from agent.observation import (
 )
 from agent.policy import Workload
 from agent.scenario import Fleet, ScenarioConfig, make_links
-from agent.tables import RemainderTable
 from profiler.schema import Profile, load_profile
 from traces import Trace
 
@@ -78,15 +77,13 @@ class AigcSplitEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
     :param traces: training traces (default: the bundled ``traces/data/train``).
     :param config: scenario (devices, MEC slots and queue, delay, load, horizon, workloads).
     :param mec_speedup: divide MEC block times by this (scenario knob, default 1).
-    :param dt_s: grid step of the precomputed remainder tables (default: 1/25 of the
-        fully-local latency, clamped to [0.02, 1] s).
     """
 
     metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012
 
     def __init__(self, device_profile: Profile | str | Path, mec_profile: Profile | str | Path,
                  traces: Sequence[Trace] | None = None, config: ScenarioConfig | None = None,
-                 *, mec_speedup: float = 1.0, dt_s: float | None = None) -> None:
+                 *, mec_speedup: float = 1.0) -> None:
         super().__init__()
         self.model = LatencyModel(_profile(device_profile), _profile(mec_profile),
                                   mec_speedup=mec_speedup)
@@ -101,15 +98,14 @@ class AigcSplitEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
         if not self.traces:
             raise AgentError("the env needs at least one training trace")
         local = self.model.local_latency(Workload(self.model.model))
-        self.dt_s = dt_s if dt_s is not None else min(max(local / 25.0, 0.02), 1.0)
         self.variants = self.config.variants(self.model)
         self._costs: list[ActionCosts] = [self.actions.costs(w) for w in self.variants]
         # python lists: numpy scalars would slow every later float operation of the step
-        self._fast = [(c.offloads.tolist(), c.pre_s.tolist(), c.first_up_bytes.tolist(),
-                       c.local_s) for c in self._costs]
+        self._plans = [[self.model.plan(self.actions.decision(a), w)
+                        for a in range(self.actions.n_actions)] for w in self.variants]
+        self._fast = [(c.offloads.tolist(), c.local_s) for c in self._costs]
         self.time_scale_s = self.encoder.time_scale_s
         self._mean_gap = local / self.config.load
-        self._tables: dict[tuple[int, int], tuple[Trace, RemainderTable]] = {}
         self.observation_space = spaces.Box(0.0, OBS_HIGH, shape=(self.encoder.size,),
                                             dtype=np.float32)
         self.action_space = spaces.Discrete(self.actions.n_actions)
@@ -130,13 +126,12 @@ class AigcSplitEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
         self._var_obs: list[tuple[list[float], npt.NDArray[np.float64]]] = []
         self._obs_consts()
         self._links: list[Link] = []
-        # per episode and device: uplink, trace offset, RTT, scaled history, tables by variant
+        # per episode and device: uplink, trace offset, RTT, scaled history
         self._ups: list[FastTrace] = []
         self._offsets: list[float] = []
         self._rtts: list[float] = []
         self._delays: list[float] = []
         self._hist_feats: list[deque[float]] = []
-        self._dev_tables: list[list[RemainderTable | None]] = []
         self._fleet: Fleet | None = None
         self._mec = MecState(self.config.mec_slots, self.config.mec_queue_limit)
         self._horizon = 0.0
@@ -144,30 +139,16 @@ class AigcSplitEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
         self._t = 0.0
 
     def share_tables(self, other: AigcSplitEnv) -> None:
-        """Use ``other``'s table cache (same profiles, traces and scenario), so env copies
-        stepped together build each table once."""
+        """Use ``other``'s per-action costs and plans (same profiles and scenario), so env
+        copies stepped together build them once."""
         if (other.model.model != self.model.model or other.config != self.config
-                or other.dt_s != self.dt_s or other.model.mec_speedup != self.model.mec_speedup):
+                or other.model.mec_speedup != self.model.mec_speedup):
             raise AgentError("share_tables needs envs of the same profiles and scenario")
         self._costs = other._costs
-        self._tables = other._tables
+        self._plans = other._plans
         self._obs_consts()
 
     # ------------------------------------------------------------------ helpers
-    def _table(self, link: Link, variant: int) -> RemainderTable:
-        key = (id(link.up), variant)
-        hit = self._tables.get(key)
-        if hit is None or hit[0] is not link.up:
-            tab = RemainderTable(self.actions, self._costs[variant], link.up, link.down_trace,
-                                 link.one_way_delay_s, dt_s=self.dt_s)
-            hit = (link.up, tab)
-            self._tables[key] = hit
-        return hit[1]
-
-    def _device_table(self, i: int, variant: int) -> RemainderTable:
-        tab = self._dev_tables[i][variant] = self._table(self._links[i], variant)
-        return tab
-
     def _obs_consts(self) -> None:
         """Per variant: the repeat features and the prediction basis (the encoder's)."""
         enc = self.encoder
@@ -262,7 +243,6 @@ class AigcSplitEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
         self._rtts = [ln.rtt_s for ln in links]
         self._delays = [ln.one_way_delay_s for ln in links]
         self._hist_feats = [deque(maxlen=HISTORY) for _ in links]
-        self._dev_tables = [[None] * len(self.variants) for _ in links]
         self._fleet = Fleet(self.config, len(self.variants), self._mean_gap, rng)
         self._mec = MecState(self.config.mec_slots, self.config.mec_queue_limit)
         self._horizon = min(self.config.horizon_s, trace.period_s)
@@ -281,19 +261,16 @@ class AigcSplitEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
         a = int(action)
         i, t = self._dev, self._t
         v = fleet.variant[i]
-        offloads, pre_s, first_up, local_s = self._fast[v]
+        offloads, local_s = self._fast[v]
         mask = self._mask_l
         if not 0 <= a < len(mask) or not mask[a]:
             a = self._local
         if offloads[a]:
-            o = self._offsets[i]
-            # Link.up_finish, inlined
-            arrive = self._ups[i].finish(t + pre_s[a] + o, first_up[a]) - o + self._delays[i]
             mec = self._mec
-            slot, start = mec.acquire(arrive)
-            tab = self._dev_tables[i][v] or self._device_table(i, v)
-            t_end = start + tab.remaining(a, start + o)
-            mec.commit(slot, start, t_end)
+            t_end, _, _, _, slot, s0, s1 = run_plan(self._plans[v][a], self._links[i], t, mec,
+                                                    detail=False)
+            if slot >= 0:
+                mec.commit(slot, s0, s1)
             offloaded = True
         else:
             t_end = t + local_s

@@ -1,28 +1,27 @@
 """The latency model: the timeline of one request, shared by simulator, baselines and oracle.
 
-A request of a model is its passes in profile order, each run ``repeats[pass]`` times (an LLM:
-``prefill`` once then one ``decode`` per token; a diffusion model: ``text_encoder``, ``unet``
-once per step, ``vae_decoder``). Every pass instance with split ``k`` (blocks ``[0, k)`` on the
-device, ``[k, N)`` on the MEC) goes through these phases, strictly in sequence::
+A request runs its :class:`agent.plan.Plan` (built by :func:`agent.plan.build_plan` from the
+profiles, the decision and the workload: which computations run on which side and which bytes
+cross the link, in order). This module prices a plan on a link (:func:`simulate_request`):
 
-    device compute   sum of the device profile's block medians [0, k)
-    upload           Pass.upload_bytes(k) from the uplink trace: finish time of a fluid transfer
-                     started when the device compute ends (exact, zero-capacity gaps stall,
-                     the trace loops), plus the one-way propagation delay
-    MEC wait         only at the request's first MEC job: the wait for a MEC slot (below)
-    MEC compute      sum of the MEC profile's block medians [k, N), divided by ``mec_speedup``
-    download         Pass.download_bytes(k) from the downlink trace, plus the one-way delay
+* a computation starts when its side is free and everything it needs is on that side; it
+  lasts its profile medians (device profile for the device, MEC profile divided by
+  ``mec_speedup`` for the MEC);
+* a send starts when its items exist on the sender and the link direction is free (each
+  direction is a FIFO); it finishes when the trace has delivered its bytes (fluid, exact,
+  zero-capacity gaps stall, the trace loops), and its items are on the receiver one one-way
+  delay later;
+* the device and the MEC work in parallel: the MEC keeps running the loop while tokens stream;
+* the request ends when its final output is on the device; every user-visible output's arrival
+  is recorded (LLM: each token, for TTFT and TPOT).
 
-A pass with ``k == N`` has only device compute. Every offloaded pass pays its own round trip,
-so each LLM decode token and each diffusion step pays one (the next pass needs the previous
-pass's output on the device). Compute times are profile medians (deterministic).
-
-The MEC has ``C`` slots. A request that offloads anything takes one slot when its first MEC job
-arrives and holds it until its response is delivered (its KV cache / latent stays on the MEC
-between passes, as a session). Slots are granted first-come first-served in the order requests
-are simulated (their decision order); a request that finds all slots taken waits for the
-earliest one to free up (``MEC wait``). A MEC with a queue limit rejects new sessions while
-that many are waiting; policies see this as a masked action (see :mod:`agent.actions`).
+The MEC has ``C`` slots. A request that computes anything on the MEC takes one slot when its
+first MEC computation is ready and holds it until its last MEC computation ends (its KV cache,
+latent and context stay there between computations, as a session). Slots are granted
+first-come first-served in the order requests are simulated (their decision order); a request
+that finds all slots taken waits for the earliest one to free up (``MEC wait``). A MEC with a
+queue limit rejects new sessions while that many are waiting; policies see this as a masked
+action (see :mod:`agent.actions`).
 
 Not modelled, on purpose: TCP slow start after idle (the emulator sets
 ``net.ipv4.tcp_slow_start_after_idle=0`` and ``TCP_NODELAY``), packet loss and retransmission,
@@ -31,7 +30,7 @@ Several devices on one shared cell are modelled as each getting an equal, fixed 
 cell's capacity (the emulator's HTB parent with equal children under saturation).
 
 Times are seconds, sizes bytes, rates bit/s. :func:`simulate_request` returns a
-:class:`RequestResult` whose per-pass :class:`PassTiming` rows mirror the emulator's
+:class:`RequestResult` whose per-step :class:`StepTiming` rows mirror the emulator's
 per-request records field by field, so the two can be compared request by request.
 """
 
@@ -43,6 +42,7 @@ from typing import Any
 
 from agent.errors import AgentError
 from agent.link import Link
+from agent.plan import COMPUTE, DEVICE, MEC, Plan, build_plan, tokens_appended
 from agent.policy import Decision, Workload
 from profiler.schema import Profile, check_compatible
 
@@ -50,15 +50,21 @@ __all__ = [
     "LatencyModel",
     "MecState",
     "PassCosts",
-    "PassTiming",
     "RequestResult",
+    "StepTiming",
+    "run_plan",
     "simulate_request",
 ]
 
 
 @dataclass(frozen=True)
 class PassCosts:
-    """Per-split constants of one pass; index ``k`` in ``0..n_blocks`` (seconds, bytes)."""
+    """Per-split constants of one pass; index ``k`` in ``0..n_blocks`` (seconds, bytes).
+
+    ``device_s[k]`` is the device time of blocks ``[0, k)``, ``mec_s[k]`` the MEC time of
+    ``[k, N)``; ``cut_bytes[k]`` the tensors crossing after block ``k-1`` (``0 < k < N``);
+    ``state[j]`` block ``j``'s persistent state as ``(bytes per token, fixed bytes)``, ``None``
+    when the profile does not say (schema 1)."""
 
     name: str
     n_blocks: int
@@ -68,6 +74,11 @@ class PassCosts:
     mec_s: tuple[float, ...]
     up_bytes: tuple[int, ...]
     down_bytes: tuple[int, ...]
+    input_bytes: int = 0
+    output_bytes: int = 0
+    cut_bytes: tuple[int, ...] = ()
+    state: tuple[tuple[int | None, int | None], ...] = ()
+    tokens_appended: int = 0
 
     @property
     def local_s(self) -> float:
@@ -94,6 +105,7 @@ class LatencyModel:
         self.mec_speedup = float(mec_speedup)
         self.model = device.model.name
         costs = []
+        params = device.model.parameters
         for dp, mp in zip(device.passes, mec.passes, strict=True):
             n = dp.n_blocks
             dms = dp.block_medians_ms()
@@ -104,9 +116,35 @@ class LatencyModel:
                 device_s=tuple(sum(dms[:k]) / 1e3 for k in range(n + 1)),
                 mec_s=tuple(sum(mms[k:]) / 1e3 / self.mec_speedup for k in range(n + 1)),
                 up_bytes=tuple(dp.upload_bytes(k) for k in range(n + 1)),
-                down_bytes=tuple(dp.download_bytes(k) for k in range(n + 1))))
+                down_bytes=tuple(dp.download_bytes(k) for k in range(n + 1)),
+                input_bytes=dp.input_bytes, output_bytes=dp.output_bytes,
+                cut_bytes=(0, *(b.out_bytes for b in dp.blocks[:-1]), 0),
+                state=tuple((getattr(b, "state_bytes_per_token", None),
+                             getattr(b, "state_bytes_fixed", None)) for b in dp.blocks),
+                tokens_appended=tokens_appended(dp.name, params, dp.input_bytes)))
         self.passes: tuple[PassCosts, ...] = tuple(costs)
         self._by_name = {p.name: p for p in self.passes}
+        self._plans: dict[Any, Plan] = {}
+
+    def plan(self, decision: Decision, workload: Workload) -> Plan:
+        """The plan of ``workload`` under ``decision`` (:func:`agent.plan.build_plan`), cached."""
+        key = (tuple(sorted((k, v) for k, v in decision.splits.items())),
+               tuple(sorted(workload.repeats.items())), workload.model)
+        hit = self._plans.get(key)
+        if hit is None:
+            hit = build_plan(self, decision, workload)
+            if len(self._plans) > 4096:
+                self._plans.clear()
+            self._plans[key] = hit
+        return hit
+
+    def state_missing_message(self, block: str) -> str:
+        """The one-line error for a plan that moves ``block``'s state on a schema-1 profile."""
+        src = getattr(self.device_profile, "path", None) or f"the {self.model!r} device profile"
+        return (f"{src}: the plan moves block {block!r}'s state (its KV cache) between device "
+                f"and MEC, but the profile (schema 1) has no state bytes; upgrade it with "
+                f"`python -m profiler upgrade FILE` or regenerate it with `python -m profiler "
+                f"model {self.model} --class device` (and the MEC profile likewise)")
 
     def pass_costs(self, name: str) -> PassCosts:
         return self._by_name[name]
@@ -221,20 +259,24 @@ class MecState:
 
 
 @dataclass(frozen=True)
-class PassTiming:
-    """One pass instance of a request: the emulator's per-pass record, field by field."""
+class StepTiming:
+    """One step of a request's plan as it ran: the emulator's per-step record, field by field.
 
-    name: str
-    repetition: int
-    split: int
+    ``kind`` is ``compute`` or ``send``; ``side`` is ``device``/``mec`` for a computation and
+    ``up``/``down`` for a send. A computation was ready (its inputs on its side) at ``t_ready``,
+    ran ``[t_start, t_end)``; a send's items were ready at ``t_ready``, it left at ``t_start``
+    (FIFO behind earlier sends) and was on the receiver at ``t_end`` (delay included)."""
+
+    kind: str
+    side: str
+    pass_name: str
+    rep: int
+    lo: int
+    hi: int
+    what: str
+    nbytes: int
+    t_ready: float
     t_start: float
-    device_s: float
-    upload_s: float
-    upload_bytes: int
-    mec_wait_s: float
-    mec_s: float
-    download_s: float
-    download_bytes: int
     t_end: float
 
     def to_json(self) -> dict[str, Any]:
@@ -243,7 +285,10 @@ class PassTiming:
 
 @dataclass(frozen=True)
 class RequestResult:
-    """The timeline of one request. ``passes`` is empty when simulated with ``detail=False``."""
+    """The timeline of one request. ``steps`` is empty when simulated with ``detail=False``.
+
+    ``token_times`` are the absolute times at which each user-visible output was on the device
+    (LLM: every token; diffusion: the image)."""
 
     device: str
     workload: str
@@ -258,11 +303,30 @@ class RequestResult:
     mec_s: float
     download_s: float
     download_bytes: int
-    passes: tuple[PassTiming, ...] = ()
+    token_times: tuple[float, ...] = ()
+    steps: tuple[StepTiming, ...] = ()
+    t_arrival: float | None = None
 
     @property
     def latency_s(self) -> float:
+        """Service latency: start of the request's first computation to its final output."""
         return self.t_end - self.t_start
+
+    @property
+    def response_s(self) -> float:
+        """Response time: arrival to final output (waiting for the device included)."""
+        return self.t_end - (self.t_start if self.t_arrival is None else self.t_arrival)
+
+    @property
+    def ttft_s(self) -> float:
+        """Time to the first user-visible output (first token), from the start."""
+        return (self.token_times[0] if self.token_times else self.t_end) - self.t_start
+
+    @property
+    def tpot_s(self) -> float | None:
+        """Mean gap between user-visible outputs after the first (``None`` with fewer than 2)."""
+        tt = self.token_times
+        return (tt[-1] - tt[0]) / (len(tt) - 1) if len(tt) > 1 else None
 
     @property
     def offloaded(self) -> bool:
@@ -273,73 +337,120 @@ class RequestResult:
         return {"device": self.device, "workload": self.workload, "split": self.split,
                 "splits": {k: list(v) if isinstance(v, tuple) else v
                            for k, v in self.splits.items()},
-                "t_start": self.t_start, "t_end": self.t_end, "latency_s": self.latency_s,
+                "t_arrival": self.t_arrival, "t_start": self.t_start, "t_end": self.t_end,
+                "latency_s": self.latency_s, "response_s": self.response_s,
+                "ttft_s": self.ttft_s, "tpot_s": self.tpot_s,
+                "token_times": [t - self.t_start for t in self.token_times],
                 "phases": {"device_s": self.device_s, "upload_s": self.upload_s,
                            "upload_bytes": self.upload_bytes, "mec_wait_s": self.mec_wait_s,
                            "mec_s": self.mec_s, "download_s": self.download_s,
                            "download_bytes": self.download_bytes},
-                "passes": [p.to_json() for p in self.passes]}
+                "steps": [s.to_json() for s in self.steps]}
+
+
+_SIDE = ("device", "mec")
+_DIR = ("up", "down")
+
+
+def run_plan(plan: Plan, link: Link, t_start: float, mec: MecState | None = None, *,
+             detail: bool = True) -> tuple[float, list[float], dict[str, float], list[StepTiming],
+                                           int, float, float]:
+    """Price ``plan`` started at ``t_start`` (see the module docstring).
+
+    Returns ``(t_end, token_times, totals, steps, slot, session_start, session_end)``; the
+    caller commits the slot (``slot`` is -1 when nothing ran on the MEC)."""
+    inf = float("inf")
+    n = len(plan.item_names)
+    on = ([inf] * n, [inf] * n)  # when each item is on the device / on the MEC
+    for i in plan.initial:
+        on[DEVICE][i] = t_start
+    d = link.one_way_delay_s
+    finish = (link.up_finish, link.down_finish)
+    free = [t_start, -inf]  # device, MEC (this session)
+    link_free = [-inf, -inf]  # up, down
+    slot = -1
+    sess_start = sess_end = 0.0
+    dev_s = mec_s = wait = up_s = down_s = 0.0
+    up_b = down_b = 0
+    rows: list[StepTiming] = []
+    for st in plan.steps:
+        side = st.side
+        have = on[side]
+        if st.kind == COMPUTE:
+            ready = t_start
+            for it in st.needs:
+                x = have[it]
+                if x > ready:
+                    ready = x
+            if side == DEVICE:
+                start = ready if ready > free[0] else free[0]
+                dev_s += st.seconds
+            elif slot < 0:
+                if mec is not None:
+                    slot, start = mec.acquire(ready)
+                else:
+                    slot, start = 0, ready
+                sess_start = start
+                wait = start - ready
+                mec_s += st.seconds
+            else:
+                start = ready if ready > free[1] else free[1]
+                mec_s += st.seconds
+            end = start + st.seconds
+            free[side] = end
+            if side == MEC:
+                sess_end = end
+            for it in st.makes:
+                have[it] = end
+        else:
+            ready = t_start
+            for it in st.items:
+                x = have[it]
+                if x > ready:
+                    ready = x
+            lf = link_free[side]
+            start = ready if ready > lf else lf
+            done = finish[side](start, st.nbytes)
+            link_free[side] = done
+            end = done + d
+            there = on[1 - side]
+            for it in st.items:
+                if end < there[it]:
+                    there[it] = end
+            if side == DEVICE:
+                up_s += end - start
+                up_b += st.nbytes
+            else:
+                down_s += end - start
+                down_b += st.nbytes
+        if detail:
+            rows.append(StepTiming("compute" if st.kind == COMPUTE else "send",
+                                   _SIDE[side] if st.kind == COMPUTE else _DIR[side],
+                                   st.pass_name, st.rep, st.lo, st.hi, st.what, st.nbytes,
+                                   ready, start, end))
+    dev_on = on[DEVICE]
+    tokens = [dev_on[i] for i in plan.outputs]
+    totals = {"device_s": dev_s, "mec_s": mec_s, "mec_wait_s": wait, "upload_s": up_s,
+              "download_s": down_s, "upload_bytes": float(up_b), "download_bytes": float(down_b)}
+    return dev_on[plan.final], tokens, totals, rows, slot, sess_start, sess_end
 
 
 def simulate_request(model: LatencyModel, link: Link, decision: Decision, workload: Workload,
                      t_start: float, mec: MecState | None = None, *, device: str = "device0",
-                     detail: bool = True) -> RequestResult:
+                     detail: bool = True, t_arrival: float | None = None) -> RequestResult:
     """Simulate one request started at ``t_start`` and return its timeline.
 
     ``mec`` is updated (the session's slot is committed) when given; with ``None`` the MEC is
-    idle and unlimited. With ``detail=False`` only the totals are kept (faster).
+    idle and unlimited. With ``detail=False`` the per-step rows are not kept (faster).
     """
-    reps = model.repeats(workload)
-    d = link.one_way_delay_s
-    up = link.up_finish
-    down = link.down_finish
-    t = t_start
-    slot = -1
-    session_start = 0.0
-    tot_dev = tot_up = tot_wait = tot_mec = tot_down = 0.0
-    tot_ub = tot_db = 0
-    rows: list[PassTiming] = []
-    for p in model.passes:
-        s = decision.splits[p.name]
-        n = p.n_blocks
-        for r in range(reps[p.name]):
-            k = (s[r] if len(s) > 1 else s[0]) if isinstance(s, tuple) else s
-            t0 = t
-            dev = p.device_s[k]
-            t += dev
-            if k == n:
-                tot_dev += dev
-                if detail:
-                    rows.append(PassTiming(p.name, r, k, t0, dev, 0.0, 0, 0.0, 0.0, 0.0, 0, t))
-                continue
-            ub = p.up_bytes[k]
-            arrive = up(t, ub) + d
-            up_s = arrive - t
-            wait = 0.0
-            if slot < 0:
-                if mec is not None:
-                    slot, session_start = mec.acquire(arrive)
-                    wait = session_start - arrive
-                else:
-                    slot, session_start = 0, arrive
-            m = p.mec_s[k]
-            t_mec_end = arrive + wait + m
-            db = p.down_bytes[k]
-            t = down(t_mec_end, db) + d
-            dn_s = t - t_mec_end
-            tot_dev += dev
-            tot_up += up_s
-            tot_wait += wait
-            tot_mec += m
-            tot_down += dn_s
-            tot_ub += ub
-            tot_db += db
-            if detail:
-                rows.append(PassTiming(p.name, r, k, t0, dev, up_s, ub, wait, m, dn_s, db, t))
+    plan = model.plan(decision, workload)
+    t_end, tokens, tot, rows, slot, s0, s1 = run_plan(plan, link, t_start, mec, detail=detail)
     if slot >= 0 and mec is not None:
-        mec.commit(slot, session_start, t)
+        mec.commit(slot, s0, s1)
     return RequestResult(device=device, workload=model.model, split=decision.action,
-                         splits=decision.splits, t_start=t_start, t_end=t, device_s=tot_dev,
-                         upload_s=tot_up, upload_bytes=tot_ub, mec_wait_s=tot_wait,
-                         mec_s=tot_mec, download_s=tot_down, download_bytes=tot_db,
-                         passes=tuple(rows))
+                         splits=decision.splits, t_start=t_start, t_end=t_end,
+                         device_s=tot["device_s"], upload_s=tot["upload_s"],
+                         upload_bytes=int(tot["upload_bytes"]), mec_wait_s=tot["mec_wait_s"],
+                         mec_s=tot["mec_s"], download_s=tot["download_s"],
+                         download_bytes=int(tot["download_bytes"]), token_times=tuple(tokens),
+                         steps=tuple(rows), t_arrival=t_arrival)

@@ -16,7 +16,7 @@ Throughput samples: at each decision the device adds the mean uplink capacity of
 its estimate is the harmonic mean of the last :data:`agent.observation.HISTORY` samples.
 
 :func:`run_policy` simulates with the exact latency model (:func:`agent.latency.simulate_request`);
-:class:`agent.env.AigcSplitEnv` runs the same fleet with precomputed tables.
+:class:`agent.env.AigcSplitEnv` runs the same fleet and the same model, one step per request.
 """
 
 from __future__ import annotations
@@ -152,14 +152,18 @@ class Fleet:
         self.arrival[i] = after + gaps.pop()
         self.variant[i] = self._vars[i].pop()
 
-    def next_device(self) -> tuple[int, float]:
-        """The device whose request starts next, and when."""
+    def next_device(self, horizon: float = math.inf) -> tuple[int, float]:
+        """The device whose request starts next, and when, among requests that arrived before
+        ``horizon``; ``(-1, inf)`` when none is left. Arrivals do not depend on the policy, so
+        every policy runs the same requests (each one to completion)."""
         # the first device with the earliest start (as min() then index() would pick it)
         arrival, free = self.arrival, self.free
-        a, f = arrival[0], free[0]
-        best, when = 0, (a if a > f else f)
-        for j in range(1, self.n):
-            a, f = arrival[j], free[j]
+        best, when = -1, math.inf
+        for j in range(self.n):
+            a = arrival[j]
+            if a >= horizon:
+                continue
+            f = free[j]
             s = a if a > f else f
             if s < when:
                 best, when = j, s
@@ -178,8 +182,10 @@ def _mean_gap(model: LatencyModel, config: ScenarioConfig) -> float:
 def run_policy(model: LatencyModel, actions: SplitActions, policy: Policy | FuturePolicy,
                trace: Trace, config: ScenarioConfig, seed: int, *,
                detail: bool = False) -> list[RequestResult]:
-    """Run ``policy`` on ``trace`` for ``config.horizon_s`` with the exact latency model (the
-    trace loops when the horizon is longer); returns every request in start order."""
+    """Run ``policy`` on ``trace`` with the exact latency model: every request that arrives
+    before ``config.horizon_s`` runs to completion (the trace loops when needed); returns them
+    in start order. Arrivals and workloads depend only on ``seed``, so every policy gets the
+    same requests."""
     rng = np.random.default_rng(seed)
     phase = float(rng.random())
     links = make_links(trace, config, phase)
@@ -191,8 +197,8 @@ def run_policy(model: LatencyModel, actions: SplitActions, policy: Policy | Futu
     future = hasattr(policy, "decide_future")
     out: list[RequestResult] = []
     while True:
-        i, t = fleet.next_device()
-        if t >= horizon:
+        i, t = fleet.next_device(horizon)
+        if i < 0:
             break
         link = links[i]
         hist = fleet.history[i]
@@ -211,7 +217,7 @@ def run_policy(model: LatencyModel, actions: SplitActions, policy: Policy | Futu
         if not accepts and decision.action != actions.local_action:
             decision = actions.decision(actions.local_action)
         res = simulate_request(model, link, decision, wl, t, mec, device=f"device{i}",
-                               detail=detail)
+                               detail=detail, t_arrival=fleet.arrival[i])
         out.append(res)
         fleet.done(i, res.t_end)
     return out

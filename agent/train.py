@@ -87,11 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=3e-4, help="learning rate")
     p.add_argument("--n-envs", type=int, default=8,
                    help="env copies stepped together (one batched policy call per step of all; "
-                   "they share the precomputed tables)")
+                   "they share the per-action plans)")
     p.add_argument("--gamma", type=float, default=0.95,
                    help="discount per request (>0 lets a request weigh the MEC waits it causes)")
     p.add_argument("--max-trace-s", type=float,
-                   help="use only the first S seconds of each training trace (faster tables)")
+                   help="use only the first S seconds of each training trace")
     p.add_argument("--val-fraction", type=float, default=0.2,
                    help="fraction of trace files held out for validation")
     p.add_argument("--out", type=Path, required=True, help="output policy FILE.zip")

@@ -1,27 +1,27 @@
-"""The device process: generates requests, asks its policy, runs its part, offloads the rest.
+"""The device process: generates requests, asks its policy, runs its side of each plan.
 
 Per request (arrivals: Poisson at ``rate`` per second from a seeded generator, or closed loop):
 
 1. *observe*: an ``ECHO`` to the MEC gives the RTT and the MEC's queue state (with a probe
    payload when the device has no fresh throughput sample, see :mod:`emulator.observe`);
 2. *decide*: ``policy.decide(Observation)`` gives the split of every pass repetition;
-3. *run*: for every pass repetition with split ``k``: blocks ``[0, k)`` on the device, then (if
-   ``k < N``) ``COMPUTE`` with the cut's bytes to the MEC, which runs ``[k, N)`` and returns the
-   pass output in a ``RESULT``. A request that offloaded anything ends with ``RELEASE``.
+3. *run*: the request's plan (:func:`agent.plan.build_plan`, the same the simulator prices and
+   the MEC runs): if anything runs on the MEC the device sends ``PLAN``, then runs its own steps
+   in order: a computation waits until its inputs are here (made here, or received: a reader
+   thread stamps every ``DATA`` when its last byte is in), a send is queued on the connection's
+   sender thread and the device goes on. The request ends when its final output is on the
+   device; every user-visible output's arrival is recorded (LLM tokens: TTFT, TPOT). The MEC's
+   ``REPORT`` gives its side's stamps; the device then sends ``RELEASE``.
 
 Compute is profiled (:mod:`emulator.compute`) or, with ``--compute execute``, the profiler's
-ONNX pieces (:mod:`emulator.execute`; each request's outputs are checked against local
-execution and the result stored in the record's ``check``).
+ONNX pieces (:mod:`emulator.steps`; outputs the MEC sent are checked against local execution
+and the result stored in the record's ``check``).
 
-Timeline of one pass repetition (one monotonic clock shared with the MEC)::
-
-    t0 pass start -> t1 device compute done, first byte sent -> t2 MEC has the last byte
-    -> t3 MEC compute starts -> t4 MEC compute done -> t5 device has the last result byte
-
-``device_s = t1-t0``, ``upload_s = t2-t1``, ``mec_wait_s = t3-t2``, ``mec_s = t4-t3``,
-``download_s = t5-t4``; the next pass starts at ``t5``, so the phases of a request sum to its
-latency exactly. Record fields mirror :class:`agent.latency.PassTiming` / ``RequestResult``.
-Times in records are seconds of the trace (``monotonic - t0`` of the run).
+The record mirrors :meth:`agent.latency.RequestResult.to_record` field by field: ``t_start``
+(first computation may begin) to ``t_end`` (final output here) is ``latency_s``; ``steps``
+has one row per plan step with ``t_ready``/``t_start``/``t_end`` (a send's ``t_end`` is its
+arrival on the other side), ``token_times`` the user-visible outputs relative to ``t_start``.
+Times are seconds of the trace (``monotonic - t0`` of the run; device and MEC share the clock).
 
 Records go to stdout, one JSON object per line, flushed when each request finishes; logs go
 to stderr. SIGTERM/SIGINT stop the device at once (finished requests are already written).
@@ -30,19 +30,25 @@ to stderr. SIGTERM/SIGINT stop the device at once (finished requests are already
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import queue
 import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
-from agent.policy import Decision, Policy, Workload
+from agent.errors import AgentError
+from agent.latency import LatencyModel
+from agent.plan import COMPUTE, DEVICE, MEC, SEND, Plan
+from agent.policy import Policy, Workload
 from emulator.compute import JITTERS, ProfiledCompute, realtime_thread
 from emulator.errors import EmulatorError, ProtocolError
-from emulator.execute import PieceRunner, decode_tensors, encode_tensors, find_pieces_dir
+from emulator.execute import PieceRunner, find_pieces_dir
 from emulator.observe import LinkEstimator
 from emulator.policies import load_policy
 from emulator.protocol import (
@@ -52,8 +58,9 @@ from emulator.protocol import (
     QueueState,
     connect,
     recv_message,
-    send_message,
 )
+from emulator.steps import StepRunner
+from emulator.transport import Inbox, Sender, stamp_into
 from profiler.schema import Profile, ProfileError, load_profile
 
 __all__ = ["Device", "arrivals", "main", "parse_repeats"]
@@ -94,44 +101,86 @@ class _Stop(Exception):
 
 
 class Device:
-    """One device: a connection to the MEC, a policy, profiled compute, an estimator."""
+    """One device: a connection to the MEC, a policy, a step runner, an estimator."""
 
     def __init__(self, index: int, sock: Any, profile: Profile, mec_profile: Profile,
                  policy: Policy, compute: ProfiledCompute, workload: Workload, t0: float,
                  estimator: LinkEstimator | None = None, runner: PieceRunner | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, mec_speedup: float = 1.0, data_timeout_s: float = 600.0) -> None:
         self.index = index
         self.sock = sock
         self.profile = profile
         self.mec_profile = mec_profile
+        self.model = LatencyModel(profile, mec_profile, mec_speedup=mec_speedup)
         self.policy = policy
-        self.compute = compute
+        self.steps = StepRunner(compute, runner)
         self.workload = workload
         self.t0 = t0
         self.est = estimator or LinkEstimator()
-        self.runner = runner
-        self.compute_mode = "profiled" if runner is None else "execute"
+        self.compute_mode = self.steps.mode
         self.seed = seed
-        self.buf = PayloadBuffer()
+        self.data_timeout_s = data_timeout_s
         self.next_id = 1
         self.reps = {p.name: int(workload.repeats.get(p.name, p.repeat)) for p in profile.passes}
         self._probe = memoryview(bytearray(self.est.probe_bytes))
+        self.sender = Sender(sock, name=f"device-{index}-send")
+        self._replies: queue.SimpleQueue[Message | str] = queue.SimpleQueue()
+        self._inboxes: dict[int, Inbox] = {}
+        self._reports: dict[int, queue.SimpleQueue[Message | str]] = {}
+        self._reader = threading.Thread(target=self._read, name=f"device-{index}-read",
+                                        daemon=True)
+        self._reader.start()
 
     # ------------------------------------------------------------------ messaging
-    def _recv(self, want: MsgType) -> Message:
-        msg = recv_message(self.sock, into=self.buf)
-        if msg is None:
-            raise ProtocolError("the MEC closed the connection")
-        if msg.type == MsgType.ERROR:
-            raise ProtocolError(f"the MEC reported: {msg.meta.get('message', '?')}")
+    def _read(self) -> None:
+        """Reader thread: stamps and routes every message from the MEC."""
+        buf = PayloadBuffer()
+        why = "the MEC closed the connection"
+        try:
+            while True:
+                msg = recv_message(self.sock, into=buf)
+                t = time.monotonic()
+                if msg is None:
+                    break
+                if "queue" in msg.meta:
+                    self.est.queue = QueueState.from_json(msg.meta["queue"])
+                if msg.type == MsgType.DATA:
+                    inbox = self._inboxes.get(msg.request_id)
+                    items = msg.meta.get("items")
+                    if inbox is None or not isinstance(items, list):
+                        raise ProtocolError(f"unexpected DATA for request {msg.request_id}")
+                    inbox.put(items, t, self.steps.received(msg.meta, msg.payload))
+                elif msg.type == MsgType.REPORT:
+                    msg.payload = bytes(msg.payload)
+                    self._reports.setdefault(msg.request_id, queue.SimpleQueue()).put(msg)
+                elif msg.type == MsgType.ERROR:
+                    why = f"the MEC reported: {msg.meta.get('message', '?')}"
+                    break
+                else:
+                    msg.payload = b""
+                    self._replies.put(msg)
+        except (ProtocolError, OSError) as e:
+            why = f"connection to the MEC failed: {e}"
+        self._replies.put(why)
+        for inbox in list(self._inboxes.values()):
+            inbox.fail(why)
+        for q in list(self._reports.values()):
+            q.put(why)
+
+    def _recv(self, want: MsgType, timeout_s: float = 60.0) -> Message:
+        try:
+            msg = self._replies.get(timeout=timeout_s)
+        except queue.Empty:
+            raise ProtocolError(f"no {want.name} from the MEC within {timeout_s:g} s") from None
+        if isinstance(msg, str):
+            self._replies.put(msg)  # every later call fails the same way
+            raise ProtocolError(msg)
         if msg.type != want:
             raise ProtocolError(f"expected {want.name} from the MEC, got {msg.type.name}")
-        if "queue" in msg.meta:
-            self.est.queue = QueueState.from_json(msg.meta["queue"])
         return msg
 
     def hello(self) -> None:
-        send_message(self.sock, Message(MsgType.HELLO, meta={
+        self.sender.send(Message(MsgType.HELLO, meta={
             "device": self.index, "model": self.profile.model.name}))
         self._recv(MsgType.WELCOME)
 
@@ -139,35 +188,18 @@ class Device:
         """An empty echo (RTT and queue state), then, when the device has no fresh throughput
         sample, an echo with a probe payload (upload throughput sample)."""
         t1 = time.monotonic()
-        send_message(self.sock, Message(MsgType.ECHO))
+        self.sender.send(Message(MsgType.ECHO))
         self._recv(MsgType.ECHO_REPLY)
         t2 = time.monotonic()
         self.est.add_rtt(t2 - t1)
         if self.est.needs_probe(t2):
             t1 = time.monotonic()
-            send_message(self.sock, Message(MsgType.ECHO, payload=self._probe))
+            self.sender.send(Message(MsgType.ECHO, payload=self._probe))
             reply = self._recv(MsgType.ECHO_REPLY)
             self.est.add_upload(len(self._probe), float(reply.meta["t_recv"]) - t1,
                                 time.monotonic())
 
     # ------------------------------------------------------------------ one request
-    def _expected_hold_s(self, decision: Decision, from_pass: int, from_rep: int) -> float:
-        """The device's estimate of how long its MEC session will last from now."""
-        thr = self.est.throughput_bps() or 1e6
-        total = 0.0
-        for pi, p in enumerate(self.profile.passes):
-            mp = self.mec_profile.passes[pi]
-            for r in range(self.reps[p.name]):
-                if (pi, r) < (from_pass, from_rep):
-                    continue
-                k = decision.split_for(p.name, r)
-                if k == p.n_blocks:
-                    continue
-                total += sum(b.latency.median for b in p.blocks[:k]) / 1e3
-                total += sum(b.latency.median for b in mp.blocks[k:]) / 1e3
-                total += (p.upload_bytes(k) + p.download_bytes(k)) * 8.0 / thr + self.est.rtt_s
-        return total
-
     def run_request(self, t_arrival: float) -> dict[str, Any]:
         """Observe, decide and run one request; returns its record."""
         rid = self.next_id
@@ -176,111 +208,140 @@ class Device:
         self.echo()
         obs = self.est.observation(self.workload, t_decide - self.t0)
         decision = self.policy.decide(obs)
+        try:
+            plan = self.model.plan(decision, self.workload)
+        except AgentError as e:
+            raise EmulatorError(f"policy {self.policy.name!r}: {e}") from None
+        seed = int(np.random.SeedSequence([self.seed, self.index, rid]).generate_state(1)[0])
+        inbox = Inbox()
+        self._inboxes[rid] = inbox
         t_start = time.monotonic()
-        rows: list[dict[str, Any]] = []
-        executed: list[tuple[int, int, dict[str, np.ndarray]]] = []
-        session = False
-        t = t_start
-        for pi, p in enumerate(self.profile.passes):
-            n = p.n_blocks
-            for r in range(self.reps[p.name]):
-                k = decision.split_for(p.name, r)
-                if not 0 <= k <= n:
-                    raise EmulatorError(f"policy {self.policy.name!r} gave split {k} for pass "
-                                        f"{p.name!r} with {n} blocks")
-                t0 = t
-                meta: dict[str, Any] = {}
-                out: bytes | memoryview
-                if self.runner is None:
-                    _, out = self.compute.run(pi, 0, k)
+        inbox.put(plan.initial, t_start)
+        splits = {k: list(v) if isinstance(v, tuple) else v for k, v in decision.splits.items()}
+        if plan.offloaded:
+            self._reports.setdefault(rid, queue.SimpleQueue())
+            self.sender.send(Message(MsgType.PLAN, rid, meta={
+                "splits": splits, "repeats": self.reps, "action": decision.action,
+                "seed": seed}))
+        rows: dict[int, dict[str, Any]] = {}
+        try:
+            for idx, st in enumerate(plan.steps):
+                if st.side != DEVICE:
+                    continue
+                if st.kind == COMPUTE:
+                    t_ready = inbox.wait(st.needs, self.data_timeout_s, t_start)
+                    t_s = time.monotonic()
+                    _, tensors = self.steps.run(st, seed)
+                    t_e = time.monotonic()
+                    inbox.put(st.makes, t_e, tensors)
+                    rows[idx] = {"t_ready": t_ready, "t_start": t_s, "t_end": t_e}
                 else:
-                    out, meta = self._execute(rid, pi, r, k)
-                t1 = time.monotonic()
-                row: dict[str, Any] = {"name": p.name, "repetition": r, "split": k,
-                                       "t_start": t0 - self.t0, "device_s": t1 - t0,
-                                       "upload_s": 0.0, "upload_bytes": 0, "mec_wait_s": 0.0,
-                                       "mec_s": 0.0, "download_s": 0.0, "download_bytes": 0}
-                if k < n:
-                    if not session:
-                        meta["expected_hold_s"] = self._expected_hold_s(decision, pi, r)
-                        session = True
-                    send_message(self.sock, Message(MsgType.COMPUTE, rid, pi, r, k, n,
-                                                    meta=meta, payload=out))
-                    res = self._recv(MsgType.RESULT)
-                    t5 = time.monotonic()
-                    if "error" in res.meta:
-                        raise EmulatorError(f"the MEC failed pass {p.name!r}: {res.meta['error']}")
-                    t2, t3, t4 = (float(res.meta[x]) for x in ("t_recv", "t_start", "t_done"))
-                    up_bytes = len(out)
-                    row.update(upload_s=t2 - t1, upload_bytes=up_bytes, mec_wait_s=t3 - t2,
-                               mec_s=t4 - t3, download_s=t5 - t4, download_bytes=len(res.payload))
-                    self.est.add_upload(up_bytes, t2 - t1, t5)
-                    if self.runner is not None:
-                        executed.append((pi, int(meta["input_seed"]),
-                                         decode_tensors(res.meta.get("tensors"), res.payload)))
-                    t1 = t5
-                t = t1
-                row["t_end"] = t - self.t0
-                rows.append(row)
-        t_end = t
-        if session:
-            send_message(self.sock, Message(MsgType.RELEASE, rid))
-        check = self._check(executed) if self.runner is not None else None
-        phases = {key: sum(row[key] for row in rows) for key in (
-            "device_s", "upload_s", "upload_bytes", "mec_wait_s", "mec_s", "download_s",
-            "download_bytes")}
+                    t_ready = max(inbox.time(it) or t_start for it in st.items)
+                    meta, payload = self.steps.payload(st, inbox.data(st.items[0]))
+                    meta.update(step=idx, items=list(st.items))
+                    row: dict[str, Any] = {"t_ready": t_ready}
+                    rows[idx] = row
+                    self.sender.send(
+                        Message(MsgType.DATA, rid, self.steps.pass_index(st.pass_name), st.rep,
+                                meta=meta, payload=payload),
+                        on_start=stamp_into(row))
+            t_end = inbox.wait([plan.final], self.data_timeout_s, t_start)
+            tokens = [inbox.wait([o], self.data_timeout_s, t_start) for o in plan.outputs]
+            report = self._report(rid) if plan.offloaded else None
+        finally:
+            if plan.offloaded:
+                with contextlib.suppress(ProtocolError):
+                    self.sender.send(Message(MsgType.RELEASE, rid))
+            self._inboxes.pop(rid, None)
+            self._reports.pop(rid, None)
+        steps = self._step_rows(plan, rows, inbox, report, t_start)
+        for row in steps:
+            if row["kind"] == "send" and row["side"] == "up" and row["nbytes"] >= 16_384:
+                self.est.add_upload(row["nbytes"], row["t_end"] - row["t_start"], t_end)
+        check = None
+        if self.steps.runner is not None:
+            outs = [(self.steps.pass_index(st.pass_name), st.rep, inbox.data(st.items[0]))
+                    for st in plan.steps if st.kind == SEND and st.side == MEC
+                    and st.what == "output" and isinstance(inbox.data(st.items[0]), dict)]
+            check = self.steps.check(outs, seed)
+            if not check["ok"]:
+                print(f"device {self.index}: split outputs differ from local execution "
+                      f"(max |diff| {check['max_abs_diff']:.3g})", file=sys.stderr)
+        rel = [x - self.t0 for x in tokens]
+        ttft = tokens[0] - t_start
+        tpot = (tokens[-1] - tokens[0]) / (len(tokens) - 1) if len(tokens) > 1 else None
+        phases = _phases(steps)
         return {
             "device": self.index, "request": rid, "workload": self.profile.model.name,
             "repeats": self.reps, "policy": self.policy.name, "compute": self.compute_mode,
-            "split": decision.action,
-            "splits": {k: list(v) if isinstance(v, tuple) else v
-                       for k, v in decision.splits.items()},
+            "split": decision.action, "splits": splits,
             "t_arrival": t_arrival - self.t0, "t_decide": t_decide - self.t0,
             "t_start": t_start - self.t0, "t_end": t_end - self.t0,
-            "latency_s": t_end - t_start, "queue_s": t_decide - t_arrival,
-            "decide_s": t_start - t_decide,
+            "latency_s": t_end - t_start, "response_s": t_end - t_arrival,
+            "queue_s": t_decide - t_arrival, "decide_s": t_start - t_decide,
+            "ttft_s": ttft, "tpot_s": tpot,
+            "token_times": [x - (t_start - self.t0) for x in rel],
             "observation": {"throughput_bps": obs.throughput_bps, "rtt_s": obs.rtt_s,
                             "mec_queue_len": obs.mec_queue_len,
                             "mec_busy_slots": obs.mec_busy_slots,
                             "mec_expected_wait_s": obs.mec_expected_wait_s},
-            "phases": phases, "passes": rows,
+            "phases": phases, "steps": steps,
             **({"check": check} if check is not None else {}),
         }
 
-    def _execute(self, rid: int, pi: int, r: int, k: int) -> tuple[bytes, dict[str, Any]]:
-        """Execute mode: run pieces ``[0, k)`` on seeded inputs; the cut's tensors + meta."""
-        assert self.runner is not None
-        seed = int(np.random.SeedSequence([self.seed, self.index, rid, pi, r])
-                   .generate_state(1)[0])
-        env = self.runner.inputs(pi, seed)
-        self.runner.run(pi, 0, k, env)
-        if k == self.profile.passes[pi].n_blocks:
-            return b"", {}
-        descs, payload = encode_tensors({nm: env[nm] for nm in self.runner.cut_names(pi, k)})
-        return payload, {"tensors": descs, "input_seed": seed}
+    def _report(self, rid: int) -> dict[str, Any]:
+        q = self._reports.setdefault(rid, queue.SimpleQueue())
+        try:
+            msg = q.get(timeout=self.data_timeout_s)
+        except queue.Empty:
+            raise ProtocolError(f"no REPORT for request {rid} from the MEC") from None
+        if isinstance(msg, str):
+            raise ProtocolError(msg)
+        try:
+            rep = json.loads(bytes(msg.payload))
+            assert isinstance(rep, dict)
+            return rep
+        except (ValueError, AssertionError) as e:
+            raise ProtocolError(f"malformed REPORT for request {rid}") from e
 
-    def _check(self, executed: list[tuple[int, int, dict[str, np.ndarray]]]) -> dict[str, Any]:
-        """Compare the split outputs with local execution of the same pass repetitions."""
-        assert self.runner is not None
-        worst = 0.0
-        ok = True
-        for pi, seed, got in executed:
-            ref = self.runner.local(pi, seed)
-            for name, want in ref.items():
-                have = got.get(name)
-                if have is None or have.shape != want.shape:
-                    ok = False
-                    continue
-                if want.dtype.kind == "f":
-                    worst = max(worst, float(np.max(np.abs(have.astype(np.float64) - want)))
-                                if want.size else 0.0)
-                    ok &= bool(np.allclose(have, want, rtol=1e-4, atol=1e-5))
-                else:
-                    ok &= bool(np.array_equal(have, want))
-        if not ok:
-            print(f"device {self.index}: split outputs differ from local execution "
-                  f"(max |diff| {worst:.3g})", file=sys.stderr)
-        return {"passes_checked": len(executed), "max_abs_diff": worst, "ok": ok}
+    def _step_rows(self, plan: Plan, rows: dict[int, dict[str, Any]], inbox: Inbox,
+                   report: dict[str, Any] | None, t_start: float) -> list[dict[str, Any]]:
+        """One row per plan step (as :class:`agent.latency.StepTiming`), run times relative to
+        the trace's t0, merged from this side's stamps and the MEC's report."""
+        mec_rows = {int(r["step"]): r for r in (report or {}).get("steps", [])}
+        recv = {int(k): v for k, v in (report or {}).get("recv", {}).items()}
+        out = []
+        for idx, st in enumerate(plan.steps):
+            r = dict(rows.get(idx) or mec_rows.get(idx) or {})
+            if st.kind == SEND:
+                r["t_end"] = recv.get(idx) if st.side == DEVICE else inbox.time(st.items[0])
+            t = {k: (float(r[k]) if r.get(k) is not None else t_start) - self.t0
+                 for k in ("t_ready", "t_start", "t_end")}
+            out.append({"kind": "compute" if st.kind == COMPUTE else "send",
+                        "side": ("device", "mec")[st.side] if st.kind == COMPUTE
+                        else ("up", "down")[st.side],
+                        "pass_name": st.pass_name, "rep": st.rep, "lo": st.lo, "hi": st.hi,
+                        "what": st.what, "nbytes": st.nbytes, **t})
+        return out
+
+
+def _phases(steps: list[dict[str, Any]]) -> dict[str, float]:
+    """Totals of a request's step rows (as :class:`agent.latency.RequestResult`)."""
+    ph = {"device_s": 0.0, "upload_s": 0.0, "upload_bytes": 0, "mec_wait_s": 0.0,
+          "mec_s": 0.0, "download_s": 0.0, "download_bytes": 0}
+    first_mec = True
+    for s in steps:
+        dur = s["t_end"] - s["t_start"]
+        if s["kind"] == "compute":
+            ph["device_s" if s["side"] == "device" else "mec_s"] += dur
+            if s["side"] == "mec" and first_mec:
+                ph["mec_wait_s"] = s["t_start"] - s["t_ready"]
+                first_mec = False
+        else:
+            d = "upload" if s["side"] == "up" else "download"
+            ph[f"{d}_s"] += dur
+            ph[f"{d}_bytes"] += s["nbytes"]
+    return ph
 
 
 def _sleep_until(deadline: float) -> None:
@@ -355,7 +416,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             runner = PieceRunner(profile, find_pieces_dir(profile, args.pieces))
         dev = Device(args.index, sock, profile, mec_profile, policy,
                      ProfiledCompute(profile, comp_rng, args.jitter), workload, 0.0,
-                     LinkEstimator(probe_bytes=args.probe_bytes), runner, args.seed)
+                     LinkEstimator(probe_bytes=args.probe_bytes), runner, args.seed,
+                     mec_speedup=args.mec_speedup)
         dev.hello()
         t0 = time.monotonic() if args.t0 is None else args.t0
         if args.wait_go:
@@ -383,7 +445,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout.write(json.dumps(rec, separators=(",", ":")) + "\n")
             sys.stdout.flush()
             done += 1
-        send_message(sock, Message(MsgType.BYE))
+        dev.sender.send(Message(MsgType.BYE))
+        dev.sender.close()
     except _Stop:
         pass
     except (EmulatorError, ProfileError) as e:

@@ -5,8 +5,8 @@ The pieces are the profiler's exported per-block ONNX models of each pass
 ``~/.cache/aigc-offload-emu``; made by ``python -m profiler model NAME``). Both sides open one
 ONNX Runtime session per piece (CPU, 1 intra-op thread, no spinning).
 
-Inputs: every pass repetition draws its graph inputs from a seed (``input_seed``) that the
-device sends with its ``COMPUTE``; integer inputs are drawn in ``[0, 100)`` (valid token ids),
+Inputs: every pass repetition draws its graph inputs from a seed that both sides derive from
+the request's seed (:func:`emulator.steps.instance_seed`); integer inputs are drawn in ``[0, 100)`` (valid token ids),
 float inputs from N(0, 0.5^2). Passes are executed independently (a decode token does not feed
 the next; the KV cache is the seeded ``past_*`` input): what is checked is the split, not the
 generation.
@@ -32,12 +32,10 @@ from typing import Any
 import numpy as np
 
 from emulator.errors import EmulatorError, ProtocolError
-from emulator.protocol import Message
 from profiler.schema import Profile
 
 __all__ = [
     "DTYPES",
-    "ExecuteMecBackend",
     "PieceRunner",
     "decode_tensors",
     "encode_tensors",
@@ -201,33 +199,3 @@ class PieceRunner:
         env = self.run(pass_index, 0, len(self.sessions[pass_index]),
                        self.inputs(pass_index, seed))
         return {n: env[n] for n in self.output_names(pass_index)}
-
-
-class ExecuteMecBackend:
-    """The MEC side of execute mode: regenerates state inputs, runs pieces ``[lo, hi)``."""
-
-    name = "execute"
-
-    def __init__(self, profile: Profile, pieces: str | None, threads: int = 1) -> None:
-        self.profile = profile
-        self.runner = PieceRunner(profile, find_pieces_dir(profile, pieces), threads)
-
-    def expected_s(self, pass_index: int, lo: int, hi: int) -> float:
-        return sum(b.latency.median for b in
-                   self.profile.passes[pass_index].blocks[lo:hi]) / 1e3
-
-    def run(self, msg: Message) -> tuple[dict[str, Any], bytes]:
-        got = decode_tensors(msg.meta.get("tensors", []), msg.payload)
-        seed = msg.meta.get("input_seed")
-        if not isinstance(seed, int):
-            raise EmulatorError("execute-mode COMPUTE without an integer input_seed")
-        env = self.runner.inputs(msg.pass_index, seed, skip=list(got))
-        env.update(got)
-        try:
-            self.runner.run(msg.pass_index, msg.block_lo, msg.block_hi, env)
-        except KeyError as e:
-            raise EmulatorError(f"pass {msg.pass_index} blocks [{msg.block_lo}, "
-                                f"{msg.block_hi}) need tensor {e} that was not sent") from None
-        outs = {n: env[n] for n in self.runner.output_names(msg.pass_index)}
-        descs, payload = encode_tensors(outs)
-        return {"tensors": descs}, payload

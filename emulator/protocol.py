@@ -10,19 +10,25 @@ pickled. Header fields, network byte order (``struct`` format :data:`HEADER_FORM
     type         B   a MsgType
     flags        H   reserved, 0
     request_id   Q   the device's request number (0 for control messages)
-    pass_index   H   index of the pass in the profile
+    pass_index   H   index of the pass in the profile (informational in DATA)
     repetition   I   repetition of the pass within the request (decode token, diffusion step)
-    block_lo     H   first block of the range the MEC runs
-    block_hi     H   one past the last block (block_lo <= block_hi)
+    block_lo     H   first block of a range (block_lo <= block_hi; informational)
+    block_hi     H   one past the last block
     meta_len     I   bytes of JSON metadata that follow
     payload_len  Q   bytes of raw payload after the metadata
 
 Message flow: a device opens one connection, sends ``HELLO`` and gets ``WELCOME``; then per
-request ``ECHO`` (optional probe payload) -> ``ECHO_REPLY`` and, for every pass repetition that
-runs (partly) on the MEC, ``COMPUTE`` -> ``RESULT``; a request that offloaded anything ends
-with ``RELEASE`` (no reply), which frees its MEC slot. Every reply from the MEC carries its queue
-state (:class:`QueueState`) in the metadata under ``"queue"``. ``QUEUE`` asks for it alone.
-``ERROR`` carries ``{"message": ...}``; ``BYE`` closes. Every socket sets ``TCP_NODELAY``.
+request ``ECHO`` (optional probe payload) -> ``ECHO_REPLY``. A request that computes anything on
+the MEC then runs its plan (:mod:`agent.plan`): the device sends ``PLAN`` (the decision and the
+workload; both sides build the same plan from them) and both sides send ``DATA`` messages, one
+per send step of the plan (``meta``: ``step`` index and ``items``; the payload is the items'
+bytes), whenever the plan says: the device the prompt, cuts and state going up; the MEC every
+streamed token, cut, state or output coming down, without waiting for the device. After its
+last step the MEC sends ``REPORT`` (its own step timings and when each uplink item arrived);
+the device ends the request with ``RELEASE`` (no reply). Every reply from the MEC carries its
+queue state (:class:`QueueState`) in the metadata under ``"queue"``. ``QUEUE`` asks for it
+alone. ``ERROR`` carries ``{"message": ...}``; ``BYE`` closes. Every socket sets
+``TCP_NODELAY``.
 
 Timestamps in metadata are ``time.monotonic()`` seconds. Device and MEC processes of one run
 live on one machine (Mininet hosts share the kernel's monotonic clock), so the device can
@@ -60,7 +66,7 @@ __all__ = [
 ]
 
 MAGIC = b"AIGE"
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 HEADER_FORMAT = "!4sBBHQHIHHIQ"
 HEADER_SIZE = struct.calcsize(HEADER_FORMAT)
 MAX_META = 64 * 1024
@@ -77,13 +83,14 @@ class MsgType(enum.IntEnum):
     WELCOME = 2
     ECHO = 3
     ECHO_REPLY = 4
-    COMPUTE = 5
-    RESULT = 6
     QUEUE = 7
     QUEUE_REPLY = 8
     ERROR = 9
     BYE = 10
     RELEASE = 11
+    PLAN = 12
+    DATA = 13
+    REPORT = 14
 
 
 @dataclass(frozen=True)

@@ -13,14 +13,19 @@ A record (times in seconds of the trace, i.e. since the run's ``t0``; sizes in b
     policy, split, splits      policy name, its action index, the split of every pass
     compute                    "profiled" or "execute"
     t_arrival, t_decide        arrival (Poisson or closed loop), start of observe+decide
-    t_start, t_end, latency_s  the request's run (latency_s = t_end - t_start)
+    t_start, t_end, latency_s  the request's run: service latency = t_end - t_start
+    response_s                 t_end - t_arrival (waiting for the device included)
+    ttft_s, tpot_s             first user-visible output (token) after t_start; mean gap
+                               between later ones (None with fewer than two)
+    token_times                every user-visible output's arrival, relative to t_start
     queue_s, decide_s          waiting at the device, observing + deciding
     observation                what the policy saw (throughput_bps, rtt_s, MEC queue state)
     phases                     totals: device_s, upload_s, upload_bytes, mec_wait_s, mec_s,
-                               download_s, download_bytes (they sum to latency_s)
-    passes                     one row per pass repetition, fields of agent.latency.PassTiming
+                               download_s, download_bytes (device and MEC work overlap
+                               streaming, so they need not sum to latency_s)
+    steps                      one row per plan step, fields of agent.latency.StepTiming
     predicted_latency_s        agent.latency.simulate_request for the same request (idle MEC)
-    predicted                  its latency_s and phases, shaped like ``phases``
+    predicted                  its latency_s, ttft_s, tpot_s and phases
     check                      execute mode: outputs vs local execution (ok, max_abs_diff)
 """
 
@@ -99,8 +104,16 @@ def latency_stats(values: Sequence[float]) -> dict[str, float | int | None]:
             "p95_s": float(np.percentile(a, 95)), "max_s": float(a.max())}
 
 
-def summarize(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """Counts and latency statistics, overall, per policy and per device; sim vs emu error."""
+def _opt(values: Iterable[Any]) -> list[float]:
+    return [float(v) for v in values if isinstance(v, (int, float))]
+
+
+def summarize(records: Iterable[Mapping[str, Any]],
+              replay: Callable[[list[dict[str, Any]]], list[float]] | None = None
+              ) -> dict[str, Any]:
+    """Counts and latency statistics (service latency, response time, TTFT, TPOT) overall,
+    per policy and per device; simulator vs emulator error, per request and, with ``replay``
+    (the simulator run over all records with the MEC's contention), under contention."""
     recs = list(records)
     lat = [float(r["latency_s"]) for r in recs]
     by_policy: dict[str, list[float]] = {}
@@ -113,6 +126,8 @@ def summarize(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         "requests": len(recs), "offloaded": offloaded, "local": len(recs) - offloaded,
         "latency": latency_stats(lat),
         "response": latency_stats([float(r["t_end"]) - float(r["t_arrival"]) for r in recs]),
+        "ttft": latency_stats(_opt(r.get("ttft_s") for r in recs)),
+        "tpot": latency_stats(_opt(r.get("tpot_s") for r in recs)),
         "per_policy": {k: latency_stats(v) for k, v in sorted(by_policy.items())},
         "per_device": {k: latency_stats(v) for k, v in sorted(by_device.items())},
         "phase_totals_s": {k: float(sum(r["phases"][k] for r in recs)) for k in (
@@ -145,6 +160,19 @@ def summarize(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
                     "decision and start time and an idle MEC; '_given_mec_wait' adds the "
                     "measured MEC wait to the prediction",
         }
+    if replay is not None and recs:
+        sim = np.array(replay([dict(r) for r in recs]))
+        m = np.array(lat)
+        rel = (m - sim) / np.maximum(sim, 1e-9)
+        out["simulator_replay"] = {
+            "n": len(recs), "mean_measured_s": float(m.mean()),
+            "mean_simulated_s": float(sim.mean()),
+            "median_rel_error": float(np.median(rel)),
+            "median_abs_rel_error": float(np.median(np.abs(rel))),
+            "p95_abs_rel_error": float(np.percentile(np.abs(rel), 95)),
+            "note": "every recorded request replayed in start order through the simulator "
+                    "(agent.latency) with its decision, workload and start time, the trace as "
+                    "replayed and one MEC with the run's slots: MEC waits included"}
     return out
 
 

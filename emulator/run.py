@@ -171,11 +171,14 @@ def _check_prerequisites() -> None:
 
 
 class _Simulator:
-    """The simulator's prediction of a recorded request: :func:`agent.latency.simulate_request`
-    with the request's decision, workload and start time, on the trace as the network replays
-    it (``net.up_traces``: resampled like the shaper; the trace itself on loopback), with an
-    idle MEC. ``summary.json`` also compares it with the measured MEC wait added back
-    (separating link and compute modelling from queueing)."""
+    """The simulator's prediction of recorded requests, on the trace as the network replays it
+    (``net.up_traces``: resampled like the shaper; the trace itself on loopback):
+
+    * per request as it finishes (``__call__``): :func:`agent.latency.simulate_request` with the
+      request's decision, workload and start time and an idle MEC;
+    * for the whole run (``replay``, in ``summary.json``): every recorded request in start
+      order through one :class:`agent.latency.MecState` with the run's slots, so the MEC waits
+      the requests caused each other are simulated too (parity under contention)."""
 
     def __init__(self, plan: RunPlan, dev: Any, mec: Any, delay_s: float, downlink: bool,
                  net: Any) -> None:
@@ -183,6 +186,7 @@ class _Simulator:
         from agent.link import Link
 
         self.model = LatencyModel(dev, mec, mec_speedup=plan.mec_speedup)
+        self.slots = plan.mec_slots
         up = (getattr(net, "up_traces", None) or [plan.trace])[0]
         self.trace_source = "network replay" if hasattr(net, "up_traces") else "trace file"
         if plan.shared_cell:
@@ -195,18 +199,33 @@ class _Simulator:
         self.link = Link(up=up, down=down if downlink else up.scaled(1e6),
                          one_way_delay_s=delay_s)
 
-    def __call__(self, rec: dict[str, Any]) -> dict[str, Any]:
+    def _simulate(self, rec: dict[str, Any], mec: Any) -> Any:
         from agent.latency import simulate_request
         from agent.policy import Decision, Workload
 
         splits = {k: tuple(v) if isinstance(v, list) else int(v)
                   for k, v in rec["splits"].items()}
-        res = simulate_request(self.model, self.link, Decision(splits, int(rec.get("split", -1))),
-                               Workload(rec["workload"], dict(rec["repeats"])),
-                               max(float(rec["t_start"]), 0.0), None,
-                               device=str(rec["device"]), detail=False)
-        r = res.to_record()
-        return {"latency_s": r["latency_s"], "phases": r["phases"]}
+        return simulate_request(self.model, self.link,
+                                Decision(splits, int(rec.get("split", -1))),
+                                Workload(rec["workload"], dict(rec["repeats"])),
+                                max(float(rec["t_start"]), 0.0), mec,
+                                device=str(rec["device"]), detail=False)
+
+    def __call__(self, rec: dict[str, Any]) -> dict[str, Any]:
+        r = self._simulate(rec, None).to_record()
+        return {"latency_s": r["latency_s"], "ttft_s": r["ttft_s"], "tpot_s": r["tpot_s"],
+                "phases": r["phases"]}
+
+    def replay(self, records: list[dict[str, Any]]) -> list[float]:
+        """Simulated latency of every record (in the given order), MEC contention included."""
+        from agent.latency import MecState
+
+        mec = MecState(self.slots)
+        order = sorted(range(len(records)), key=lambda i: float(records[i]["t_start"]))
+        out = [0.0] * len(records)
+        for i in order:
+            out[i] = self._simulate(records[i], mec).latency_s
+        return out
 
 
 def _make_predictor(plan: RunPlan, dev: Any, mec: Any, delay_s: float, downlink: bool,

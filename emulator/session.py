@@ -180,7 +180,7 @@ def run_session(plan: RunPlan, net: Any, predictor: Any, provenance: dict[str, A
     try:
         mec = start("mec", net.mec, [
             "-m", "emulator.mec", "--profile", str(plan.mec_profile),
-            "--window-clamp", str(clamp),
+            "--device-profile", str(plan.device_profile), "--window-clamp", str(clamp),
             "--slots", str(plan.mec_slots), "--seed", str(plan.seed), "--jitter", plan.jitter,
             "--compute", plan.compute, "--speedup", str(plan.mec_speedup),
             *(["--pieces", str(plan.pieces)] if plan.pieces else []),
@@ -307,7 +307,7 @@ def _write_outputs(plan: RunPlan, net: Any, sink: RecordSink, prov: dict[str, An
         "unrecorded": sum(int(pr.exit_info.get("done", 0)) for pr in procs) - len(records),
         "unparsable_lines": sum(pr.bad_lines for pr in procs),
         "prediction_errors": sink.prediction_errors,
-        **summarize(records),
+        **summarize(records, getattr(sink.predictor, "replay", None)),
         "provenance": prov,
     }
 

@@ -28,11 +28,15 @@ def _const_link(bps: float = 8e6, delay: float = 0.01) -> Link:
 
 
 # twoblock: device blocks 100 + 200 ms, MEC 25 + 50 ms; cut after block a: 50 kB; pass input
-# 20 kB, output 1 kB; 2 passes per request. 8 Mbit/s = 1 MB/s, one-way delay 10 ms.
+# 20 kB, output 1 kB; 2 passes per request, a plain chain (pass 2 reads pass 1's output, only
+# the last output is user-visible). 8 Mbit/s = 1 MB/s, one-way delay 10 ms.
 @pytest.mark.parametrize(("k", "expected"), [
-    (2, 2 * 0.300),                                               # local
-    (1, 2 * (0.100 + (0.050 + 0.010) + 0.050 + (0.001 + 0.010))),  # split after block a
-    (0, 2 * ((0.020 + 0.010) + 0.075 + (0.001 + 0.010))),          # full offload
+    (2, 2 * 0.300),                                               # local: nothing crosses
+    # split after a: each pass sends its cut up; pass 1's output comes down because pass 2's
+    # block a runs on the device; pass 2's output comes down as the final output
+    (1, 2 * (0.100 + (0.050 + 0.010) + 0.050 + (0.001 + 0.010))),
+    # full offload: input up once, both passes back to back on the MEC, final output down
+    (0, (0.020 + 0.010) + 0.075 + 0.075 + (0.001 + 0.010)),
 ])
 def test_hand_computed_timeline(k: int, expected: float) -> None:
     m = _model()
@@ -40,15 +44,23 @@ def test_hand_computed_timeline(k: int, expected: float) -> None:
                            Workload("twoblock"), 5.0)
     assert res.t_start == 5.0
     assert res.latency_s == pytest.approx(expected, abs=1e-9)
-    assert len(res.passes) == 2
+    kinds = [(s.kind, s.side, s.what) for s in res.steps]
+    if k == 2:
+        assert kinds == [("compute", "device", "")] * 2
+        assert res.upload_bytes == res.download_bytes == 0
     if k == 1:
-        p = res.passes[0]
-        assert (p.device_s, p.upload_s, p.upload_bytes, p.mec_s, p.download_s,
-                p.download_bytes) == pytest.approx((0.1, 0.06, 50_000, 0.05, 0.011, 1_000))
-        assert res.passes[1].t_start == pytest.approx(p.t_end)
+        assert kinds == [("compute", "device", ""), ("send", "up", "cut"),
+                         ("compute", "mec", ""), ("send", "down", "output")] * 2
+        cut = res.steps[1]
+        assert (cut.nbytes, cut.t_start, cut.t_end) == pytest.approx((50_000, 5.1, 5.16))
+        assert (res.upload_bytes, res.download_bytes) == (100_000, 2_000)
+    if k == 0:
+        assert kinds == [("send", "up", "input"), ("compute", "mec", ""),
+                         ("compute", "mec", ""), ("send", "down", "output")]
+        assert (res.upload_bytes, res.download_bytes) == (20_000, 1_000)
     rec = res.to_record()
     assert set(rec) >= {"device", "workload", "split", "t_start", "t_end", "latency_s", "phases",
-                        "passes"}
+                        "steps", "ttft_s", "tpot_s", "response_s"}
 
 
 def test_mec_wait_only_at_session_start_and_slot_is_held() -> None:
@@ -57,11 +69,15 @@ def test_mec_wait_only_at_session_start_and_slot_is_held() -> None:
     mec.commit(0, 0.0, 1.0)  # busy until t = 1
     res = simulate_request(m, _const_link(), Decision({"main": 0}, action=0),
                            Workload("twoblock"), 0.0, mec)
-    assert res.passes[0].mec_wait_s == pytest.approx(0.97)
-    assert res.passes[1].mec_wait_s == 0.0
-    assert res.t_end == pytest.approx(1.0 + 0.075 + 0.011 + 0.030 + 0.075 + 0.011)
-    assert mec.free[0] == pytest.approx(res.t_end)
-    assert mec.expected_wait(1.0) == pytest.approx(res.t_end - 1.0)
+    # the input is on the MEC at 0.03; the slot frees at 1.0; then both passes back to back
+    assert res.mec_wait_s == pytest.approx(0.97)
+    mec_steps = [s for s in res.steps if s.kind == "compute"]
+    assert mec_steps[0].t_start == pytest.approx(1.0)
+    assert mec_steps[1].t_start == pytest.approx(mec_steps[0].t_end)
+    assert res.t_end == pytest.approx(1.0 + 0.075 + 0.075 + 0.011)
+    # the session holds the slot until its last MEC computation, not until delivery
+    assert mec.free[0] == pytest.approx(1.15)
+    assert mec.expected_wait(1.0) == pytest.approx(0.15)
 
 
 def test_mec_speedup_divides_mec_time() -> None:
