@@ -1,7 +1,9 @@
-"""The MEC server in-process: sessions queue FIFO for C slots, queue state, bad requests."""
+"""The MEC server in-process, driven by a raw client: it runs its side of a plan, streams the
+tokens without waiting, shares its slots FIFO, and refuses what is not a plan."""
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from collections.abc import Iterator
@@ -9,19 +11,26 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
+from agent.latency import LatencyModel
+from agent.plan import MEC, SEND
+from agent.policy import Decision, Workload
 from emulator.compute import ProfiledCompute
 from emulator.errors import ProtocolError
-from emulator.mec import MecServer, ProfiledMecBackend
+from emulator.mec import MecServer
 from emulator.protocol import Message, MsgType, connect, recv_message, send_message
+from emulator.steps import StepRunner
 from emulator.synthetic import synthetic_profile
+
+BLOCK_MS = 5.0  # MEC prefill blocks; decode blocks 1 ms; 4 blocks, 4 decode tokens
 
 
 @pytest.fixture
 def server() -> Iterator[MecServer]:
-    prof = synthetic_profile(hw_class="mec", block_ms=5.0)
-    srv = MecServer(prof, ProfiledMecBackend(ProfiledCompute(prof, np.random.default_rng(0),
-                                                             jitter="none")),
-                    slots=1, host="127.0.0.1")
+    dev = synthetic_profile(hw_class="device", block_ms=20.0, decode_block_ms=4.0)
+    mec = synthetic_profile(hw_class="mec", block_ms=BLOCK_MS, decode_block_ms=1.0)
+    model = LatencyModel(dev, mec)
+    steps = StepRunner(ProfiledCompute(mec, np.random.default_rng(0), jitter="none"))
+    srv = MecServer(model, steps, slots=1, host="127.0.0.1")
     srv.start()
     yield srv
     srv.stop()
@@ -35,48 +44,88 @@ def _dev(srv: MecServer, i: int) -> socket.socket:
     return s
 
 
-def _compute(s: socket.socket, rid: int, hold: float | None = None) -> None:
-    meta = {} if hold is None else {"expected_hold_s": hold}
-    send_message(s, Message(MsgType.COMPUTE, rid, 0, 0, 1, 4, meta=meta, payload=b"x" * 5000))
+def _offload(srv: MecServer, s: socket.socket, rid: int, tokens: int = 4) -> float:
+    """PLAN a full offload and send its input; returns when the input was sent."""
+    splits = {"prefill": 0, "decode": 0}
+    send_message(s, Message(MsgType.PLAN, rid, meta={
+        "splits": splits, "repeats": {"decode": tokens}, "seed": 1}))
+    plan = srv.model.plan(Decision(splits), Workload("toy", {"decode": tokens}))
+    first = plan.steps[0]
+    assert first.kind == SEND and first.what == "input"
+    t = time.monotonic()
+    send_message(s, Message(MsgType.DATA, rid, meta={"step": 0, "items": list(first.items)},
+                            payload=b"x" * first.nbytes))
+    return t
 
 
-def test_sessions_hold_the_slot_until_release(server: MecServer) -> None:
+def _collect(s: socket.socket) -> tuple[list[tuple[float, Message]], dict]:
+    """DATA messages (with arrival times) until the REPORT."""
+    got = []
+    while True:
+        m = recv_message(s)
+        assert m is not None and m.type in (MsgType.DATA, MsgType.REPORT), m
+        if m.type == MsgType.REPORT:
+            return got, json.loads(bytes(m.payload))
+        m.payload = bytes(m.payload)
+        got.append((time.monotonic(), m))
+
+
+def test_full_offload_runs_the_loop_and_streams_every_token(server: MecServer) -> None:
+    a = _dev(server, 0)
+    t_sent = _offload(server, a, 1)
+    data, report = _collect(a)
+    # 1 prefill token + 4 decode tokens, each its own one-way message of 8 bytes
+    assert [len(m.payload) for _, m in data] == [8] * 5
+    assert [m.meta["items"] for _, m in data] == sorted(m.meta["items"] for _, m in data)
+    comps = [r for r in report["steps"] if "t_end" in r]
+    assert len(comps) == 5
+    # prefill 4 x 5 ms, then each decode 4 x 1 ms back to back (no device round trip)
+    # (lower bounds exact; upper bounds loose: the build machine is shared and noisy)
+    assert 0.0195 <= comps[0]["t_end"] - comps[0]["t_start"] < 0.05
+    for c0, c1 in zip(comps, comps[1:], strict=False):
+        assert c1["t_start"] - c0["t_end"] < 0.005
+        assert 0.0039 <= c1["t_end"] - c1["t_start"] < 0.03
+    # the input's arrival stamp is after it was sent and before the first computation
+    recv = report["recv"]["0"]
+    assert t_sent <= recv <= comps[0]["t_start"]
+    # tokens arrive while the loop goes on: the first long before the last computation ends
+    assert data[0][0] < comps[-1]["t_end"]
+    a.close()
+
+
+def test_session_holds_the_slot_until_its_last_mec_computation(server: MecServer) -> None:
     a, b = _dev(server, 0), _dev(server, 1)
-    _compute(a, 1, hold=0.5)
-    ra = recv_message(a)
-    assert ra is not None and ra.type == MsgType.RESULT
-    assert ra.meta["t_done"] - ra.meta["t_start"] == pytest.approx(0.015, abs=0.004)  # blocks 1..3
-    assert len(ra.payload) == 8  # the pass output
-    _compute(b, 1, hold=0.2)  # a holds the only slot: b's session waits
-    time.sleep(0.05)
+    _offload(server, a, 1, tokens=40)  # 20 + 40 x 4 = 180 ms on the MEC
+    time.sleep(0.03)
+    _offload(server, b, 7, tokens=1)
+    time.sleep(0.02)
     q = server.queue_state()
     assert (q.queue_len, q.busy_slots, q.slots) == (1, 1, 1)
-    assert 0.55 < q.expected_wait_s < 0.7  # a new session waits for a (~0.45) then b (0.2)
-    _compute(a, 1)  # a's second pass runs at once on its slot
-    ra2 = recv_message(a)
-    assert ra2 is not None and ra2.meta["t_start"] - ra2.meta["t_recv"] < 0.01
-    t_release = time.monotonic()
-    send_message(a, Message(MsgType.RELEASE, 1))
-    rb = recv_message(b)
-    assert rb is not None and rb.type == MsgType.RESULT
-    assert rb.meta["t_start"] >= t_release
-    assert rb.meta["t_start"] - rb.meta["t_recv"] > 0.04  # waited for a's release
-    assert rb.meta["queue"]["queue_len"] == 0
+    # the new session would wait for a's rest (~0.13 s) then b's (0.024 s)
+    assert 0.08 < q.expected_wait_s < 0.25
+    data_a, rep_a = _collect(a)
+    data_b, rep_b = _collect(b)
+    a_last = max(r["t_end"] for r in rep_a["steps"] if "t_end" in r)
+    b_first = min(r["t_start"] for r in rep_b["steps"] if "t_end" in r)
+    assert b_first >= a_last  # FIFO: b started when a's last MEC computation ended
+    assert b_first - a_last < 0.01  # without waiting for a's RELEASE
+    assert len(data_a) == 41 and len(data_b) == 2
     send_message(b, Message(MsgType.QUEUE))
     qr = recv_message(b)
-    assert qr is not None and qr.meta["queue"]["busy_slots"] == 1
+    assert qr is not None and qr.meta["queue"]["busy_slots"] == 0
     a.close()
     b.close()
 
 
 def test_disconnect_frees_the_slot(server: MecServer) -> None:
     a, b = _dev(server, 0), _dev(server, 1)
-    _compute(a, 1)
-    assert recv_message(a) is not None
-    _compute(b, 1)
+    _offload(server, a, 1, tokens=200)  # 0.8 s on the MEC
+    time.sleep(0.05)
+    _offload(server, b, 1, tokens=1)
     a.close()  # a crashed device must not block the MEC
-    rb = recv_message(b)
-    assert rb is not None and rb.type == MsgType.RESULT
+    t = time.monotonic()
+    data, _ = _collect(b)
+    assert len(data) == 2 and time.monotonic() - t < 0.5
     b.close()
 
 
@@ -87,12 +136,28 @@ def test_bad_requests_get_an_error(server: MecServer) -> None:
     assert m is not None and m.type == MsgType.ERROR and "this MEC serves 'toy'" in m.meta["message"]
     s.close()
     s = _dev(server, 0)
-    send_message(s, Message(MsgType.COMPUTE, 1, 0, 0, 2, 9))
+    send_message(s, Message(MsgType.PLAN, 1, meta={"splits": {"prefill": 9, "decode": 0}}))
     m = recv_message(s)
-    assert m is not None and m.type == MsgType.ERROR and "out of range" in m.meta["message"]
+    assert m is not None and m.type == MsgType.ERROR
+    assert "not a plan of 'toy'" in m.meta["message"] and "out of range" in m.meta["message"]
+    s.close()
+    s = _dev(server, 0)
+    send_message(s, Message(MsgType.DATA, 5, meta={"step": 0, "items": [0]}, payload=b"x"))
+    m = recv_message(s)
+    assert m is not None and m.type == MsgType.ERROR and "no PLAN" in m.meta["message"]
     with pytest.raises((ProtocolError, OSError)):
         for _ in range(3):
             send_message(s, Message(MsgType.ECHO))
             if recv_message(s) is None:
                 raise ProtocolError("closed")
     s.close()
+
+
+def test_mec_side_of_a_split_plan_waits_for_the_cut() -> None:
+    """The plan's MEC steps are exactly the computations and sends the MEC runs."""
+    dev = synthetic_profile(hw_class="device")
+    mec = synthetic_profile(hw_class="mec")
+    plan = LatencyModel(dev, mec).plan(Decision({"prefill": 2, "decode": 2}), Workload("toy"))
+    mec_steps = plan.side_steps(MEC)
+    assert [(s.kind, s.what) for s in mec_steps[:2]] == [(0, ""), (1, "output")]
+    assert mec_steps[0].lo == 2 and mec_steps[0].hi == 4

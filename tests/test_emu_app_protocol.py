@@ -40,23 +40,23 @@ def _pair() -> tuple[socket.socket, socket.socket]:
 
 
 def test_header_round_trip() -> None:
-    m = Message(MsgType.COMPUTE, request_id=2**40, pass_index=3, repetition=70_000,
+    m = Message(MsgType.DATA, request_id=2**40, pass_index=3, repetition=70_000,
                 block_lo=5, block_hi=12)
     head = encode_header(m, 17, 123_456)
     assert len(head) == HEADER_SIZE == 38
     got, meta_len, payload_len = decode_header(head)
     assert (got.type, got.request_id, got.pass_index, got.repetition, got.block_lo,
-            got.block_hi) == (MsgType.COMPUTE, 2**40, 3, 70_000, 5, 12)
+            got.block_hi) == (MsgType.DATA, 2**40, 3, 70_000, 5, 12)
     assert (meta_len, payload_len) == (17, 123_456)
 
 
 @pytest.mark.parametrize(("fields", "match"), [
-    ((b"XXXX", PROTOCOL_VERSION, 5, 0, 1, 0, 0, 0, 1, 0, 0), "bad magic"),
-    ((MAGIC, PROTOCOL_VERSION + 1, 5, 0, 1, 0, 0, 0, 1, 0, 0), "protocol version 2 is not supported"),
+    ((b"XXXX", PROTOCOL_VERSION, 13, 0, 1, 0, 0, 0, 1, 0, 0), "bad magic"),
+    ((MAGIC, PROTOCOL_VERSION + 1, 13, 0, 1, 0, 0, 0, 1, 0, 0), "protocol version 3 is not supported"),
     ((MAGIC, PROTOCOL_VERSION, 99, 0, 1, 0, 0, 0, 1, 0, 0), "unknown message type 99"),
-    ((MAGIC, PROTOCOL_VERSION, 5, 0, 1, 0, 0, 3, 1, 0, 0), re.escape("block range [3, 1)")),
-    ((MAGIC, PROTOCOL_VERSION, 5, 0, 1, 0, 0, 0, 1, MAX_META + 1, 0), "metadata of"),
-    ((MAGIC, PROTOCOL_VERSION, 5, 0, 1, 0, 0, 0, 1, 0, 2000), "payload of 2000 bytes exceeds"),
+    ((MAGIC, PROTOCOL_VERSION, 13, 0, 1, 0, 0, 3, 1, 0, 0), re.escape("block range [3, 1)")),
+    ((MAGIC, PROTOCOL_VERSION, 13, 0, 1, 0, 0, 0, 1, MAX_META + 1, 0), "metadata of"),
+    ((MAGIC, PROTOCOL_VERSION, 13, 0, 1, 0, 0, 0, 1, 0, 2000), "payload of 2000 bytes exceeds"),
 ])
 def test_bad_headers_are_rejected(fields: tuple[object, ...], match: str) -> None:
     with pytest.raises(ProtocolError, match=match):
@@ -69,14 +69,14 @@ def test_send_recv_payload_and_meta() -> None:
         assert a.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
         payload = bytes(range(256)) * 4000  # ~1 MB, larger than one recv
         t = threading.Thread(target=send_message, args=(a, Message(
-            MsgType.RESULT, 7, 1, 2, 3, 4, meta={"t_recv": 1.5, "queue": {"x": 1}},
+            MsgType.REPORT, 7, 1, 2, 3, 4, meta={"t_recv": 1.5, "queue": {"x": 1}},
             payload=memoryview(payload))))
         t.start()
         buf = PayloadBuffer()
         msg = recv_message(b, into=buf)
         t.join()
         assert msg is not None
-        assert msg.type == MsgType.RESULT and msg.request_id == 7 and msg.block_hi == 4
+        assert msg.type == MsgType.REPORT and msg.request_id == 7 and msg.block_hi == 4
         assert msg.meta == {"t_recv": 1.5, "queue": {"x": 1}}
         assert bytes(msg.payload) == payload
         send_message(a, Message(MsgType.BYE))
@@ -91,7 +91,7 @@ def test_send_recv_payload_and_meta() -> None:
 
 def test_close_mid_message_is_a_protocol_error() -> None:
     a, b = _pair()
-    head = encode_header(Message(MsgType.COMPUTE, block_hi=1), 0, 1000)
+    head = encode_header(Message(MsgType.DATA, block_hi=1), 0, 1000)
     a.sendall(head + b"x" * 10)
     a.close()
     with pytest.raises(ProtocolError, match="closed by the peer after 10 of 1000 bytes"):
