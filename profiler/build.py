@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import gc
+import re
 import shutil
 import sys
 from collections.abc import Collection, Mapping, Sequence
@@ -17,9 +18,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cut import build_pieces, partition_auto, partition_by_scope
+from .cut import Piece, build_pieces, partition_auto, partition_by_scope
 from .export import export_pass, work_dir_for
-from .graph import analyse, dtype_of, fold_static_shapes, load_onnx, resolve_shapes
+from .graph import (
+    analyse,
+    dtype_of,
+    fold_static_shapes,
+    input_shapes,
+    load_onnx,
+    resolve_shapes,
+)
 from .hardware import HardwareClass, pinned
 from .schema import Block, ModelInfo, Pass, Profile, ProfileError, TensorInfo
 from .timing import PassTiming, compare_outputs, run_chain, run_whole, time_pass
@@ -46,8 +54,15 @@ def profile_pass(name: str, repeat: int, whole_path: Path,
                  blocks: int = 8, warmup: int = 2, runs: int = 10, min_seconds: float = 3.0,
                  tolerance: float = DEFAULT_TOLERANCE, note: str = "", quiet: bool = False,
                  block_key: BlockKey | None = None, module: torch.nn.Module | None = None,
-                 module_inputs: Sequence[torch.Tensor] = ()) -> Pass:
+                 module_inputs: Sequence[torch.Tensor] = (),
+                 past_inputs: Mapping[str, int | None] | None = None,
+                 block_state: Mapping[str, tuple[int, int]] | None = None) -> Pass:
     """Cut ``whole_path`` into pieces, check the chain and time everything on ``hw``.
+
+    Persistent state per block: ``past_inputs`` names the graph inputs that are state growing
+    with the context (to their token axis; None for state that does not grow); each counts for
+    the first block that reads it. ``block_state`` (block -> (per_token, fixed) bytes, zoo
+    models) is what is written; it must agree with what ``past_inputs`` shows.
 
     Blocks follow module scopes when ``block_key`` is given (zoo models), otherwise cut
     points are found in the graph (about ``blocks`` blocks). When ``hw`` times with torch,
@@ -68,6 +83,7 @@ def profile_pass(name: str, repeat: int, whole_path: Path,
     if pieces_dir.exists():
         shutil.rmtree(pieces_dir)
     pieces = build_pieces(info, part, whole_path.parent, pieces_dir, state)
+    bstate = _block_state(name, pieces, feeds, past_inputs or {}, block_state)
     wbytes = sum(p.weight_bytes for p in pieces)
     _info(f"{name}: {len(pieces)} blocks, timing {warmup} warm-up + {runs} runs [{hw.label}]",
           quiet)
@@ -109,13 +125,67 @@ def profile_pass(name: str, repeat: int, whole_path: Path,
             ob = out_bytes
         out_blocks.append(Block(name=p.name, latency=t.blocks[i], out_bytes=ob,
                                 weight_bytes=p.weight_bytes, out_tensors=tensors,
-                                cold_ms=t.blocks_cold_ms[i]))
+                                cold_ms=t.blocks_cold_ms[i],
+                                state_bytes_per_token=bstate[p.name][0],
+                                state_bytes_fixed=bstate[p.name][1]))
     total = sum(b.latency.median for b in out_blocks)
     _info(f"{name}: whole {t.whole.median:.2f} ms, sum of blocks {total:.2f} ms "
           f"({100 * (total / t.whole.median - 1):+.1f}%), chain error {t.max_error:.2g}", quiet)
     return Pass(name=name, repeat=repeat, blocks=tuple(out_blocks), whole=t.whole,
                 input_bytes=in_bytes, output_bytes=out_bytes, cold_ms=t.whole_cold_ms, note=note,
                 chain_max_error=t.max_error)
+
+
+def _block_state(pass_name: str, pieces: Sequence[Piece], feeds: Mapping[str, np.ndarray],
+                 past_inputs: Mapping[str, int | None],
+                 declared: Mapping[str, tuple[int, int]] | None) -> dict[str, tuple[int, int]]:
+    """(per_token, fixed) state bytes of every piece, from the graph's past-state inputs."""
+    derived = {p.name: (0, 0) for p in pieces}
+    for name, axis in past_inputs.items():
+        reader = next((p for p in pieces if name in p.inputs), None)
+        if reader is None or name not in feeds:
+            continue
+        x = feeds[name]
+        per, fixed = derived[reader.name]
+        if axis is not None and x.shape[axis] > 0 and x.nbytes % x.shape[axis] == 0:
+            per += int(x.nbytes) // int(x.shape[axis])
+        else:
+            fixed += int(x.nbytes)
+        derived[reader.name] = (per, fixed)
+    if declared is None:
+        return derived
+    unknown = sorted(set(declared) - set(derived))
+    if unknown:
+        raise ProfileError(f"pass {pass_name!r}: state declared for block {unknown[0]!r}, "
+                           f"which the cut does not have (blocks: {', '.join(derived)})")
+    out = {b: declared.get(b, (0, 0)) for b in derived}
+    for b, v in derived.items():
+        if v != (0, 0) and v != out[b]:
+            raise ProfileError(f"pass {pass_name!r} block {b!r}: the graph's past inputs hold "
+                               f"{v[0]} B per token + {v[1]} B, the zoo declares {out[b][0]} "
+                               f"+ {out[b][1]}; fix profiler/zoo")
+    return out
+
+
+_PAST_NAME = re.compile(r"past|cache|state", re.IGNORECASE)
+_TOKEN_DIM = re.compile(r"past|seq|len|total|cache|kv", re.IGNORECASE)
+
+
+def _past_inputs(declared: Mapping[str, Sequence[int | str] | None]) -> dict[str, int | None]:
+    """Graph inputs of an ONNX file that look like persistent state (past keys/values, caches).
+
+    A name with ``past``, ``cache`` or ``state``; its token axis is its first symbolic
+    dimension named like a length (``past_sequence_length``, ``total_seq``...), else the state
+    counts as fixed.
+    """
+    out: dict[str, int | None] = {}
+    for name, dims in declared.items():
+        if not _PAST_NAME.search(name):
+            continue
+        axis = next((i for i, d in enumerate(dims or []) if isinstance(d, str)
+                     and _TOKEN_DIM.search(d)), None)
+        out[name] = axis
+    return out
 
 
 def profile_zoo(model: str, params: Mapping[str, int], hw: HardwareClass, work_root: Path, *,
@@ -157,7 +227,8 @@ def profile_zoo(model: str, params: Mapping[str, int], hw: HardwareClass, work_r
                                 min_seconds=min_seconds,
                                 tolerance=tolerance, note=spec.note, quiet=quiet,
                                 block_key=spec.block_key, module=spec.module,
-                                module_inputs=spec.inputs))
+                                module_inputs=spec.inputs, past_inputs=spec.past_inputs,
+                                block_state=zm.state(full).get(spec.name, {})))
     return Profile(model=ModelInfo(zm.name, zm.source, zm.describe(full)),
                    hardware=hw.describe(f"cold first run kept apart, {warmup} warm-up, then >= {runs} "
                                        f"timed runs per session (more within {min_seconds:g} s)"),
@@ -172,6 +243,7 @@ def profile_onnx(path: Path, shapes: Mapping[str, Sequence[int]], hw: HardwareCl
     from .timing import random_feeds
 
     m = load_onnx(path)
+    past = _past_inputs(input_shapes(m))
     resolved = resolve_shapes(m, shapes)
     folded = fold_static_shapes(m)
     if folded:
@@ -198,9 +270,15 @@ def profile_onnx(path: Path, shapes: Mapping[str, Sequence[int]], hw: HardwareCl
         types = {n: (s, dtype_of(info_types[n].type.tensor_type.elem_type))
                  for n, s in resolved.items()}
         feeds = random_feeds(types, seed)
+        note = "inputs " + "; ".join(f"{k}={list(v)}" for k, v in resolved.items())
+        if past:
+            note += ("; persistent state: graph inputs " + ", ".join(
+                f"{k} ({'fixed' if a is None else f'token axis {a}'})" for k, a in past.items()))
+        else:
+            note += "; persistent state unknown (no past/cache graph inputs), assumed 0"
         p = profile_pass(path.stem, 1, static, feeds, hw, wd / "pieces", blocks=blocks,
-                         warmup=warmup, runs=runs, min_seconds=min_seconds,
-                         tolerance=tolerance, quiet=quiet, note="inputs " + "; ".join(f"{k}={list(v)}" for k, v in resolved.items()))
+                         warmup=warmup, runs=runs, min_seconds=min_seconds, state=set(past),
+                         tolerance=tolerance, quiet=quiet, note=note, past_inputs=past)
     finally:
         if static.exists() and static.name.startswith("."):
             static.unlink()

@@ -23,6 +23,7 @@ _EPILOG = """examples:
   python -m profiler model gpt2 --class device --out profiles/gpt2.device.json
   python -m profiler profile net.onnx --input x=1,3,224,224 --out net.device.json
   python -m profiler show profiles/gpt2.device.json
+  python -m profiler upgrade old.device.json --out new.device.json
   python -m profiler curve profiles/gpt2.device.json --mec profiles/gpt2.mec-cpu.json \\
       --bandwidth-mbps 20 --rtt-ms 30 -o curve.png"""
 
@@ -90,6 +91,15 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("show", help="print a profile as a table")
     s.add_argument("profile", type=Path)
 
+    u = sub.add_parser("upgrade", help="add state bytes to a schema-1 profile of a zoo model "
+                       "(schema 2), without re-timing",
+                       description="Turn a schema-1 profile of a zoo model into schema 2: add "
+                       "each block's persistent state bytes, computed from the zoo "
+                       "architecture and the profile's request parameters. Timings are kept "
+                       "as measured; the file's command says so.")
+    u.add_argument("profile", type=Path, help="schema-1 profile")
+    u.add_argument("--out", type=Path, default=None, help="where to write (default: in place)")
+
     c = sub.add_parser("curve", help="latency of every split point at a bandwidth "
                        "(Neurosurgeon curve)")
     c.add_argument("profile", type=Path, help="device profile")
@@ -142,6 +152,18 @@ def _run(a: argparse.Namespace, argv: Sequence[str]) -> int:
         from .report import format_table
 
         print(format_table(load_profile(a.profile)))
+        return 0
+    if a.cmd == "upgrade":
+        from .upgrade import upgrade_profile
+
+        old = load_profile(a.profile)
+        out = a.out or a.profile
+        if old.has_state:
+            print(f"{a.profile}: already schema {old.schema} with state bytes; nothing to do")
+            return 0
+        _check_writable(out)
+        save_profile(upgrade_profile(old, command), out)
+        print(f"wrote {out} (schema 2: state bytes added, timings unchanged)")
         return 0
     if a.cmd == "curve":
         from .report import format_curve, plot_curve

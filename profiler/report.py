@@ -24,6 +24,19 @@ def _mb(n: int) -> str:
     return f"{n} B"
 
 
+def _opt_mb(n: int | None) -> str:
+    return "?" if n is None else _mb(n)
+
+
+def _state_line(ps: Pass) -> str:
+    try:
+        per = ps.state_bytes(0, ps.n_blocks, 1) - ps.state_bytes(0, ps.n_blocks, 0)
+        fixed = ps.state_bytes(0, ps.n_blocks, 0)
+    except ProfileError as e:
+        return f"  persistent state unknown: {e}"
+    return f"  persistent state (all blocks): {_mb(per)} per token + {_mb(fixed)} fixed"
+
+
 def format_table(p: Profile) -> str:
     """The profile as text: header, then one table per pass."""
     h = p.hardware
@@ -42,13 +55,16 @@ def format_table(p: Profile) -> str:
                   + (f", cold {ps.cold_ms:.1f}" if ps.cold_ms is not None else "")
                   + f"); sum of block medians {s:.2f} ms ({100 * (s / ps.whole.median - 1):+.1f}%)"
                   if ps.whole.median > 0 else "",
+                  _state_line(ps),
                   f"  {'#':>3} {'block':<34} {'median':>10} {'p95':>10} {'std':>8} {'runs':>4} "
-                  f"{'cut after':>11} {'tensors':>7} {'weights':>11}"]
+                  f"{'cut after':>11} {'tensors':>7} {'weights':>11} {'state/token':>11} "
+                  f"{'state fixed':>11}"]
         for i, b in enumerate(ps.blocks):
             lines.append(f"  {i:>3} {b.name[:34]:<34} {b.latency.median:>10.3f} "
                          f"{b.latency.p95:>10.3f} {b.latency.std:>8.3f} {b.latency.runs:>4} "
                          f"{_mb(b.out_bytes):>11} {len(b.out_tensors):>7} "
-                         f"{_mb(b.weight_bytes):>11}")
+                         f"{_mb(b.weight_bytes):>11} {_opt_mb(b.state_bytes_per_token):>11} "
+                         f"{_opt_mb(b.state_bytes_fixed):>11}")
     return "\n".join(x for x in lines if x is not None)
 
 

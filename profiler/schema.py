@@ -10,16 +10,17 @@ blocks runs blocks ``[0, k)`` on the device and ``[k, N)`` on the MEC:
 * ``0 < k < N``: ``blocks[k-1].out_bytes`` go up the link, ``pass.output_bytes`` come back.
 * ``k == 0``: the pass input (``pass.input_bytes``) goes up, ``pass.output_bytes`` come back.
 
-On disk the profile is JSON with ``"schema": 1``::
+On disk the profile is JSON with ``"schema": 2``::
 
-    {"schema": 1,
+    {"schema": 2,
      "model": {"name": "gpt2", "source": "...", "parameters": {...}},
      "hardware": {"class": "device", "cpu": "...", "gpu": null, "threads": 1,
                   "backend": "onnxruntime-cpu", "versions": {...}, "description": "..."},
      "passes": [{"name": "prefill", "repeat": 1, "input_bytes": 1024, "output_bytes": 8,
                  "whole_ms": {"median": ..., "p95": ..., "mean": ..., "std": ..., "runs": 20},
                  "blocks": [{"name": "h.0", "latency_ms": {...}, "out_bytes": 393216,
-                             "weight_bytes": 28311552, "out_tensors": [...]}, ...]}],
+                             "weight_bytes": 28311552, "out_tensors": [...],
+                             "state": {"per_token": 6144, "fixed": 0}}, ...]}],
      "created": "2026-11-27T13:00:00Z", "command": "python -m profiler ..."}
 
 Latency statistics are milliseconds. ``out_tensors`` (optional) names every tensor crossing the
@@ -27,18 +28,29 @@ cut after a block with its shape, dtype and bytes; ``out_bytes`` is their total 
 block: the pass output). Optional, added compatibly by the profiler: ``cold_ms`` on blocks and
 passes (first run of a fresh session, not in the statistics), ``note`` and ``chain_max_error``
 (worst difference of the chained pieces from the whole model) on passes.
+
+``state`` (schema 2) is the *persistent state* that lives with a block between pass instances
+of one request, in bytes: ``fixed`` bytes plus ``per_token`` bytes for every token of context
+the block has processed (a GPT-2 layer's KV cache: 2 x d_model x 4 B per token in fp32, no
+fixed part). It is where the block last ran; running the block on the other side later in the
+request means moving it. Pass outputs (a diffusion latent, a prompt embedding) are not state.
+Schema-1 files still load, with ``Block.state_bytes_per_token`` and ``state_bytes_fixed`` None;
+:meth:`Pass.state_bytes` then raises :class:`ProfileError` saying how to upgrade the file
+(``python -m profiler upgrade FILE`` for a zoo model).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "READABLE_SCHEMAS",
     "SCHEMA_VERSION",
     "Block",
     "Hardware",
@@ -53,7 +65,9 @@ __all__ = [
     "save_profile",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: schema versions :func:`load_profile` reads (1: no per-block state bytes)
+READABLE_SCHEMAS = (1, 2)
 
 
 class ProfileError(ValueError):
@@ -115,14 +129,28 @@ class Block:
     weight_bytes: int
     out_tensors: tuple[TensorInfo, ...] = ()
     cold_ms: float | None = None  # first run of a fresh session, kept apart from the stats
+    #: persistent state bytes per token of context (a KV cache); None: read from schema 1
+    state_bytes_per_token: int | None = 0
+    #: persistent state bytes that do not grow with the context; None: read from schema 1
+    state_bytes_fixed: int | None = 0
+
+    @property
+    def has_state(self) -> bool:
+        """Whether the state bytes are known (False only for a block read from schema 1)."""
+        return self.state_bytes_per_token is not None and self.state_bytes_fixed is not None
 
     def to_json(self) -> dict[str, Any]:
+        if self.state_bytes_per_token is None or self.state_bytes_fixed is None:
+            raise ProfileError(f"block {self.name!r} has no state bytes (read from a schema-1 "
+                               "profile); upgrade the file with `python -m profiler upgrade "
+                               "FILE` (zoo models) or profile the model again")
         d: dict[str, Any] = {"name": self.name, "latency_ms": self.latency.to_json(),
                              "out_bytes": self.out_bytes, "weight_bytes": self.weight_bytes}
         if self.out_tensors:
             d["out_tensors"] = [t.to_json() for t in self.out_tensors]
         if self.cold_ms is not None:
             d["cold_ms"] = self.cold_ms
+        d["state"] = {"per_token": self.state_bytes_per_token, "fixed": self.state_bytes_fixed}
         return d
 
 
@@ -139,10 +167,39 @@ class Pass:
     cold_ms: float | None = None  # first run of the whole pass in a fresh session
     note: str = ""  # what the pass is measured at (e.g. the decode's past length)
     chain_max_error: float | None = None  # chained pieces vs whole model (see profiler.timing)
+    #: what to say when state bytes are missing: the file and how to upgrade it (set by the
+    #: loader of a schema-1 file; not part of the profile's value)
+    missing_state_hint: str = field(default="", compare=False, repr=False)
 
     @property
     def n_blocks(self) -> int:
         return len(self.blocks)
+
+    def state_bytes(self, lo: int, hi: int, tokens: int) -> int:
+        """Persistent state of blocks ``[lo, hi)`` holding ``tokens`` tokens of context, bytes.
+
+        The sum over those blocks of ``fixed + per_token * tokens``: what moves when these
+        blocks start running on the other side of the link.
+
+        :raises ProfileError: the profile was read from schema 1 (no state bytes); the message
+            names the file and the command that upgrades it.
+        """
+        n = len(self.blocks)
+        if not 0 <= lo <= hi <= n:
+            raise ValueError(f"block range [{lo}, {hi}) out of range 0..{n} for pass "
+                             f"{self.name!r}")
+        if tokens < 0:
+            raise ValueError(f"tokens must be >= 0, got {tokens}")
+        total = 0
+        for b in self.blocks[lo:hi]:
+            if b.state_bytes_per_token is None or b.state_bytes_fixed is None:
+                hint = self.missing_state_hint or (
+                    "profile without state bytes (schema 1); upgrade it with `python -m "
+                    "profiler upgrade FILE` (zoo models) or profile the model again")
+                raise ProfileError(f"pass {self.name!r} block {b.name!r}: no persistent state "
+                                   f"bytes: {hint}")
+            total += b.state_bytes_fixed + b.state_bytes_per_token * tokens
+        return total
 
     def block_medians_ms(self) -> list[float]:
         return [b.latency.median for b in self.blocks]
@@ -211,7 +268,14 @@ class Profile:
     passes: tuple[Pass, ...]
     created: str = ""
     command: str = ""
-    schema: int = SCHEMA_VERSION
+    schema: int = SCHEMA_VERSION  # the version the file was read with (saved as SCHEMA_VERSION)
+    #: the file it was read from (set by :func:`load_profile`; not part of the profile's value)
+    path: Path | None = field(default=None, compare=False)
+
+    @property
+    def has_state(self) -> bool:
+        """Whether every block's persistent state bytes are known (False for schema 1)."""
+        return all(b.has_state for p in self.passes for b in p.blocks)
 
     def pass_named(self, name: str) -> Pass:
         for p in self.passes:
@@ -221,7 +285,8 @@ class Profile:
         raise ProfileError(f"profile of {self.model.name!r} has no pass {name!r} (has: {names})")
 
     def to_json(self) -> dict[str, Any]:
-        return {"schema": self.schema, "model": self.model.to_json(),
+        """The profile as schema-:data:`SCHEMA_VERSION` JSON (ProfileError without state)."""
+        return {"schema": SCHEMA_VERSION, "model": self.model.to_json(),
                 "hardware": self.hardware.to_json(),
                 "passes": [p.to_json() for p in self.passes],
                 "created": self.created, "command": self.command}
@@ -233,12 +298,17 @@ class Profile:
 
 
 def save_profile(profile: Profile, path: str | Path) -> None:
-    """Write ``profile`` as JSON (atomically: a temporary file renamed into place)."""
+    """Write ``profile`` as schema-2 JSON (atomically: a temporary file renamed into place).
+
+    :raises ProfileError: the profile has no state bytes (read from schema 1), or the file
+        cannot be written.
+    """
     p = Path(path)
+    data = profile.to_json()
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
         tmp = p.with_name(p.name + ".tmp")
-        tmp.write_text(json.dumps(profile.to_json(), indent=1) + "\n")
+        tmp.write_text(json.dumps(data, indent=1) + "\n")
         tmp.replace(p)
     except OSError as e:
         raise ProfileError(f"{p}: cannot write profile: {e.strerror or e}") from e
@@ -257,7 +327,7 @@ def load_profile(path: str | Path) -> Profile:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise ProfileError(f"{p}:{e.lineno}: not valid JSON ({e.msg})") from None
-    return _parse_profile(data, str(p))
+    return _parse_profile(data, str(p), path=p)
 
 
 def check_compatible(device: Profile, mec: Profile) -> None:
@@ -313,13 +383,32 @@ def _stats(d: Any, where: str) -> LatencyStats:
                         runs=_nonneg_int(d, "runs", where))
 
 
-def _parse_profile(data: Any, where: str) -> Profile:
+def _state(rb: Any, schema: int, where: str) -> tuple[int | None, int | None]:
+    if schema < 2:
+        return None, None
+    st = _get(rb, "state", dict, where)
+    return (_nonneg_int(st, "per_token", f"{where} state"),
+            _nonneg_int(st, "fixed", f"{where} state"))
+
+
+def _missing_state_hint(model: ModelInfo, command: str, path: Path | None) -> str:
+    f = str(path) if path is not None else "FILE"
+    what = f"{path} is a schema-1 profile" if path is not None else "a schema-1 profile"
+    if model.source.startswith("profiler/zoo/"):
+        return (f"{what}; add them without re-timing: python -m profiler upgrade {shlex.quote(f)}")
+    again = command or "python -m profiler profile MODEL.onnx ... --out " + f
+    return f"{what} of a model outside the zoo; profile it again: {again}"
+
+
+def _parse_profile(data: Any, where: str, path: Path | None = None) -> Profile:
     if not isinstance(data, dict):
         raise ProfileError(f"{where}: a profile must be a JSON object")
     schema = _get(data, "schema", int, where)
-    if schema != SCHEMA_VERSION:
+    if schema not in READABLE_SCHEMAS:
+        newer = " (written by a newer version of the profiler; update this checkout)" \
+            if schema > SCHEMA_VERSION else ""
         raise ProfileError(f"{where}: schema {schema} is not supported (this version reads "
-                           f"schema {SCHEMA_VERSION})")
+                           f"schema {', '.join(map(str, READABLE_SCHEMAS))}){newer}")
     m = _get(data, "model", dict, where)
     model = ModelInfo(name=_get(m, "name", str, f"{where}: model"),
                       source=str(m.get("source", "")), parameters=dict(m.get("parameters", {})))
@@ -330,6 +419,8 @@ def _parse_profile(data: Any, where: str) -> Profile:
                   backend=str(h.get("backend", "")),
                   versions={str(k): str(v) for k, v in dict(h.get("versions", {})).items()},
                   description=str(h.get("description", "")))
+    command = str(data.get("command", ""))
+    hint = _missing_state_hint(model, command, path) if schema < 2 else ""
     raw_passes = _get(data, "passes", list, where)
     if not raw_passes:
         raise ProfileError(f"{where}: 'passes' is empty")
@@ -347,6 +438,7 @@ def _parse_profile(data: Any, where: str) -> Profile:
         blocks = []
         for j, rb in enumerate(raw_blocks):
             bw = f"{pw} blocks[{j}]"
+            per_token, fixed = _state(rb, schema, bw)
             tensors = tuple(
                 TensorInfo(name=str(t.get("name", "")), shape=tuple(int(x) for x in t.get("shape", [])),
                            dtype=str(t.get("dtype", "")), bytes=_nonneg_int(t, "bytes", bw))
@@ -355,13 +447,15 @@ def _parse_profile(data: Any, where: str) -> Profile:
                                 latency=_stats(_get(rb, "latency_ms", dict, bw), f"{bw} latency_ms"),
                                 out_bytes=_nonneg_int(rb, "out_bytes", bw),
                                 weight_bytes=_nonneg_int(rb, "weight_bytes", bw),
-                                out_tensors=tensors, cold_ms=_opt_float(rb, "cold_ms", bw)))
+                                out_tensors=tensors, cold_ms=_opt_float(rb, "cold_ms", bw),
+                                state_bytes_per_token=per_token, state_bytes_fixed=fixed))
         passes.append(Pass(name=name, repeat=repeat, blocks=tuple(blocks),
                            whole=_stats(_get(rp, "whole_ms", dict, pw), f"{pw} whole_ms"),
                            input_bytes=_nonneg_int(rp, "input_bytes", pw),
                            output_bytes=_nonneg_int(rp, "output_bytes", pw),
                            cold_ms=_opt_float(rp, "cold_ms", pw), note=str(rp.get("note", "")),
-                           chain_max_error=_opt_float(rp, "chain_max_error", pw)))
+                           chain_max_error=_opt_float(rp, "chain_max_error", pw),
+                           missing_state_hint=hint))
     return Profile(model=model, hardware=hw, passes=tuple(passes),
-                   created=str(data.get("created", "")), command=str(data.get("command", "")),
-                   schema=schema)
+                   created=str(data.get("created", "")), command=command,
+                   schema=schema, path=path)

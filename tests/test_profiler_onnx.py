@@ -108,6 +108,31 @@ def test_profile_onnx_end_to_end(tiny_unet_onnx: Path, tmp_path: Path) -> None:
     assert p.chain_max_error is not None and p.chain_max_error < 1e-4
     assert max(len(b.out_tensors) for b in p.blocks[:-1]) >= 2
     assert all(b.out_bytes == sum(t.bytes for t in b.out_tensors) for b in p.blocks)
+    assert p.state_bytes(0, p.n_blocks, 100) == 0
+    assert "persistent state unknown (no past/cache graph inputs), assumed 0" in p.note
+
+
+@pytest.mark.onnx
+def test_profile_onnx_counts_past_inputs_as_state(tmp_path: Path) -> None:
+    # attention-like: the new key is appended to a past of dynamic length, then reduced
+    g = helper.make_graph(
+        [helper.make_node("Concat", ["past_key", "x"], ["k"], axis=2),
+         helper.make_node("ReduceSum", ["k", "axes"], ["s"], keepdims=1),
+         helper.make_node("Relu", ["s"], ["y"])], "kv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 1, 8]),
+         helper.make_tensor_value_info("past_key", TensorProto.FLOAT,
+                                       [1, 2, "past_sequence_length", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 1, 8])],
+        initializer=[helper.make_tensor("axes", TensorProto.INT64, [1], [2])])
+    path = tmp_path / "kv.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    prof = profile_onnx(path, {"past_key": [1, 2, 10, 8]}, resolve_class("device"), tmp_path,
+                        blocks=2, warmup=0, runs=2, min_seconds=0, quiet=True)
+    (p,) = prof.passes
+    assert p.state_bytes(0, p.n_blocks, 1) == 2 * 8 * 4  # heads x width x fp32 per token
+    assert p.state_bytes(0, p.n_blocks, 0) == 0
+    assert p.input_bytes == 2 * 8 * 4  # x only: the past stays where its block runs
+    assert "persistent state: graph inputs past_key (token axis 2)" in p.note
 
 
 def _loop_model(path: Path) -> Path:

@@ -114,6 +114,9 @@ def test_profile_zoo_writes_a_valid_profile(gpt2_tiny, tmp_path: Path) -> None: 
     assert [b.latency.runs for b in pre.blocks] == [2] * 4
     assert pre.blocks[-1].out_bytes == 8 and pre.chain_max_error == 0.0
     assert prof.hardware.hw_class == "device" and prof.hardware.threads == 1
+    for ps in (pre, dec):  # each layer's KV cache: 2 x 768 x 4 B per token, nothing fixed
+        assert [(b.state_bytes_per_token, b.state_bytes_fixed) for b in ps.blocks] == \
+            [(0, 0), (6144, 0), (6144, 0), (0, 0)]
     out = tmp_path / "p.json"
     save_profile(prof, out)
     assert load_profile(out) == prof

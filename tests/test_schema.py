@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from profiler.schema import (
+    SCHEMA_VERSION,
     Block,
     Hardware,
     LatencyStats,
@@ -28,7 +29,8 @@ def _stats(ms: float) -> LatencyStats:
 
 def _profile(name: str = "toy", hw: str = "device") -> Profile:
     blocks = tuple(Block(name=f"b{i}", latency=_stats(10.0 + i), out_bytes=1000 * (i + 1),
-                         weight_bytes=4096) for i in range(3))
+                         weight_bytes=4096, state_bytes_per_token=100 * i, state_bytes_fixed=7)
+                   for i in range(3))
     p = Pass(name="fwd", repeat=4, blocks=blocks, whole=_stats(33.0), input_bytes=512,
              output_bytes=8)
     return Profile(model=ModelInfo(name=name, source="test", parameters={"P": 1}),
@@ -43,7 +45,67 @@ def test_round_trip(tmp_path: Path) -> None:
     save_profile(prof, f)
     back = load_profile(f)
     assert back == prof
-    assert json.loads(f.read_text())["schema"] == 1
+    assert back.path == f and back.has_state and back.schema == 2
+    d = json.loads(f.read_text())
+    assert d["schema"] == 2 == SCHEMA_VERSION
+    assert d["passes"][0]["blocks"][2]["state"] == {"per_token": 200, "fixed": 7}
+    # blocks [1, 3) at 10 tokens: (7 + 100 * 10) + (7 + 200 * 10)
+    assert back.passes[0].state_bytes(1, 3, 10) == 3014
+    assert back.passes[0].state_bytes(0, 0, 10) == 0
+
+
+def _schema1(tmp_path: Path, source: str = "test") -> Path:
+    d = _profile().to_json()
+    d["schema"] = 1
+    d["model"]["source"] = source
+    d["command"] = "python -m profiler model toy --out old.json"
+    for b in d["passes"][0]["blocks"]:
+        del b["state"]
+    f = tmp_path / "old.json"
+    f.write_text(json.dumps(d))
+    return f
+
+
+def test_schema1_loads_without_state(tmp_path: Path) -> None:
+    f = _schema1(tmp_path, source="profiler/zoo/toy.py: ...")
+    prof = load_profile(f)
+    assert prof.schema == 1 and not prof.has_state
+    b = prof.passes[0].blocks[0]
+    assert (b.state_bytes_per_token, b.state_bytes_fixed) == (None, None)
+    assert b.latency == _stats(10.0)  # everything else as before
+    with pytest.raises(ProfileError, match=re.escape(
+            f"pass 'fwd' block 'b0': no persistent state bytes: {f} is a schema-1 profile; "
+            f"add them without re-timing: python -m profiler upgrade {f}")):
+        prof.passes[0].state_bytes(0, 3, 5)
+    with pytest.raises(ProfileError, match="upgrade"):  # never written back without state
+        save_profile(prof, tmp_path / "again.json")
+
+
+def test_schema1_outside_the_zoo_says_profile_again(tmp_path: Path) -> None:
+    prof = load_profile(_schema1(tmp_path))
+    with pytest.raises(ProfileError, match=re.escape(
+            "of a model outside the zoo; profile it again: python -m profiler model toy "
+            "--out old.json")):
+        prof.passes[0].state_bytes(0, 1, 1)
+
+
+def test_schema2_needs_state_on_every_block(tmp_path: Path) -> None:
+    d = _profile().to_json()
+    del d["passes"][0]["blocks"][1]["state"]
+    f = tmp_path / "s2.json"
+    f.write_text(json.dumps(d))
+    with pytest.raises(ProfileError, match=re.escape("pass 'fwd' blocks[1]: missing field 'state'")):
+        load_profile(f)
+    d = _profile().to_json()
+    d["passes"][0]["blocks"][0]["state"]["per_token"] = -3
+    f.write_text(json.dumps(d))
+    with pytest.raises(ProfileError, match=re.escape("blocks[0] state: field 'per_token' must be >= 0")):
+        load_profile(f)
+
+
+def test_state_range_checked() -> None:
+    with pytest.raises(ValueError, match=re.escape("block range [2, 4) out of range 0..3")):
+        _profile().passes[0].state_bytes(2, 4, 1)
 
 
 def test_stats_from_samples_match_numpy_free_computation() -> None:
@@ -83,7 +145,13 @@ def test_wrong_schema_and_bad_json(tmp_path: Path) -> None:
     d["schema"] = 7
     f = tmp_path / "s.json"
     f.write_text(json.dumps(d))
-    with pytest.raises(ProfileError, match="schema 7 is not supported"):
+    with pytest.raises(ProfileError, match=re.escape(
+            "s.json: schema 7 is not supported (this version reads schema 1, 2) (written by a "
+            "newer version of the profiler; update this checkout)")):
+        load_profile(f)
+    d["schema"] = 0
+    f.write_text(json.dumps(d))
+    with pytest.raises(ProfileError, match=re.escape("schema 0 is not supported")):
         load_profile(f)
     f.write_text('{"schema": 1,\n "model": ')
     with pytest.raises(ProfileError, match=r"s\.json:2: not valid JSON"):

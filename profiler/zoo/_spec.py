@@ -22,7 +22,10 @@ class PassSpec:
 
     ``inputs`` are in the module's positional order and named ``input_names``; ``state_inputs``
     are inputs held on each side of a split (a KV cache, the prompt embedding of a diffusion
-    request): they are not counted as crossing a cut nor in ``input_bytes``.
+    request): they are not counted as crossing a cut nor in ``input_bytes``. ``past_inputs``
+    maps the state inputs that are a block's persistent state growing with the context (a
+    layer's past keys and values) to their token axis; the profiler derives each block's state
+    bytes per token from them and checks them against :attr:`ZooModel.state`.
     """
 
     name: str
@@ -34,11 +37,18 @@ class PassSpec:
     block_key: BlockKey
     state_inputs: frozenset[str] = frozenset()
     note: str = ""
+    past_inputs: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class ZooModel:
-    """A model of the zoo: architecture built from a config, random weights."""
+    """A model of the zoo: architecture built from a config, random weights.
+
+    ``state`` gives, from the request parameters and without building the model, the
+    persistent state of every block that has some: ``{pass: {block: (per_token, fixed)}}``
+    in bytes (blocks not named have none). It is what the profiler writes into a profile and
+    what ``python -m profiler upgrade`` adds to a schema-1 profile.
+    """
 
     name: str
     summary: str
@@ -46,6 +56,8 @@ class ZooModel:
     defaults: Mapping[str, int]
     build: Callable[[Mapping[str, int]], list[PassSpec]]
     describe: Callable[[Mapping[str, int]], dict[str, Any]] = field(default=lambda p: dict(p))
+    state: Callable[[Mapping[str, int]], dict[str, dict[str, tuple[int, int]]]] = field(
+        default=lambda p: {})
 
 
 def scope_key(patterns: Sequence[tuple[str, str]]) -> BlockKey:

@@ -4,7 +4,9 @@ A request is a prefill over ``P`` prompt tokens, then ``T`` decode passes of one
 with a KV cache. The head keeps only the last position and samples greedily (argmax), so a
 pass returns one token id (8 bytes). Blocks: ``embed`` (token + position embeddings), ``h.0``
 ... ``h.{L-1}`` (transformer layers, residuals inside), ``head`` (final norm, tied LM head,
-argmax). The KV cache of layer ``i`` lives where layer ``i`` runs, so it never crosses a cut.
+argmax). The KV cache of layer ``i`` lives where layer ``i`` runs, so it never crosses a cut:
+it is block ``h.i``'s persistent state, ``2 x d_model x 4`` bytes per token in fp32 (keys and
+values), in both passes (prefill creates it, each decode appends one token).
 Architecture and initialisation follow the original GPT-2 (pre-norm, GELU-tanh, tied
 embeddings, N(0, 0.02) weights); weights are random, seeded.
 """
@@ -172,9 +174,19 @@ def _build(name: str, params: Mapping[str, int]) -> list[PassSpec]:
                  note=f"{p} prompt tokens"),
         PassSpec("decode", t, model, (torch.zeros(1, 1, dtype=torch.long), *kv),
                  ("input_ids", *kv_names), ("next_token", *out_kv), _KEY,
-                 state_inputs=frozenset(kv_names),
+                 state_inputs=frozenset(kv_names), past_inputs={k: 2 for k in kv_names},
                  note=f"one token with a KV cache of {past} past tokens (P + T/2)"),
     ]
+
+
+_FP32_BYTES = 4
+
+
+def _state(name: str) -> dict[str, dict[str, tuple[int, int]]]:
+    """Layer ``h.i`` holds its keys and values: ``2 x d_model`` fp32 numbers per token."""
+    c = _CONFIGS[name]
+    layers = {f"h.{i}": (2 * c.d_model * _FP32_BYTES, 0) for i in range(c.layers)}
+    return {"prefill": dict(layers), "decode": dict(layers)}
 
 
 def _describe(name: str, params: Mapping[str, int]) -> dict[str, int]:
@@ -195,6 +207,7 @@ GPT2_MODELS = [
                   "new_tokens": 32 if n == "gpt2" else 8},
         build=lambda params, n=n: _build(n, params),  # type: ignore[misc]
         describe=lambda params, n=n: _describe(n, params),  # type: ignore[misc]
+        state=lambda params, n=n: _state(n),  # type: ignore[misc]
     )
     for n, s in [("gpt2", "GPT-2 small, 124M parameters: prefill + T decode passes"),
                  ("gpt2-tiny", "2-layer 768-wide GPT-2 (8k vocab) for tests: profiles in seconds")]

@@ -4,7 +4,9 @@ Passes of a request: ``text_encoder`` once (77 token ids -> prompt embedding), `
 denoising step (batch 1, no classifier-free guidance, 64x64 latent), ``vae_decoder`` once
 (latent -> 8-bit RGB image, so the pass returns what a phone would display). The prompt
 embedding is a *state* input of the UNet: it crosses the link at most once per request (as the
-text encoder's output), not at every step or cut.
+text encoder's output), not at every step or cut. No block has persistent state (schema 2
+``state`` is 0 everywhere): the latent and the prompt embedding are pass outputs that follow
+the data, not state living with a block.
 """
 
 from __future__ import annotations
