@@ -49,7 +49,12 @@ from agent.policy import Decision, Workload
 if TYPE_CHECKING:
     from agent.latency import LatencyModel
 
-__all__ = ["COMPUTE", "DEVICE", "MEC", "SEND", "SIDES", "Plan", "Step", "build_plan"]
+__all__ = ["COMPUTE", "DEVICE", "MEC", "SEMANTICS", "SEND", "SIDES", "Plan", "Step",
+           "build_plan", "decision_from_json", "tokens_appended"]
+
+SEMANTICS = "plans-1"
+"""The execution semantics policies are trained on (recorded in every policy sidecar); a policy
+trained before plans existed (every offloaded pass a device round trip) has none."""
 
 COMPUTE, SEND = 0, 1
 DEVICE, MEC = 0, 1

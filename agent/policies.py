@@ -33,6 +33,7 @@ from agent.actions import SplitActions
 from agent.errors import AgentError, PolicyMismatchError
 from agent.latency import LatencyModel
 from agent.observation import ObservationEncoder, harmonic_mean
+from agent.plan import SEMANTICS
 from agent.policy import Decision, Observation, Policy
 from profiler.schema import Profile
 
@@ -134,6 +135,12 @@ class SB3Policy:
         if side.get("model") not in (None, model_name):
             raise PolicyMismatchError(f"{p}: policy was trained for model {side['model']!r}, "
                                       f"not {model_name!r}; use a policy of this model")
+        if side and side.get("semantics") != SEMANTICS:
+            raise PolicyMismatchError(
+                f"{p}: policy was trained on execution semantics "
+                f"{side.get('semantics', 'before plans (every offloaded pass a round trip)')!r}"
+                f", not {SEMANTICS!r} (agent/plan.py); retrain it with the command in its "
+                f"sidecar {p.with_suffix('.json').name} (see policies/README.md)")
         trained_speedup = side.get("mec_speedup")
         if trained_speedup is not None and float(trained_speedup) != mec_speedup:
             raise PolicyMismatchError(f"{p}: policy was trained with --mec-speedup "

@@ -34,6 +34,7 @@ from agent._cli import (
 )
 from agent.errors import AgentError
 from agent.observation import ObservationEncoder
+from agent.plan import SEMANTICS
 
 __all__ = ["ALGOS", "main", "make_algo"]
 
@@ -152,11 +153,12 @@ def main(argv: list[str] | None = None) -> int:
         gamma=a.gamma, max_trace_s=a.max_trace_s, n_envs=a.n_envs,
         scale=a.scale, mec_speedup=a.mec_speedup, scenario=config.to_json(),
         obs_scales=enc.scales(), obs_size=enc.size, n_actions=env.actions.n_actions,
-        main_pass=env.actions.main_pass,
+        main_pass=env.actions.main_pass, semantics=SEMANTICS,
         profiles={show_path(q): file_sha256(q) for q in prof_paths},
         train_traces={q.name: t.sha256() for q, t in zip(train_paths, train, strict=True)},
         val_traces={q.name: t.sha256() for q, t in zip(val_paths, val, strict=True)},
         train_seconds=round(train_s, 1), torch_threads=1)
+    a.out.with_suffix(".json").write_text(json.dumps(side, indent=1) + "\n")
     if val:
         from agent.evaluate import evaluate_policies, summarise
         from agent.policies import GreedyPolicy, SB3Policy
