@@ -176,9 +176,10 @@ class _Simulator:
 
     * per request as it finishes (``__call__``): :func:`agent.latency.simulate_request` with the
       request's decision, workload and start time and an idle MEC;
-    * for the whole run (``replay``, in ``summary.json``): every recorded request in start
-      order through one :class:`agent.latency.MecState` with the run's slots, so the MEC waits
-      the requests caused each other are simulated too (parity under contention)."""
+    * for the whole run (``replay``, in ``summary.json``): every recorded request through one
+      :class:`agent.latency.MecState` with the run's slots, in the order their first MEC
+      computation is ready (the MEC's FIFO), so the MEC waits the requests caused each other
+      are simulated too (parity under contention)."""
 
     def __init__(self, plan: RunPlan, dev: Any, mec: Any, delay_s: float, downlink: bool,
                  net: Any) -> None:
@@ -199,7 +200,7 @@ class _Simulator:
         self.link = Link(up=up, down=down if downlink else up.scaled(1e6),
                          one_way_delay_s=delay_s)
 
-    def _simulate(self, rec: dict[str, Any], mec: Any) -> Any:
+    def _simulate(self, rec: dict[str, Any], mec: Any, detail: bool = False) -> Any:
         from agent.latency import simulate_request
         from agent.policy import Decision, Workload
 
@@ -209,7 +210,7 @@ class _Simulator:
                                 Decision(splits, int(rec.get("split", -1))),
                                 Workload(rec["workload"], dict(rec["repeats"])),
                                 max(float(rec["t_start"]), 0.0), mec,
-                                device=str(rec["device"]), detail=False)
+                                device=str(rec["device"]), detail=detail)
 
     def __call__(self, rec: dict[str, Any]) -> dict[str, Any]:
         r = self._simulate(rec, None).to_record()
@@ -221,7 +222,14 @@ class _Simulator:
         from agent.latency import MecState
 
         mec = MecState(self.slots)
-        order = sorted(range(len(records)), key=lambda i: float(records[i]["t_start"]))
+        # the MEC grants slots FIFO by when a session's first computation is ready there:
+        # replay in that order (the part before it does not depend on the MEC)
+        ready = []
+        for r in records:
+            res = self._simulate(r, None, detail=True)
+            first = [st.t_ready for st in res.steps if st.kind == "compute" and st.side == "mec"]
+            ready.append(first[0] if first else float(r["t_start"]))
+        order = sorted(range(len(records)), key=ready.__getitem__)
         out = [0.0] * len(records)
         for i in order:
             out[i] = self._simulate(records[i], mec).latency_s

@@ -1,0 +1,91 @@
+"""Emulator vs simulator, request by request, with MEC contention (root).
+
+Runs ``python -m emulator.run`` with 4 devices sharing one MEC slot on a real trace from
+``../shared/traces`` and reads ``summary.json``'s ``simulator_replay``: every recorded request
+replayed in start order through the simulator (:mod:`agent.latency`) with its decision, its
+workload, the trace as the network replayed it and one MEC with the run's slots, so the MEC
+waits the requests caused each other are predicted, not copied from the measurement. Prints the
+per-request relative error |emulated - simulated| / simulated (median, p95) per scenario and
+exits 1 when a target is missed (median <= 2%, p95 <= 5%) or an input is missing.
+
+Scenarios (each one run, profiled compute unless said): gpt2 with the full-offload policy (the
+loop stays on the MEC, tokens stream, the slot is contended), gpt2 with a split inside the model
+(a round trip per token), sd15 full offload at 4 steps (image down), gpt2-tiny in execute mode
+(real ONNX pieces on both sides, CPU shared with the emulation). Block times are the profile
+medians (``--jitter none``): the simulator prices medians, so what is compared is the execution
+semantics, the link and the MEC queue, not the modelled compute noise.
+
+Usage: ``sudo .venv/bin/python benchmarks/emulator_parity.py [--duration 60] [--only NAME]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "traces"
+TRACE = SHARED / "mahimahi" / "TMobile-LTE-short.up"
+TARGET_MEDIAN, TARGET_P95 = 0.02, 0.05
+
+SCENARIOS: dict[str, list[str]] = {
+    "gpt2-offload": ["--model", "gpt2", "--policy", "offload", "--rate", "1.0"],
+    "gpt2-split7": ["--model", "gpt2", "--policy", "fixed:7", "--rate", "0.3"],
+    "sd15-offload": ["--model", "sd15", "--policy", "offload", "--steps", "4", "--rate",
+                     "0.15"],
+    "gpt2-tiny-execute": ["--model", "gpt2-tiny", "--compute", "execute", "--policy", "fixed:2",
+                          "--rate", "1.0"],
+}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--duration", type=float, default=60.0, help="seconds of arrivals per run")
+    ap.add_argument("--only", choices=sorted(SCENARIOS), action="append",
+                    help="run only these scenarios (default all)")
+    ap.add_argument("--seed", type=int, default=1, help="run seed")
+    args = ap.parse_args()
+    if not TRACE.is_file():
+        print(f"missing input: {TRACE} (the real traces live in ../shared/traces)")
+        return 1
+    common = ["--trace", str(TRACE), "--devices", "4", "--mec-slots", "1", "--mec-speedup",
+              "10", "--delay-ms", "10", "--duration", str(args.duration), "--seed",
+              str(args.seed), "--jitter", "none", "--quiet"]
+    print(f"scenario: 4 devices, 1 MEC slot, --mec-speedup 10, 10 ms one-way, trace {TRACE.name}"
+          f", {args.duration:g} s of arrivals, seed {args.seed}")
+    print(f"{'scenario':20} {'n':>4} {'mean emu s':>11} {'mean sim s':>11} {'median':>8} "
+          f"{'p95':>8}  target")
+    ok = True
+    tmp = Path(tempfile.mkdtemp(prefix="parity_"))
+    for name in args.only or list(SCENARIOS):
+        out = tmp / name
+        cmd = [sys.executable, "-m", "emulator.run", *common, *SCENARIOS[name], "--out", str(out)]
+        res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        if res.returncode != 0:
+            print(f"{name:20} run failed ({res.returncode}): {res.stderr.strip()[-400:]}")
+            ok = False
+            continue
+        s = json.loads((out / "summary.json").read_text())
+        r = s.get("simulator_replay")
+        if not r or r["n"] < 10:
+            print(f"{name:20} too few requests to judge ({0 if not r else r['n']})")
+            ok = False
+            continue
+        met = r["median_abs_rel_error"] <= TARGET_MEDIAN and r["p95_abs_rel_error"] <= TARGET_P95
+        ok &= met
+        print(f"{name:20} {r['n']:4d} {r['mean_measured_s']:11.3f} {r['mean_simulated_s']:11.3f} "
+              f"{100 * r['median_abs_rel_error']:7.2f}% {100 * r['p95_abs_rel_error']:7.2f}%  "
+              f"{'met' if met else 'MISSED'}")
+        if name.endswith("execute"):
+            print(f"{'':20} execute check: {s.get('execute_check')}")
+    print(f"targets: median <= {100 * TARGET_MEDIAN:g}%, p95 <= {100 * TARGET_P95:g}%: "
+          f"{'all met' if ok else 'NOT all met'} (outputs in {tmp})")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
