@@ -50,23 +50,34 @@ __all__ = ["evaluate_policies", "main", "summarise"]
 def evaluate_policies(model: LatencyModel, actions: SplitActions,
                       policies: Mapping[str, Policy | FuturePolicy], traces: Sequence[Trace],
                       config: ScenarioConfig, seed: int,
-                      offloaded: dict[str, float] | None = None) -> dict[str, list[list[float]]]:
+                      offloaded: dict[str, float] | None = None,
+                      metrics: dict[str, dict[str, list[float]]] | None = None
+                      ) -> dict[str, list[list[float]]]:
     """Latencies of every request, per policy and per trace (same seed per trace). With
-    ``offloaded`` given, it receives each policy's fraction of requests that offloaded."""
+    ``offloaded`` given, it receives each policy's fraction of requests that offloaded; with
+    ``metrics``, each policy's per-request ``ttft``, ``tpot`` (requests with two or more
+    outputs) and ``response`` (arrival to result) values."""
     out: dict[str, list[list[float]]] = {}
     for name, pol in policies.items():
-        runs = [run_policy(model, actions, pol, tr, config, seed + j)
+        runs = [run_policy(model, actions, pol, tr, config, seed + j, detail=False)
                 for j, tr in enumerate(traces)]
         out[name] = [[r.latency_s for r in rs] for rs in runs]
         if offloaded is not None:
             flags = [r.offloaded for rs in runs for r in rs]
             offloaded[name] = float(np.mean(flags)) if flags else 0.0
+        if metrics is not None:
+            flat = [r for rs in runs for r in rs]
+            metrics[name] = {"ttft": [r.ttft_s for r in flat],
+                             "tpot": [t for r in flat if (t := r.tpot_s) is not None],
+                             "response": [r.response_s for r in flat]}
     return out
 
 
-def summarise(lat: Mapping[str, list[list[float]]], deadline_s: float | None = None
+def summarise(lat: Mapping[str, list[list[float]]], deadline_s: float | None = None,
+              metrics: Mapping[str, Mapping[str, list[float]]] | None = None
               ) -> dict[str, dict[str, Any]]:
-    """Mean, p50, p95, ratio to the oracle (when present), deadline misses, per-trace means."""
+    """Mean, p50, p95, ratio to the oracle (when present), deadline misses, per-trace means;
+    with ``metrics`` (from :func:`evaluate_policies`) also TTFT, TPOT and response time p50/p95."""
     oracle_mean = None
     if "oracle" in lat:
         oracle_mean = float(np.mean(np.concatenate([np.asarray(x) for x in lat["oracle"]])))
@@ -84,21 +95,35 @@ def summarise(lat: Mapping[str, list[list[float]]], deadline_s: float | None = N
         }
         if deadline_s is not None:
             d["deadline_miss_rate"] = float(np.mean(flat > deadline_s))
+        for key, vals in ((metrics or {}).get(name) or {}).items():
+            if vals:
+                d[f"{key}_mean_s"] = float(np.mean(vals))
+                d[f"{key}_p50_s"] = float(np.percentile(vals, 50))
+                d[f"{key}_p95_s"] = float(np.percentile(vals, 95))
         res[name] = d
     return res
 
 
 def format_table(summary: Mapping[str, Mapping[str, Any]], deadline: float | None) -> str:
-    head = (f"{'policy':<24} {'mean s':>9} {'p50 s':>9} {'p95 s':>9} {'/oracle':>8} "
+    """One row per policy: n, latency mean/p50/p95, ratio to the oracle, offloaded share, and
+    TTFT/TPOT p50/p95 when the model streams outputs (an LLM)."""
+    tokens = any("tpot_p50_s" in d for d in summary.values())
+    head = (f"{'policy':<24} {'n':>6} {'mean s':>9} {'p50 s':>9} {'p95 s':>9} {'/oracle':>8} "
             f"{'offload':>7}")
+    if tokens:
+        head += f" {'TTFT p50':>9} {'TTFT p95':>9} {'TPOT p50':>9} {'TPOT p95':>9}"
     if deadline is not None:
         head += f" {'miss':>6}"
     lines = [head, "-" * len(head)]
+    nan = float("nan")
     for name, d in summary.items():
         r = d["ratio_to_oracle"]
-        line = (f"{name:<24} {d['mean_latency_s']:9.3f} {d['p50_latency_s']:9.3f} "
-                f"{d['p95_latency_s']:9.3f} {r if r is not None else float('nan'):8.3f} "
-                f"{d.get('offload_fraction', float('nan')):7.1%}")
+        line = (f"{name:<24} {d['requests']:6d} {d['mean_latency_s']:9.3f} "
+                f"{d['p50_latency_s']:9.3f} {d['p95_latency_s']:9.3f} "
+                f"{r if r is not None else nan:8.3f} {d.get('offload_fraction', nan):7.1%}")
+        if tokens:
+            line += "".join(f" {d.get(k, nan):9.4f}" for k in (
+                "ttft_p50_s", "ttft_p95_s", "tpot_p50_s", "tpot_p95_s"))
         if deadline is not None:
             line += f" {d['deadline_miss_rate']:6.1%}"
         lines.append(line)
@@ -106,7 +131,7 @@ def format_table(summary: Mapping[str, Mapping[str, Any]], deadline: float | Non
 
 
 def _plots(lat: Mapping[str, list[list[float]]], names: Sequence[str], out: Path,
-           title: str) -> None:
+           title: str, metrics: Mapping[str, Mapping[str, list[float]]] | None = None) -> None:
     import textwrap
 
     import matplotlib
@@ -115,15 +140,24 @@ def _plots(lat: Mapping[str, list[list[float]]], names: Sequence[str], out: Path
     title = "\n".join(textwrap.wrap(title, 90))
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, per_trace in lat.items():
-        flat = np.sort(np.concatenate([np.asarray(x) for x in per_trace]))
-        ax.plot(flat, np.arange(1, flat.size + 1) / flat.size, label=name)
-    ax.set_xscale("log")
-    ax.set_xlabel("request latency (s)")
-    ax.set_ylabel("CDF")
-    ax.set_title(title, fontsize=8)
-    ax.legend(fontsize=7)
+    panels: list[tuple[str, dict[str, list[float]]]] = [
+        ("end-to-end latency (s)", {k: [x for v in pt for x in v] for k, pt in lat.items()})]
+    if metrics and any(m.get("tpot") for m in metrics.values()):
+        for key, label in (("ttft", "time to first token (s)"),
+                           ("tpot", "time per output token (s)")):
+            panels.append((label, {k: list(m.get(key, [])) for k, m in metrics.items()}))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+    for ax, (label, data) in zip(axes[0], panels, strict=True):
+        for name, vals in data.items():
+            flat = np.sort(np.asarray(vals, dtype=np.float64))
+            if flat.size:
+                ax.plot(flat, np.arange(1, flat.size + 1) / flat.size,
+                        label=f"{name} (n={flat.size})")
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("CDF")
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "latency_cdf.png", dpi=120)
     plt.close(fig)
@@ -198,8 +232,9 @@ def main(argv: list[str] | None = None) -> int:
                           seed=a.seed)
     t0 = time.perf_counter()
     offl: dict[str, float] = {}
-    lat = evaluate_policies(model, actions, pols, traces, config, a.seed, offl)
-    summary = summarise(lat, a.deadline)
+    extra: dict[str, dict[str, list[float]]] = {}
+    lat = evaluate_policies(model, actions, pols, traces, config, a.seed, offl, extra)
+    summary = summarise(lat, a.deadline, extra)
     for k, v in offl.items():
         summary[k]["offload_fraction"] = v
     scen = (f"model {model.model}, {len(traces)} traces, scale {a.scale:g}, mec-speedup "
@@ -220,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
                seconds=time.perf_counter() - t0)}
     (a.out / "summary.json").write_text(json.dumps(doc, indent=1) + "\n")
     if not a.no_plots:
-        _plots(lat, names, a.out, scen)
+        _plots(lat, names, a.out, scen, extra)
     print(f"wrote {a.out / 'summary.json'}")
     return 0
 
