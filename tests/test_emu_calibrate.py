@@ -30,7 +30,7 @@ def test_calibrate_writes_link_csv_that_follows_a_step_trace(tmp_path: Path) -> 
     assert proc.returncode == 0, proc.stderr
     # the printed figures, parsed, against a recount from link.csv and hand bounds
     m = re.search(r"calibrate: (\d+)/(\d+) windows with capacity .* within 5% of the trace "
-                  r"\(([0-9.]+)%.*rate changes (\d+), lag median ([0-9.]+) ms", proc.stdout)
+                  r"\(([0-9.]+)%.*rate changes (\d+), lag median (-?[0-9.]+) ms", proc.stdout)
     assert m, proc.stdout
     within, windows, pct, changes = int(m[1]), int(m[2]), float(m[3]), int(m[4])
     rows = list(csv.DictReader((out / "link.csv").open()))
