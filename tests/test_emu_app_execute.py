@@ -142,8 +142,9 @@ def _only_key(d: Path) -> str:
 
 
 @pytest.mark.onnx
-def test_split_run_equals_local_and_torch(tmp_path: Path, cache: Path) -> None:
-    """The whole execute-mode run (device and MEC processes on loopback) from a clean cache."""
+def test_split_run_equals_local(tmp_path: Path, cache: Path) -> None:
+    """The whole execute-mode run (device and MEC processes on loopback) from a clean cache;
+    its own check is split vs local ONNX, the pieces against torch are tested above."""
     out = tmp_path / "run"
     res = subprocess.run(
         [sys.executable, "-m", "emulator.run", "--network", "loopback", "--model", "gpt2-tiny",
