@@ -6,6 +6,15 @@ Builds a small ResNet-like and a small U-Net-like network in torch, exports each
 batch/height/width (as a user's file would come), then runs ``python -m profiler profile`` on
 it with ``--input`` shapes and prints the blocks found, their latency and how many tensors
 cross each cut.
+
+Checked (exit status 1 when any is missed), each against a reference outside the profiler:
+
+* the pieces the CLI wrote, chained with ONNX Runtime on a random image of the ``--input``
+  shape, give the torch module's output on the same image (``compare_outputs`` <= 1e-4);
+* at least 3 blocks were found;
+* the U-Net's cuts carry its skip connections: some cut has >= 2 tensors;
+* the sum of block medians is within ``--limit`` (default 25%: one measurement of a ~ms pass on
+  a shared machine) of the whole-pass median.
 """
 
 from __future__ import annotations
@@ -20,12 +29,32 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.export import Dim  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
 from profiler.schema import load_profile  # noqa: E402
+from profiler.timing import compare_outputs  # noqa: E402
+
+SHAPE = (1, 3, 128, 128)
+
+
+def _chain(pieces_dir: Path, image: torch.Tensor) -> dict[str, np.ndarray]:
+    """Run the ONNX pieces in file order on ``image``; every tensor produced, by name."""
+    import onnxruntime as ort
+
+    files = sorted(pieces_dir.glob("*.onnx"))
+    if not files:
+        raise FileNotFoundError(f"no ONNX pieces in {pieces_dir}")
+    env: dict[str, np.ndarray] = {"image": image.numpy()}
+    for f in files:
+        sess = ort.InferenceSession(str(f), providers=["CPUExecutionProvider"])
+        names = [o.name for o in sess.get_outputs()]
+        env.update(zip(names, sess.run(names, {i.name: env[i.name] for i in sess.get_inputs()}),
+                       strict=True))
+    return env
 
 
 class ResNetish(nn.Module):
@@ -68,6 +97,12 @@ class UNetish(nn.Module):
 
 
 def main() -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--limit", type=float, default=25.0,
+                    help="allowed |sum of blocks / whole - 1| in percent (default 25)")
+    a = ap.parse_args()
     rc = 0
     with tempfile.TemporaryDirectory(prefix="aigc-3p-") as tmp:
         for name, model in [("resnetish", ResNetish()), ("unetish", UNetish())]:
@@ -79,7 +114,7 @@ def main() -> int:
                                   dynamic_shapes={"x": {0: Dim.AUTO, 2: Dim.AUTO, 3: Dim.AUTO}})
             out = Path(tmp) / f"{name}.json"
             cmd = [sys.executable, "-m", "profiler", "profile", str(path), "--input",
-                   "image=1,3,128,128", "--blocks", "6", "--class", "device", "--quiet",
+                   ",".join(map(str, SHAPE)).join(("image=", "")), "--blocks", "6", "--class", "device", "--quiet",
                    "--out", str(out), "--work-dir", str(Path(tmp) / "work")]
             r = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
                                capture_output=True, text=True)
@@ -89,14 +124,33 @@ def main() -> int:
                 continue
             (p,) = load_profile(out).passes
             s = sum(p.block_medians_ms())
+            diff = 100 * (s / p.whole.median - 1)
+            image = torch.randn(*SHAPE, generator=torch.Generator().manual_seed(7))
+            with torch.no_grad():
+                ref = model(image).numpy()
+            (pdir,) = (Path(tmp) / "work" / "onnx").glob(f"{name}-*/pieces")
+            env = _chain(pdir, image)
+            last = sorted(pdir.glob("*.onnx"))[-1]
+            import onnx
+
+            (out_name,) = [o.name for o in onnx.load(str(last), load_external_data=False)
+                           .graph.output]
+            err = compare_outputs({out_name: ref}, {out_name: env[out_name]})
+            widest = max(len(b.out_tensors) for b in p.blocks[:-1])
+            checks = {"chain vs torch <= 1e-4": err <= 1e-4, ">= 3 blocks": p.n_blocks >= 3,
+                      f"|sum - whole| <= {a.limit:g}%": abs(diff) <= a.limit}
+            if name == "unetish":
+                checks["a cut carries >= 2 tensors"] = widest >= 2
             print(f"{name}: {p.n_blocks} blocks, whole {p.whole.median:.2f} ms, sum of blocks "
-                  f"{s:.2f} ms ({100 * (s / p.whole.median - 1):+.1f}%), chain error "
-                  f"{p.chain_max_error:.1e}")
+                  f"{s:.2f} ms ({diff:+.1f}%), chain error vs whole ONNX {p.chain_max_error:.1e}, "
+                  f"chained pieces vs torch {err:.1e}, widest cut {widest} tensor(s)")
             for b in p.blocks:
                 print(f"   {b.name:<34} {b.latency.median:8.3f} ms  cut {b.out_bytes:>9} B in "
                       f"{len(b.out_tensors)} tensor(s)")
-            rc |= p.n_blocks < 3
-    return rc
+            for what, ok in checks.items():
+                print(f"   {what}: {'met' if ok else 'NOT met'}")
+                rc |= not ok
+    return int(rc)
 
 
 if __name__ == "__main__":

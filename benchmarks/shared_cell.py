@@ -3,7 +3,9 @@
 Runs ``python -m emulator.run --shared-cell --devices 8`` on the bundled cellular trace (the
 cell's capacity, shared by all devices) and prints, per device, the requests the device
 process says it finished against the records in ``requests.jsonl``, plus the cell's measured
-goodput against its capacity. Exits 1 if any finished request is missing from the records.
+goodput against its capacity. Exits 1 if any finished request is missing from the records,
+if a device has no finished count in the summary (a missing count is a failure, not 0), if no
+request finished at all, or if the run fails.
 
 Usage: ``sudo .venv/bin/python benchmarks/shared_cell.py [--devices 8] [--duration 20]
 [--model PROFILE.json --mec-profile P] [--policy fixed:2] [--rate 0.25] [--out DIR]``. Without
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -36,6 +39,10 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1, help="run seed")
     ap.add_argument("--out", default=None, help="output directory (default: a temporary one)")
     args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("shared_cell: needs root: sudo .venv/bin/python benchmarks/shared_cell.py "
+              "(not measured)")
+        return 2
     tmp = Path(tempfile.mkdtemp(prefix="shared_cell_"))
     if args.model is None:
         from emulator.synthetic import write_synthetic_pair
@@ -61,10 +68,15 @@ def main() -> int:
     print(f"status {s['status']}, {args.devices} devices, shared cell, policy {args.policy}, "
           f"{args.duration:g} s, delay method {s['delay_method']}")
     missing = 0
+    uncounted = []
     for i in range(args.devices):
-        info = s["device_counts"].get(f"device-{i}", {})
-        done = int(info.get("done", -1))
-        missing += max(done - per_dev[i], 0)
+        info = s.get("device_counts", {}).get(f"device-{i}", {})
+        if not isinstance(info.get("done"), int):
+            uncounted.append(i)
+            print(f"  device {i}: no finished count in summary.json (recorded {per_dev[i]})")
+            continue
+        done = int(info["done"])
+        missing += abs(done - per_dev[i])
         print(f"  device {i}: started {info.get('started')}, finished {done}, recorded "
               f"{per_dev[i]}")
     lat = s["latency"]
@@ -83,8 +95,9 @@ def main() -> int:
               f"goodput {sum(float(r['goodput_mbps']) for r in cell) / len(cell):.2f} Mbit/s, "
               f"{len(busy)} intervals above half capacity")
     print(f"results in {out}")
-    ok = missing == 0 and s["unrecorded"] == 0 and len(recs) > 0
-    print("every finished request recorded:", "YES" if ok else "NO")
+    ok = missing == 0 and not uncounted and s["unrecorded"] == 0 and len(recs) > 0
+    print(f"every finished request recorded: {'YES' if ok else 'NO'} (records {len(recs)}, "
+          f"count/record mismatches {missing}, devices without a count {len(uncounted)})")
     return 0 if ok else 1
 
 

@@ -15,8 +15,16 @@ from agent.oracle import Oracle
 from agent.policies import FixedPolicy, GreedyPolicy, SB3Policy, make_policy
 from agent.policy import Observation, Policy, Workload
 from agent.scenario import ScenarioConfig, run_policy
-from profiler.schema import Profile, load_profile
-from traces import DATA_DIR, load_traces
+from profiler.schema import (
+    Block,
+    Hardware,
+    LatencyStats,
+    ModelInfo,
+    Pass,
+    Profile,
+    load_profile,
+)
+from traces import DATA_DIR, Trace, load_traces
 
 FIX = Path(__file__).parent / "fixtures" / "agent"
 
@@ -68,17 +76,50 @@ def test_bad_specs() -> None:
         make_policy("local", dev, mec, mec_speedup=-1)
 
 
-def test_fixed_picks_best_split_on_training_traces() -> None:
-    dev, mec = _profiles("twoblock")
-    traces = load_traces(DATA_DIR / "train")[:2]
-    cfg = ScenarioConfig(n_devices=1, horizon_s=30.0)
-    p = make_policy("fixed", dev, mec, traces=traces, config=cfg)
+def _hand_twoblock() -> tuple[Profile, Profile]:
+    """One pass, two blocks, numbers chosen so that each split wins on some constant link.
+
+    Device: a 40 ms, b 500 ms; MEC: a 10 ms, b 50 ms; input 1 MB (a raw image), cut after
+    a 10 kB, output 100 B. Per request on a constant link of R bit/s with one-way delay d:
+    local = 0.540 s; split 1 = 0.040 + 8e4/R + d + 0.050 + 800/R + d;
+    offload = 8e6/R + d + 0.060 + 800/R + d.
+    """
+    def prof(cls: str, a_ms: float, b_ms: float) -> Profile:
+        blocks = (Block("a", LatencyStats(a_ms, a_ms, a_ms, 0.0, 5), 10_000, 0),
+                  Block("b", LatencyStats(b_ms, b_ms, b_ms, 0.0, 5), 100, 0))
+        whole = LatencyStats(a_ms + b_ms, a_ms + b_ms, a_ms + b_ms, 0.0, 5)
+        return Profile(ModelInfo("handtwo", "hand-made in the test"),
+                       Hardware(cls, "hand", None, 1, "hand"),
+                       (Pass("main", 1, blocks, whole, input_bytes=1_000_000, output_bytes=100),))
+
+    return prof("device", 40.0, 500.0), prof("mec", 10.0, 50.0)
+
+
+@pytest.mark.parametrize(("mbps", "best"), [
+    # 0.05 Mbit/s: split 1 = 0.04 + 1.6 + 0.01 + 0.05 + 0.016 + 0.01 = 1.726 s > local 0.54 s
+    (0.05, 2),
+    # 10 Mbit/s: offload 0.8 + 0.08 + 0.02 = 0.90 s; split 1 = 0.04 + 0.008 + 0.05 + 0.02
+    # + 0.00008 = 0.118 s; local 0.54 s
+    (10.0, 1),
+    # 1 Gbit/s: offload 0.008 + 0.06 + 0.02 = 0.088 s; split 1 = 0.04 + 0.05 + 0.02 = 0.110 s
+    (1000.0, 0),
+])
+def test_fixed_picks_the_split_known_by_hand(mbps: float, best: int) -> None:
+    dev, mec = _hand_twoblock()
+    link = Trace(np.array([0.0]), np.array([mbps * 1e6]), 60.0, name=f"const{mbps:g}")
+    cfg = ScenarioConfig(n_devices=1, horizon_s=30.0, one_way_delay_s=0.010)
+    p = make_policy("fixed", dev, mec, traces=[link], config=cfg)
     assert isinstance(p, FixedPolicy)
+    assert p.decide(_obs("handtwo", mbps * 1e6)).split_for("main") == best
+    # and the simulator's latency of that split is the hand value above (one device, idle MEC)
     model = LatencyModel(dev, mec)
     acts = SplitActions(model)
-    means = [np.mean([r.latency_s for j, tr in enumerate(traces) for r in run_policy(
-        model, acts, FixedPolicy("f", acts, a), tr, cfg, j)]) for a in range(acts.n_actions)]
-    assert p.action == int(np.argmin(means))
+    got = run_policy(model, acts, p, link, cfg, 0)
+    assert got
+    r, d = mbps * 1e6, 0.010
+    hand = {2: 0.540, 1: 0.040 + 8e4 / r + d + 0.050 + 800 / r + d,
+            0: 8e6 / r + d + 0.060 + 800 / r + d}[best]
+    assert all(x.latency_s == pytest.approx(hand, rel=1e-9) for x in got), hand
 
 
 @pytest.mark.parametrize("name", ["llm", "diffusion"])

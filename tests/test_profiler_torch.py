@@ -6,8 +6,10 @@ boundaries, the block order and the bytes must be those of the ONNX pieces.
 
 from __future__ import annotations
 
+import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -46,12 +48,26 @@ def test_sd15_tiny_unet_heads_cover_every_onnx_block() -> None:
 def test_torch_blocks_telescope_and_are_checked_against_the_onnx_order() -> None:
     spec = get_model("gpt2-tiny").build(get_model("gpt2-tiny").defaults)[1]  # decode
     names = ["embed", "h.0", "h.1", "head"]
+    t_call = time.perf_counter()
     t = time_pass_torch("decode", spec.module, spec.inputs, spec.block_key, names,
                         torch.device("cpu"), warmup=0, runs=3, threads=1, progress=False)
+    t_call = (time.perf_counter() - t_call) * 1e3
     assert len(t.blocks) == 4 and all(b.runs == 3 and b.median > 0 for b in t.blocks)
     assert t.whole.runs == 3 and t.whole.median > 0
-    # the cold run's blocks are consecutive slices of one pass: they add up to its whole
-    assert sum(t.blocks_cold_ms) == pytest.approx(t.whole_cold_ms, rel=1e-12)
+    # independent clocks: the cold pass and three timed passes all ran inside this call
+    assert t.whole_cold_ms + 3 * t.whole.median * 0.5 <= t_call
+    # and a plain forward (no hooks) timed here is about the hooked whole pass: 0.3 .. 3 x
+    # (hooks cost little; loose because the build machine is shared and noisy)
+    torch.set_num_threads(1)
+    plain = []
+    with torch.no_grad():
+        spec.module(*spec.inputs)
+        for _ in range(5):
+            t0 = time.perf_counter()
+            spec.module(*spec.inputs)
+            plain.append((time.perf_counter() - t0) * 1e3)
+    ratio = t.whole.median / statistics.median(plain)
+    assert 0.3 < ratio < 3.0, (t.whole.median, plain)
     with pytest.raises(ProfileError, match=r"torch runs the blocks as \['embed', 'h.0'"):
         time_pass_torch("decode", spec.module, spec.inputs, spec.block_key,
                         ["embed", "h.1", "h.0", "head"], torch.device("cpu"), warmup=0, runs=1,

@@ -1,0 +1,118 @@
+"""Emulator against simulator, request by request: the helper the root test and the benchmark share.
+
+:func:`replay` takes the records of an emulation run (``requests.jsonl``) and replays every
+request through the public latency API (:func:`agent.latency.simulate_request`): the same start
+time, the same decision (the split of every pass repetition), the same workload, on the trace
+given by the caller (the file itself, or :func:`averaged`: the file averaged onto the grid the
+emulator replays, computed here from the file), with one :class:`agent.latency.MecState` shared
+by all devices in the order the requests started, so the MEC wait is predicted too (the
+emulator's own ``predicted_latency_s`` assumes an idle MEC). The MEC's other sessions are, by
+default (``mec="measured"``), the sessions the records show (from the first MEC job's start to
+the request's end, as the simulator holds a slot): each request is predicted against the
+occupancy the real MEC had, so one request's error does not move the next one's wait. With
+``mec="predicted"`` every session is the simulator's own (a whole run simulated, errors carry
+on). :func:`compare` turns the pairs into the relative errors ``(measured - predicted) /
+predicted``, and their median and p95 of the absolute value.
+
+The reference is the record's measured ``latency_s`` (``t_end - t_start``, device clock). When
+the execution semantics change (a request's passes no longer each round-trip; the MEC keeps
+the loop and streams tokens), only :func:`replay`'s call of the latency API has to follow.
+
+Not modelled here: a shared cell (each device is given the whole trace; use it with
+``--shared-cell`` only with that in mind) and the policy's own observation time before
+``t_start``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from agent.latency import LatencyModel, MecState, simulate_request
+from agent.link import Link
+from agent.policy import Decision, Workload
+from profiler.schema import Profile
+from traces import Trace
+
+__all__ = ["Pair", "averaged", "compare", "replay"]
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One request: measured by the emulator, predicted by the simulator."""
+
+    device: int
+    t_start: float
+    offloaded: bool
+    measured_s: float
+    predicted_s: float
+    measured_wait_s: float
+    predicted_wait_s: float
+
+    @property
+    def rel_error(self) -> float:
+        return (self.measured_s - self.predicted_s) / self.predicted_s
+
+
+def averaged(trace: Trace, grid_s: float = 0.1) -> Trace:
+    """``trace`` averaged onto ``grid_s`` bins over one period (bytes per bin kept), as the
+    emulator replays it; computed from the trace's byte counts, not by the shaper's code."""
+    n = max(1, int(np.ceil(trace.period_s / grid_s - 1e-9)))
+    edges = np.minimum(np.arange(n + 1) * grid_s, trace.period_s)
+    nbytes = np.asarray(trace.bytes_between(edges[:-1], edges[1:]), dtype=np.float64)
+    rates = 8.0 * nbytes / np.diff(edges)
+    return Trace(edges[:-1], rates, trace.period_s, name=f"{trace.name}@{grid_s:g}s")
+
+
+def _session(rec: Mapping[str, Any]) -> tuple[float, float] | None:
+    """The measured MEC session of a record: (first MEC job start, request end), or None."""
+    for p in rec.get("passes", []):
+        if p["upload_bytes"] > 0 or p["mec_s"] > 0:
+            start = p["t_start"] + p["device_s"] + p["upload_s"] + p["mec_wait_s"]
+            return float(start), float(rec["t_end"])
+    return None
+
+
+def replay(records: Iterable[Mapping[str, Any]], device: Profile, mec: Profile, *,
+           up: Trace, down: Trace | None, one_way_delay_s: float, mec_slots: int,
+           mec_speedup: float, mec_sessions: str = "measured") -> list[Pair]:
+    """Predict every recorded request (see the module docstring); pairs in start order."""
+    if mec_sessions not in ("measured", "predicted"):
+        raise ValueError(f"mec_sessions must be 'measured' or 'predicted', not {mec_sessions!r}")
+    model = LatencyModel(device, mec, mec_speedup=mec_speedup)
+    link = Link(up=up, down=down, one_way_delay_s=one_way_delay_s)
+    state = MecState(slots=mec_slots)
+    out = []
+    for rec in sorted(records, key=lambda r: float(r["t_start"])):
+        splits = {k: tuple(v) if isinstance(v, list) else int(v)
+                  for k, v in rec["splits"].items()}
+        own = state if mec_sessions == "predicted" else state.copy()
+        res = simulate_request(model, link, Decision(splits, int(rec.get("split", -1))),
+                               Workload(rec["workload"], dict(rec["repeats"])),
+                               float(rec["t_start"]), own, device=str(rec["device"]),
+                               detail=False)
+        sess = _session(rec)
+        if mec_sessions == "measured" and sess is not None:
+            slot, _ = state.acquire(sess[0])
+            state.commit(slot, *sess)
+        ph = rec["phases"]
+        out.append(Pair(int(rec["device"]), float(rec["t_start"]),
+                        ph["upload_bytes"] > 0 or ph["mec_s"] > 0, float(rec["latency_s"]),
+                        res.latency_s, float(ph["mec_wait_s"]), res.mec_wait_s))
+    return out
+
+
+def compare(pairs: Sequence[Pair]) -> dict[str, float]:
+    """``n``, median and p95 of ``|relative error|``, median signed error, and the MEC wait
+    measured and predicted in total (seconds)."""
+    if not pairs:
+        return {"n": 0, "median_abs": float("nan"), "p95_abs": float("nan"),
+                "median": float("nan"), "wait_measured_s": 0.0, "wait_predicted_s": 0.0}
+    e = np.array([p.rel_error for p in pairs])
+    return {"n": len(pairs), "median_abs": float(np.median(np.abs(e))),
+            "p95_abs": float(np.percentile(np.abs(e), 95)), "median": float(np.median(e)),
+            "wait_measured_s": float(sum(p.measured_wait_s for p in pairs)),
+            "wait_predicted_s": float(sum(p.predicted_wait_s for p in pairs))}
