@@ -6,7 +6,7 @@ part of the repository) with the shipped gpt2 profiles, ``--policy greedy`` (a m
 offloaded requests), 4 devices sharing one MEC slot, ``--mec-speedup 10``, 10 ms one-way delay,
 Poisson arrivals, then replays every recorded request through ``agent.latency`` with its start
 time, decision and workload against the MEC occupancy the records show, so the prediction
-includes the MEC wait (``tests/emu_vs_sim.py``). Two traces, both computed here from the file:
+includes the MEC wait (``emulator/parity.py``). Two traces, both computed here from the file:
 the file averaged onto the emulator's 0.1 s replay grid (what the emulator promises to
 reproduce: the gated figure), and the file as it is (printed: a Mahimahi file has 1 ms
 delivery opportunities and sub-second gaps that the averaging smooths away, so small transfers
@@ -34,9 +34,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from emulator.parity import Pair, averaged, compare, replay  # noqa: E402
 from emulator.records import read_records  # noqa: E402
 from profiler.schema import load_profile  # noqa: E402
-from tests.emu_vs_sim import Pair, averaged, compare, replay  # noqa: E402
 from traces import Trace, load_trace  # noqa: E402
 
 MEDIAN_BOUND = 0.05

@@ -109,11 +109,11 @@ def _opt(values: Iterable[Any]) -> list[float]:
 
 
 def summarize(records: Iterable[Mapping[str, Any]],
-              replay: Callable[[list[dict[str, Any]]], list[float]] | None = None
+              parity: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None
               ) -> dict[str, Any]:
     """Counts and latency statistics (service latency, response time, TTFT, TPOT) overall,
-    per policy and per device; simulator vs emulator error, per request and, with ``replay``
-    (the simulator run over all records with the MEC's contention), under contention."""
+    per policy and per device; simulator vs emulator error per request with an idle MEC and,
+    with ``parity`` (:meth:`emulator.run._Simulator.parity`), under the run's contention."""
     recs = list(records)
     lat = [float(r["latency_s"]) for r in recs]
     by_policy: dict[str, list[float]] = {}
@@ -160,19 +160,8 @@ def summarize(records: Iterable[Mapping[str, Any]],
                     "decision and start time and an idle MEC; '_given_mec_wait' adds the "
                     "measured MEC wait to the prediction",
         }
-    if replay is not None and recs:
-        sim = np.array(replay([dict(r) for r in recs]))
-        m = np.array(lat)
-        rel = (m - sim) / np.maximum(sim, 1e-9)
-        out["simulator_replay"] = {
-            "n": len(recs), "mean_measured_s": float(m.mean()),
-            "mean_simulated_s": float(sim.mean()),
-            "median_rel_error": float(np.median(rel)),
-            "median_abs_rel_error": float(np.median(np.abs(rel))),
-            "p95_abs_rel_error": float(np.percentile(np.abs(rel), 95)),
-            "note": "every recorded request replayed in start order through the simulator "
-                    "(agent.latency) with its decision, workload and start time, the trace as "
-                    "replayed and one MEC with the run's slots: MEC waits included"}
+    if parity is not None and recs:
+        out["simulator_replay"] = parity([dict(r) for r in recs])
     return out
 
 

@@ -307,7 +307,7 @@ def _write_outputs(plan: RunPlan, net: Any, sink: RecordSink, prov: dict[str, An
         "unrecorded": sum(int(pr.exit_info.get("done", 0)) for pr in procs) - len(records),
         "unparsable_lines": sum(pr.bad_lines for pr in procs),
         "prediction_errors": sink.prediction_errors,
-        **summarize(records, getattr(sink.predictor, "replay", None)),
+        **summarize(records, getattr(sink.predictor, "parity", None)),
         "provenance": prov,
     }
 

@@ -3,6 +3,7 @@ tokens without waiting, shares its slots FIFO, and refuses what is not a plan.""
 
 from __future__ import annotations
 
+import itertools
 import json
 import socket
 import time
@@ -82,7 +83,7 @@ def test_full_offload_runs_the_loop_and_streams_every_token(server: MecServer) -
     # prefill 4 x 5 ms, then each decode 4 x 1 ms back to back (no device round trip)
     # (lower bounds exact; upper bounds loose: the build machine is shared and noisy)
     assert 0.0195 <= comps[0]["t_end"] - comps[0]["t_start"] < 0.05
-    for c0, c1 in zip(comps, comps[1:], strict=False):
+    for c0, c1 in itertools.pairwise(comps):
         assert c1["t_start"] - c0["t_end"] < 0.005
         assert 0.0039 <= c1["t_end"] - c1["t_start"] < 0.03
     # the input's arrival stamp is after it was sent and before the first computation

@@ -6,7 +6,7 @@ one MEC slot shared by all, closed loop, synthetic LLM-shaped profiles, policy `
 request is replayed through ``agent.latency.simulate_request`` with its start time, decision
 and workload on the trace file (1 s segments: the emulator's 0.1 s averaging changes nothing),
 against the MEC occupancy the records show, so the prediction includes the MEC wait
-(``tests/emu_vs_sim.py``).
+(``emulator/parity.py``).
 
 Bounds, chosen from measurements (three runs of this scenario on the shared 2-core build
 machine, 1 Dec 2026, seeds 3/4/5 with 3/4/4 devices, other jobs running): median |relative
@@ -24,10 +24,10 @@ from pathlib import Path
 
 import pytest
 
+from emulator.parity import compare, replay
 from emulator.records import read_records
 from emulator.synthetic import write_synthetic_pair
 from profiler.schema import load_profile
-from tests.emu_vs_sim import compare, replay
 from traces import load_trace
 
 ROOT = Path(__file__).resolve().parent.parent

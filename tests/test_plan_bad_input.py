@@ -37,7 +37,7 @@ def test_a_policy_trained_before_plans_is_refused(tmp_path: Path) -> None:
     side = json.loads((ROOT / "policies" / "gpt2.json").read_text())
     del side["semantics"]
     zp.with_suffix(".json").write_text(json.dumps(side))
-    with pytest.raises(PolicyMismatchError, match="before plans.*retrain it with the command"):
+    with pytest.raises(PolicyMismatchError, match=r"before plans.*retrain it with the command"):
         make_policy(str(zp), dev, mec, mec_speedup=10)
 
 
@@ -46,7 +46,7 @@ def test_a_decision_that_is_not_a_plan_of_the_model() -> None:
     m = LatencyModel(dev, mec)
     with pytest.raises(AgentError, match="no split for pass 'decode'"):
         m.plan(Decision({"prefill": 0}), Workload("gpt2"))
-    with pytest.raises(AgentError, match="out of range 0..14"):
+    with pytest.raises(AgentError, match=r"out of range 0\.\.14"):
         m.plan(Decision({"prefill": 0, "decode": 15}), Workload("gpt2"))
     with pytest.raises(AgentError, match="gives 3 splits for pass 'decode', which runs 32"):
         m.plan(Decision({"prefill": 0, "decode": (0, 1, 2)}), Workload("gpt2"))

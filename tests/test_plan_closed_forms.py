@@ -142,7 +142,7 @@ def test_mid_request_migration_costs_the_cache_at_that_length() -> None:
 
 def test_schema1_profile_refuses_a_plan_that_moves_state() -> None:
     m = _model("llm")  # the fixture has no state bytes (schema 1)
-    with pytest.raises(AgentError, match="schema 1.*upgrade"):
+    with pytest.raises(AgentError, match=r"schema 1.*upgrade"):
         _run(m, {"prefill": 0, "decode": 14}, "llm")
     # plans that keep every layer on one side stay valid
     _run(m, {"prefill": 0, "decode": 0}, "llm")

@@ -1,4 +1,5 @@
-"""Emulator against simulator, request by request: the helper the root test and the benchmark share.
+"""Emulator against simulator, request by request (used by ``summary.json``, the root test and
+the benchmarks).
 
 :func:`replay` takes the records of an emulation run (``requests.jsonl``) and replays every
 request through the public latency API (:func:`agent.latency.simulate_request`): the same start
@@ -11,12 +12,12 @@ default (``mec="measured"``), the sessions the records show (from the first MEC 
 the request's end, as the simulator holds a slot): each request is predicted against the
 occupancy the real MEC had, so one request's error does not move the next one's wait. With
 ``mec="predicted"`` every session is the simulator's own (a whole run simulated, errors carry
-on). :func:`compare` turns the pairs into the relative errors ``(measured - predicted) /
+on), granted in the order the sessions' first MEC computations are ready (the MEC's FIFO). :func:`compare` turns the pairs into the relative errors ``(measured - predicted) /
 predicted``, and their median and p95 of the absolute value.
 
-The reference is the record's measured ``latency_s`` (``t_end - t_start``, device clock). When
-the execution semantics change (a request's passes no longer each round-trip; the MEC keeps
-the loop and streams tokens), only :func:`replay`'s call of the latency API has to follow.
+The reference is the record's measured ``latency_s`` (``t_end - t_start``, device clock). A
+session holds its slot from its first MEC computation's start to its last one's end, in the
+records as in the simulator (:mod:`agent.latency`).
 
 Not modelled here: a shared cell (each device is given the whole trace; use it with
 ``--shared-cell`` only with that in mind) and the policy's own observation time before
@@ -37,7 +38,7 @@ from agent.policy import Decision, Workload
 from profiler.schema import Profile
 from traces import Trace
 
-__all__ = ["Pair", "averaged", "compare", "replay"]
+__all__ = ["Pair", "averaged", "compare", "replay", "replay_with"]
 
 
 @dataclass(frozen=True)
@@ -68,12 +69,11 @@ def averaged(trace: Trace, grid_s: float = 0.1) -> Trace:
 
 
 def _session(rec: Mapping[str, Any]) -> tuple[float, float] | None:
-    """The measured MEC session of a record: (first MEC job start, request end), or None."""
-    for p in rec.get("passes", []):
-        if p["upload_bytes"] > 0 or p["mec_s"] > 0:
-            start = p["t_start"] + p["device_s"] + p["upload_s"] + p["mec_wait_s"]
-            return float(start), float(rec["t_end"])
-    return None
+    """The measured MEC session of a record: (first MEC computation's start, last one's end)."""
+    mec = [s for s in rec.get("steps", []) if s["kind"] == "compute" and s["side"] == "mec"]
+    if not mec:
+        return None
+    return float(mec[0]["t_start"]), float(mec[-1]["t_end"])
 
 
 def replay(records: Iterable[Mapping[str, Any]], device: Profile, mec: Profile, *,
@@ -84,16 +84,38 @@ def replay(records: Iterable[Mapping[str, Any]], device: Profile, mec: Profile, 
         raise ValueError(f"mec_sessions must be 'measured' or 'predicted', not {mec_sessions!r}")
     model = LatencyModel(device, mec, mec_speedup=mec_speedup)
     link = Link(up=up, down=down, one_way_delay_s=one_way_delay_s)
-    state = MecState(slots=mec_slots)
-    out = []
-    for rec in sorted(records, key=lambda r: float(r["t_start"])):
+    return replay_with(model, link, records, mec_slots=mec_slots, mec_sessions=mec_sessions)
+
+
+def replay_with(model: LatencyModel, link: Link, records: Iterable[Mapping[str, Any]], *,
+                mec_slots: int, mec_sessions: str = "measured") -> list[Pair]:
+    """:func:`replay` with a ready latency model and link."""
+    if mec_sessions not in ("measured", "predicted"):
+        raise ValueError(f"mec_sessions must be 'measured' or 'predicted', not {mec_sessions!r}")
+    recs = list(records)
+
+    def run(rec: Mapping[str, Any], state: MecState | None, detail: bool = False) -> Any:
         splits = {k: tuple(v) if isinstance(v, list) else int(v)
                   for k, v in rec["splits"].items()}
+        return simulate_request(model, link, Decision(splits, int(rec.get("split", -1))),
+                                Workload(rec["workload"], dict(rec["repeats"])),
+                                float(rec["t_start"]), state, device=str(rec["device"]),
+                                detail=detail)
+
+    if mec_sessions == "predicted":  # FIFO by when each session's first MEC computation is ready
+        key = []
+        for rec in recs:
+            first = [s.t_ready for s in run(rec, None, True).steps
+                     if s.kind == "compute" and s.side == "mec"]
+            key.append(first[0] if first else float(rec["t_start"]))
+    else:
+        key = [float(r["t_start"]) for r in recs]
+    state = MecState(slots=mec_slots)
+    out = []
+    for i in sorted(range(len(recs)), key=key.__getitem__):
+        rec = recs[i]
         own = state if mec_sessions == "predicted" else state.copy()
-        res = simulate_request(model, link, Decision(splits, int(rec.get("split", -1))),
-                               Workload(rec["workload"], dict(rec["repeats"])),
-                               float(rec["t_start"]), own, device=str(rec["device"]),
-                               detail=False)
+        res = run(rec, own)
         sess = _session(rec)
         if mec_sessions == "measured" and sess is not None:
             slot, _ = state.acquire(sess[0])
@@ -102,7 +124,7 @@ def replay(records: Iterable[Mapping[str, Any]], device: Profile, mec: Profile, 
         out.append(Pair(int(rec["device"]), float(rec["t_start"]),
                         ph["upload_bytes"] > 0 or ph["mec_s"] > 0, float(rec["latency_s"]),
                         res.latency_s, float(ph["mec_wait_s"]), res.mec_wait_s))
-    return out
+    return sorted(out, key=lambda p: p.t_start)
 
 
 def compare(pairs: Sequence[Pair]) -> dict[str, float]:
