@@ -30,12 +30,14 @@ from agent._cli import (
     load_profiles,
     load_trace_files,
     provenance,
+    resolve_args,
     run_main,
     scenario_from_args,
     show_path,
     trace_paths,
 )
 from agent.actions import SplitActions
+from agent.defaults import HelpFormatter
 from agent.errors import AgentError
 from agent.latency import LatencyModel
 from agent.oracle import Oracle
@@ -166,9 +168,19 @@ def build_policies(specs: Sequence[str], dev: Any, mec: Any, model: LatencyModel
     return out
 
 
+def _scenario_spec(policies: str) -> str:
+    """The policy whose training scenario the evaluation follows: ``default`` when listed,
+    else the first ``.zip``, else none (the model's shipped policy's scenario, no warnings)."""
+    specs = [s.strip().partition(":")[2] if ":" in s and not s.strip().startswith("fixed:")
+             else s.strip() for s in policies.split(",")]
+    if "default" in specs:
+        return "default"
+    return next((s for s in specs if s.endswith(".zip")), "baselines")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m agent.evaluate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=HelpFormatter)
     add_common_args(p)
     p.add_argument("--policies", default="default,greedy,local,offload,fixed,oracle",
                    help="comma-separated policy specs (see above)")
@@ -182,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.deadline is not None and not a.deadline > 0:
         raise AgentError(f"--deadline must be > 0 s, got {a.deadline}")
     dev, mec, prof_paths = load_profiles(a)
+    resolve_args(a, dev.model.name, _scenario_spec(a.policies), "agent.evaluate")
     config = scenario_from_args(a)
     model = LatencyModel(dev, mec, mec_speedup=a.mec_speedup)
     actions = SplitActions(model)

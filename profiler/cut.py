@@ -136,6 +136,8 @@ def crossing(info: GraphInfo, part: Partition, state: Collection[str] = ()) -> l
 
 def partition_auto(info: GraphInfo, blocks: int) -> Partition:
     """Cut points found in the graph alone; aims at ``blocks`` blocks of similar cost."""
+    if blocks < 1:
+        raise ProfileError(f"--blocks must be >= 1, got {blocks}")
     nodes = info.model.graph.node
     comp = info.compute
     if not comp:
