@@ -351,11 +351,15 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
                            "sha256": file_sha256(plan.device_profile)},
         "mec_profile": {"path": str(plan.mec_profile), "sha256": file_sha256(plan.mec_profile)},
         "network": args.network, "delay_ms": args.delay_ms, "downlink": args.downlink,
+        "load": None if plan.rate is None else args.load,
     }
     prov = provenance(list(argv), args.seed, inputs)
-    print(f"emulator: {plan.model}, {plan.n_devices} device(s), policy {plan.policy}, "
-          f"MEC speedup {plan.mec_speedup:g}, "
-          f"trace {plan.trace.label} (mean {plan.trace.mean_bps() / 1e6:.2f} Mbit/s), "
+    arrivals = ("closed loop" if plan.rate is None else
+                f"load {args.load:g} ({plan.rate:.3g} requests/s per device)")
+    print(f"emulator: {plan.model}, {plan.n_devices} device(s), {plan.mec_slots} MEC slot(s), "
+          f"policy {plan.policy}, MEC speedup {plan.mec_speedup:g}, delay {args.delay_ms:g} ms, "
+          f"{arrivals}, trace {plan.trace.label} x{args.scale:g} "
+          f"(mean {plan.trace.mean_bps() / 1e6:.2f} Mbit/s), "
           f"{plan.duration_s:g} s -> {plan.out_dir}", file=sys.stderr, flush=True)
     with _network(plan, args) as net:
         predictor = _make_predictor(plan, dev, mec, delay_s, args.downlink == "same", net)

@@ -51,11 +51,11 @@ def wait_line(proc: subprocess.Popen[str], expect: str, timeout_s: float, what: 
                 return
             if not raw:  # end of file: it exited (or closed stdout)
                 try:
-                    code = proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
+                    rc = proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
                 except subprocess.TimeoutExpired:
                     raise NetError(f"{what} closed its output before it was ready "
                                    f"(pid {proc.pid})") from None
-                raise NetError(f"{what} exited with code {code} before it was ready")
+                raise NetError(f"{what} exited with code {rc} before it was ready")
             code = proc.poll()
             state = f"exit {code}" if code is not None else "still running"
             raise NetError(f"{what} failed to start ({state}): printed {line[:200]!r}, "
