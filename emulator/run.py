@@ -367,11 +367,14 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     import json
 
     summary = json.loads((plan.out_dir / "summary.json").read_text())
-    lat = summary["latency"]
-    mean = f"{lat['mean_s']:.3f} s" if lat["mean_s"] is not None else "-"
-    p95 = f"{lat['p95_s']:.3f} s" if lat["p95_s"] is not None else "-"
-    print(f"emulator: {summary['status']}: {n} requests, mean latency {mean}, p95 {p95}; "
-          f"results in {plan.out_dir}", file=sys.stderr)
+    def _fig(key: str) -> str:
+        st = summary[key]
+        if st["mean_s"] is None:
+            return "-"
+        return f"mean {st['mean_s']:.3f} s, p95 {st['p95_s']:.3f} s"
+
+    print(f"emulator: {summary['status']}: {n} requests; service latency {_fig('latency')}; "
+          f"response time {_fig('response')}; results in {plan.out_dir}", file=sys.stderr)
     return 130 if summary["status"] == "interrupted" else 0
 
 
