@@ -9,7 +9,8 @@ Outputs in ``--out``: ``requests.jsonl`` (one record per finished request, writt
 finishes), ``link.csv`` (capacity and measured goodput per second), ``summary.json`` (counts,
 latency statistics, shaper statistics, provenance), ``latency_timeline.png``,
 ``latency_cdf.png`` and ``logs/``. Errors are one line ``emulator: ...`` and a non-zero exit
-(2: bad input or missing prerequisite, 1: the run failed, 130: interrupted).
+(2: bad input or missing prerequisite, 1: the run failed, 130: interrupted by Ctrl-C,
+143: stopped by SIGTERM).
 """
 
 from __future__ import annotations
@@ -383,18 +384,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
 
+    got: list[int] = []
+
     def _on_term(signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt
+        got.append(signum)
+        raise KeyboardInterrupt  # the same orderly stop as Ctrl-C
+
+    def _code(code: int) -> int:  # stopped by SIGTERM: 128 + 15, as the shell reports it
+        return 128 + signal.SIGTERM if got and code == 130 else code
 
     prev = signal.signal(signal.SIGTERM, _on_term)
     try:
-        return _run(args, argv)
+        return _code(_run(args, argv))
     except EmulatorError as e:
         print(f"emulator: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("emulator: interrupted", file=sys.stderr)
-        return 130
+        return _code(130)
     finally:
         signal.signal(signal.SIGTERM, prev)
 

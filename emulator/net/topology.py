@@ -268,8 +268,8 @@ class EmulatedNetwork:
         ]
         if self.cfg.realtime:
             argv.append("--realtime")
-        self._relay = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        self._relay = subprocess.Popen(  # own session: a terminal's Ctrl-C reaches the parent only
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True
         )
         self._state.track(self._relay.pid, "tunrelay")
         wait_line(self._relay, "ready", 15.0,
