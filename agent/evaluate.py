@@ -107,6 +107,9 @@ def format_table(summary: Mapping[str, Mapping[str, Any]], deadline: float | Non
     return "\n".join(lines)
 
 
+_PER_TRACE_MAX_IN = 14.0
+
+
 def _plots(lat: Mapping[str, list[list[float]]], names: Sequence[str], out: Path,
            title: str) -> None:
     import textwrap
@@ -129,13 +132,23 @@ def _plots(lat: Mapping[str, list[list[float]]], names: Sequence[str], out: Path
     fig.tight_layout()
     fig.savefig(out / "latency_cdf.png", dpi=120)
     plt.close(fig)
-    fig, ax = plt.subplots(figsize=(max(6, 0.25 * len(names) * len(lat)), 4))
-    width = 0.8 / max(len(lat), 1)
-    x = np.arange(len(names))
-    for j, (name, per_trace) in enumerate(lat.items()):
-        ax.bar(x + j * width, [float(np.mean(v)) if len(v) else 0.0 for v in per_trace], width,
-               label=name)
-    ax.set_xticks(x + 0.4 - width / 2, names, rotation=90, fontsize=6)
+    # at most _PER_TRACE_MAX_IN inches wide whatever the number of traces: grouped bars with
+    # names while they fit, else one marker per policy and trace over the trace index
+    n = len(names)
+    fig, ax = plt.subplots(figsize=(min(_PER_TRACE_MAX_IN, max(6, 0.25 * n * len(lat))), 4))
+    x = np.arange(n)
+    means = {name: [float(np.mean(v)) if len(v) else 0.0 for v in per_trace]
+             for name, per_trace in lat.items()}
+    if n * len(lat) <= 4 * _PER_TRACE_MAX_IN:
+        width = 0.8 / max(len(lat), 1)
+        for j, (name, m) in enumerate(means.items()):
+            ax.bar(x + j * width, m, width, label=name)
+        ax.set_xticks(x + 0.4 - width / 2, names, rotation=90, fontsize=6)
+    else:
+        for name, m in means.items():
+            ax.plot(x, m, ".", ms=4, label=name)
+        ax.set_xlabel(f"trace index (0..{n - 1}; names in summary.json 'traces')")
+        ax.set_yscale("log")
     ax.set_ylabel("mean latency (s)")
     ax.set_title(title, fontsize=8)
     ax.legend(fontsize=7)

@@ -107,3 +107,4 @@ def test_help_shows_every_default(name: str, monkeypatch: pytest.MonkeyPatch) ->
             if "default" not in p._get_formatter()._format_action(act):
                 missing.append(f"{p.prog} {act.option_strings[-1]}")
     assert missing == [], missing
+
