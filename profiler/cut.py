@@ -26,7 +26,7 @@ import numpy as np
 import onnx
 from onnx import ModelProto, TensorProto, helper
 
-from .graph import GraphInfo, dtype_of, infer_types, tensor_bytes
+from .graph import GraphInfo, constant_bytes, dtype_of, infer_types, tensor_bytes
 from .schema import ProfileError
 from .zoo import BlockKey
 
@@ -256,7 +256,8 @@ def build_pieces(info: GraphInfo, part: Partition, base_dir: Path, out_dir: Path
         piece = helper.make_model(graph, opset_imports=list(m.opset_import),
                                   ir_version=m.ir_version, producer_name="aigc-offload-emu profiler")
         piece.functions.extend(m.functions)
-        wbytes = sum(tensor_bytes(info.initializers[t]) for t in inits)
+        wbytes = (sum(tensor_bytes(info.initializers[t]) for t in inits)
+                  + sum(constant_bytes(g.node[ci]) for ci in consts))
         path = out_dir / f"{b:03d}.onnx"
         _save(piece, path, wbytes)
         pieces.append(Piece(name=part.names[b], path=path, inputs=tuple(reads), outputs=tuple(outs),
