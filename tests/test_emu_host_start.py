@@ -7,11 +7,13 @@ The failing host is simulated with a stand-in ``mnexec`` first on PATH: for a ho
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -91,11 +93,35 @@ def test_host_that_cannot_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setattr(BoundedHost, "start_timeout_s", 2.0)
     rid = new_run_id()
     trace = Trace(np.array([0.0]), np.array([10e6]), 10.0, name="const")
+    seen: set[str] = set()
+    unrecorded: set[str] = set()
+    done = threading.Event()
+
+    def watch() -> None:  # everything of the run that exists must already be in its state file
+        while not done.is_set():
+            links = {n.name for n in Path("/sys/class/net").iterdir() if n.name.startswith(rid)}
+            try:
+                state = json.loads((STATE_DIR / f"{rid}.json").read_text())
+            except (OSError, ValueError):
+                state = {"links": []}
+            seen.update(links)
+            unrecorded.update(links - set(state["links"]))
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
     t = time.monotonic()
-    with pytest.raises(NetError) as err, \
-            EmulatedNetwork(NetConfig(n_devices=2, uplink=trace, run_id=rid), verbose=False):
-        pass
+    try:
+        with pytest.raises(NetError) as err, \
+                EmulatedNetwork(NetConfig(n_devices=2, uplink=trace, run_id=rid), verbose=False):
+            pass
+    finally:
+        done.set()
+        watcher.join()
     took = time.monotonic() - t
+    assert unrecorded == set(), unrecorded
+    if mode == "hangs":
+        assert f"{rid}iu" in seen  # the uplink IFB existed (and was on record) during the wait
     msg = str(err.value)
     assert f"Mininet host {rid}d0" in msg and "\n" not in msg
     if mode == "fails":
