@@ -13,6 +13,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from agent.defaults import DEFAULTS, resolve_scenario, scenario_help
 from agent.errors import AgentError
 from agent.scenario import ScenarioConfig
 from profiler.machine import cpu_model
@@ -26,6 +27,7 @@ __all__ = [
     "load_profiles",
     "load_trace_files",
     "provenance",
+    "resolve_args",
     "run_main",
     "scenario_from_args",
     "show_path",
@@ -42,25 +44,27 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
                    "profiles/MODEL.mec-cpu.json (e.g. gpt2, sd15)")
     g.add_argument("--device-profile", type=Path, help="device profile JSON (instead of --model)")
     g.add_argument("--mec-profile", type=Path, help="MEC profile JSON (instead of --model)")
-    g.add_argument("--mec-speedup", type=float, default=1.0,
-                   help="scenario knob: divide MEC block times by X (default 1; recorded in "
-                   "every output)")
+    g.add_argument("--mec-speedup", type=float, default=None,
+                   help=scenario_help("mec_speedup", "scenario knob: divide MEC block times by "
+                                      "X (recorded in every output)"))
     g = p.add_argument_group("traces")
     g.add_argument("--traces", nargs="+", required=True,
                    help="trace files or folders (every trace file in a folder, sorted)")
-    g.add_argument("--scale", type=float, default=1.0,
-                   help="multiply every trace rate by X (default 1; recorded)")
+    g.add_argument("--scale", type=float, default=None,
+                   help=scenario_help("scale", "multiply every trace rate by X (recorded)"))
     g = p.add_argument_group("scenario")
     d = ScenarioConfig()
-    g.add_argument("--devices", type=int, default=d.n_devices, help="devices sharing the MEC")
-    g.add_argument("--mec-slots", type=int, default=d.mec_slots,
-                   help="concurrent MEC sessions (C)")
+    g.add_argument("--devices", type=int, default=None,
+                   help=scenario_help("devices", "devices sharing the MEC"))
+    g.add_argument("--mec-slots", type=int, default=None,
+                   help=scenario_help("mec_slots", "concurrent MEC sessions (C)"))
     g.add_argument("--mec-queue", type=int, default=d.mec_queue_limit,
                    help="MEC queue limit (sessions waiting; offloading is masked at the limit)")
-    g.add_argument("--delay-ms", type=float, default=d.one_way_delay_s * 1e3,
-                   help="one-way propagation delay in ms")
-    g.add_argument("--load", type=float, default=d.load,
-                   help="offered load per device (fully-local latency / mean inter-arrival)")
+    g.add_argument("--delay-ms", type=float, default=None,
+                   help=scenario_help("delay_ms", "one-way propagation delay in ms"))
+    g.add_argument("--load", type=float, default=None,
+                   help=scenario_help("load", "offered load per device (fully-local latency / "
+                                      "mean inter-arrival)"))
     g.add_argument("--shared-cell", action="store_true",
                    help="devices share one cell (each gets 1/devices of the capacity)")
     g.add_argument("--horizon", type=float, default=d.horizon_s,
@@ -74,7 +78,22 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
                    "request draws one); default the profile's repeats")
 
 
+def resolve_args(a: argparse.Namespace, model: str, spec: str, prog: str) -> str:
+    """Fill the scenario knobs not given on the command line (``a.delay_ms``, ``a.mec_speedup``,
+    ``a.devices``, ``a.mec_slots``, ``a.load``, ``a.scale``) by :func:`agent.defaults.resolve_scenario`
+    for policy ``spec`` on ``model``; prints each mismatch with a trained policy's training
+    scenario as a warning on stderr; returns where the defaults came from."""
+    given = {k: getattr(a, k) for k in DEFAULTS}
+    values, warns, source = resolve_scenario(given, spec, model)
+    for w in warns:
+        print(f"{prog}: {w}", file=sys.stderr)
+    for k, v in values.items():
+        setattr(a, k, int(v) if k in ("devices", "mec_slots") else v)
+    return source
+
+
 def scenario_from_args(a: argparse.Namespace) -> ScenarioConfig:
+    """The scenario of parsed arguments (call :func:`resolve_args` first)."""
     variants: list[dict[str, int]] = [{}]
     for spec in a.repeats:
         name, _, vals = str(spec).partition("=")

@@ -30,12 +30,14 @@ from agent._cli import (
     load_profiles,
     load_trace_files,
     provenance,
+    resolve_args,
     run_main,
     scenario_from_args,
     show_path,
     trace_paths,
 )
 from agent.actions import SplitActions
+from agent.defaults import HelpFormatter
 from agent.errors import AgentError
 from agent.latency import LatencyModel
 from agent.oracle import Oracle
@@ -130,6 +132,9 @@ def format_table(summary: Mapping[str, Mapping[str, Any]], deadline: float | Non
     return "\n".join(lines)
 
 
+_PER_TRACE_MAX_IN = 14.0
+
+
 def _plots(lat: Mapping[str, list[list[float]]], names: Sequence[str], out: Path,
            title: str, metrics: Mapping[str, Mapping[str, list[float]]] | None = None) -> None:
     import textwrap
@@ -161,13 +166,23 @@ def _plots(lat: Mapping[str, list[list[float]]], names: Sequence[str], out: Path
     fig.tight_layout()
     fig.savefig(out / "latency_cdf.png", dpi=120)
     plt.close(fig)
-    fig, ax = plt.subplots(figsize=(max(6, 0.25 * len(names) * len(lat)), 4))
-    width = 0.8 / max(len(lat), 1)
-    x = np.arange(len(names))
-    for j, (name, per_trace) in enumerate(lat.items()):
-        ax.bar(x + j * width, [float(np.mean(v)) if len(v) else 0.0 for v in per_trace], width,
-               label=name)
-    ax.set_xticks(x + 0.4 - width / 2, names, rotation=90, fontsize=6)
+    # at most _PER_TRACE_MAX_IN inches wide whatever the number of traces: grouped bars with
+    # names while they fit, else one marker per policy and trace over the trace index
+    n = len(names)
+    fig, ax = plt.subplots(figsize=(min(_PER_TRACE_MAX_IN, max(6, 0.25 * n * len(lat))), 4))
+    x = np.arange(n)
+    means = {name: [float(np.mean(v)) if len(v) else 0.0 for v in per_trace]
+             for name, per_trace in lat.items()}
+    if n * len(lat) <= 4 * _PER_TRACE_MAX_IN:
+        width = 0.8 / max(len(lat), 1)
+        for j, (name, m) in enumerate(means.items()):
+            ax.bar(x + j * width, m, width, label=name)
+        ax.set_xticks(x + 0.4 - width / 2, names, rotation=90, fontsize=6)
+    else:
+        for name, m in means.items():
+            ax.plot(x, m, ".", ms=4, label=name)
+        ax.set_xlabel(f"trace index (0..{n - 1}; names in summary.json 'traces')")
+        ax.set_yscale("log")
     ax.set_ylabel("mean latency (s)")
     ax.set_title(title, fontsize=8)
     ax.legend(fontsize=7)
@@ -200,9 +215,19 @@ def build_policies(specs: Sequence[str], dev: Any, mec: Any, model: LatencyModel
     return out
 
 
+def _scenario_spec(policies: str) -> str:
+    """The policy whose training scenario the evaluation follows: ``default`` when listed,
+    else the first ``.zip``, else none (the model's shipped policy's scenario, no warnings)."""
+    specs = [s.strip().partition(":")[2] if ":" in s and not s.strip().startswith("fixed:")
+             else s.strip() for s in policies.split(",")]
+    if "default" in specs:
+        return "default"
+    return next((s for s in specs if s.endswith(".zip")), "baselines")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m agent.evaluate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=HelpFormatter)
     add_common_args(p)
     p.add_argument("--policies", default="default,greedy,local,offload,fixed,oracle",
                    help="comma-separated policy specs (see above)")
@@ -216,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.deadline is not None and not a.deadline > 0:
         raise AgentError(f"--deadline must be > 0 s, got {a.deadline}")
     dev, mec, prof_paths = load_profiles(a)
+    resolve_args(a, dev.model.name, _scenario_spec(a.policies), "agent.evaluate")
     config = scenario_from_args(a)
     model = LatencyModel(dev, mec, mec_speedup=a.mec_speedup)
     actions = SplitActions(model)

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from agent.actions import SplitActions
+from agent.defaults import POLICIES_DIR
 from agent.errors import AgentError, PolicyMismatchError
 from agent.latency import LatencyModel
 from agent.observation import ObservationEncoder, harmonic_mean
@@ -48,7 +49,6 @@ __all__ = [
 ]
 
 #: where the shipped default policies live (``<model>.zip`` plus ``<model>.json``)
-POLICIES_DIR: Path = Path(__file__).resolve().parent.parent / "policies"
 SPECS = ("local", "offload", "fixed", "fixed:K", "greedy", "default", "PATH.zip")
 
 

@@ -30,6 +30,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from agent.actions import SplitActions
+from agent.defaults import DEFAULTS
 from agent.errors import AgentError
 from agent.latency import LatencyModel, MecState, RequestResult, simulate_request
 from agent.link import Link
@@ -44,11 +45,11 @@ __all__ = ["FuturePolicy", "ScenarioConfig", "best_fixed_split", "make_links", "
 class ScenarioConfig:
     """Scenario parameters (seconds, counts). Validated on construction."""
 
-    n_devices: int = 4
-    mec_slots: int = 1
+    n_devices: int = int(DEFAULTS["devices"])
+    mec_slots: int = int(DEFAULTS["mec_slots"])
     mec_queue_limit: int | None = 4
-    one_way_delay_s: float = 0.02
-    load: float = 0.5
+    one_way_delay_s: float = DEFAULTS["delay_ms"] / 1e3
+    load: float = DEFAULTS["load"]
     shared_cell: bool = False
     horizon_s: float = 300.0
     probe_window_s: float = 1.0

@@ -27,11 +27,13 @@ from agent._cli import (
     load_profiles,
     load_trace_files,
     provenance,
+    resolve_args,
     run_main,
     scenario_from_args,
     show_path,
     trace_paths,
 )
+from agent.defaults import HelpFormatter
 from agent.errors import AgentError
 from agent.observation import ObservationEncoder
 from agent.plan import SEMANTICS
@@ -80,7 +82,7 @@ def split_files(paths: list[Path], frac: float, seed: int) -> tuple[list[Path], 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m agent.train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=HelpFormatter)
     add_common_args(p)
     p.add_argument("--algo", default="maskable-ppo", choices=ALGOS, help="SB3 algorithm")
     p.add_argument("--steps", type=int, required=True, help="environment steps to train")
@@ -113,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.out.suffix != ".zip":
         raise AgentError(f"--out must name a .zip file, got {a.out}")
     dev, mec, prof_paths = load_profiles(a)
+    resolve_args(a, dev.model.name, "train", "agent.train")
     config = scenario_from_args(a)
     paths = trace_paths(a.traces)
     train_paths, val_paths = split_files(paths, a.val_fraction, a.seed)

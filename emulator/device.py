@@ -193,11 +193,13 @@ class Device:
         t2 = time.monotonic()
         self.est.add_rtt(t2 - t1)
         if self.est.needs_probe(t2):
+            probe = self._probe[:self.est.probe_size()]
             t1 = time.monotonic()
-            self.sender.send(Message(MsgType.ECHO, payload=self._probe))
+            self.sender.send(Message(MsgType.ECHO, payload=probe))
             reply = self._recv(MsgType.ECHO_REPLY)
-            self.est.add_upload(len(self._probe), float(reply.meta["t_recv"]) - t1,
-                                time.monotonic())
+            t3 = time.monotonic()
+            self.est.add_upload(len(probe), float(reply.meta["t_recv"]) - t1, t3)
+            self.est.charge_probe(len(probe), t3 - t1)
 
     # ------------------------------------------------------------------ one request
     def run_request(self, t_arrival: float) -> dict[str, Any]:
@@ -285,7 +287,7 @@ class Device:
                             "mec_queue_len": obs.mec_queue_len,
                             "mec_busy_slots": obs.mec_busy_slots,
                             "mec_expected_wait_s": obs.mec_expected_wait_s},
-            "phases": phases, "steps": steps,
+            "phases": phases, "steps": steps, "probe": self.est.take_probe(),
             **({"check": check} if check is not None else {}),
         }
 

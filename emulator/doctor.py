@@ -20,6 +20,7 @@ from pathlib import Path
 
 from emulator.net import NetError
 from emulator.net.cleanup import STATE_DIR, RunState, cleanup_all, cleanup_run, list_runs
+from emulator.net.start import start_hint
 
 __all__ = ["Check", "main", "run_checks"]
 
@@ -125,13 +126,11 @@ def _probe(
 
 def _kernel() -> list[Check]:
     a, b, br, ifb = f"{_TMP}a", f"{_TMP}b", f"{_TMP}r", f"{_TMP}i"
+    ns = _probe("namespaces", [["mnexec", "-n", "true"]], [], "")
+    if not ns.ok:
+        ns.fix = start_hint(ns.detail)  # the cause mnexec's message points at
     checks = [
-        _probe(
-            "namespaces",
-            [["mnexec", "-n", "true"]],
-            [],
-            "a kernel with CONFIG_NET_NS; apt-get install -y mininet (mnexec)",
-        ),
+        ns,
         _probe(
             "veth",
             [["ip", "link", "add", a, "type", "veth", "peer", "name", b]],

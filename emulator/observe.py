@@ -1,12 +1,20 @@
 """What a device observes live about its link and the MEC, turned into a policy Observation.
 
-* Throughput: from the device's own uploads, ``bytes * 8 / upload time`` where the upload time
-  runs from the first byte sent to the MEC's stamp of the last byte received (one monotonic
-  clock). Only transfers of at least ``min_sample_bytes`` count (a 3 KB decode hidden state
-  measures the round-trip delay, not the rate). The estimate is the harmonic mean of the last
-  ``window`` samples (robust to one lucky burst, as in MPC/Pensieve bandwidth predictors).
-  When no sample is younger than ``probe_after_s`` the device's next echo carries a probe
-  payload of ``probe_bytes`` so a device that runs everything locally still learns the rate.
+* Throughput, passively, from the device's own uploads (requests' transfers and probes): the
+  upload time runs from the first byte sent to the MEC's receive stamp of the last byte (one
+  monotonic clock); half the latest echo RTT (the propagation delay) is taken off it. A
+  transfer counts when what is left is at least 2 ms and a quarter of the upload time (then it
+  measures the rate, not the delay: a 1.3 KB GPT-2 prefill input does on a link below a few
+  Mbit/s with 10 ms one-way); else, if it carries at least ``min_sample_bytes``, its plain
+  ``bytes * 8 / upload time`` counts (as before the correction). The estimate is the harmonic
+  mean of the last ``window`` samples (robust to one lucky burst, as in MPC/Pensieve bandwidth
+  predictors).
+* Probe: only when no sample is younger than ``probe_after_s``, the next echo carries a probe
+  just large enough to be measured at the current estimate (its transfer about the one-way
+  delay long; 4 KiB..``probe_bytes``; ``probe_bytes`` before any estimate), so a device that
+  runs everything locally still learns the rate. A probe's bytes and seconds are charged to
+  the request it preceded (its record's ``probe``; ``summary.json``'s ``probe`` totals) and its
+  time is part of that request's response time.
 * RTT: the round trip of the per-request echo without payload (latest sample).
 * MEC state: the queue state in the MEC's latest reply.
 """
@@ -19,6 +27,9 @@ from agent.policy import Observation, Workload
 from emulator.protocol import QueueState
 
 __all__ = ["LinkEstimator"]
+
+_MIN_SERIAL_S = 0.002
+_MIN_PROBE_BYTES = 4096
 
 
 class LinkEstimator:
@@ -34,12 +45,41 @@ class LinkEstimator:
         self._last_sample_t = -float("inf")
         self.rtt_s = 0.0
         self.queue = QueueState(0, 0, 1, 0.0)
+        self._probe_bytes = 0
+        self._probe_s = 0.0
 
     def add_upload(self, nbytes: int, seconds: float, now: float) -> None:
         """Record a finished upload (``seconds`` from first byte sent to last byte received)."""
-        if nbytes >= self.min_sample_bytes and seconds > 0:
+        if nbytes <= 0 or seconds <= 0:
+            return
+        serial = seconds - self.rtt_s / 2
+        if self.rtt_s > 0 and serial >= max(_MIN_SERIAL_S, 0.25 * seconds):
+            self._thr.append(nbytes * 8.0 / serial)
+        elif nbytes >= self.min_sample_bytes:
             self._thr.append(nbytes * 8.0 / seconds)
-            self._last_sample_t = now
+        else:
+            return
+        self._last_sample_t = now
+
+    def probe_size(self) -> int:
+        """Bytes of the next probe: about one one-way delay of transfer at the current
+        estimate (4 KiB..``probe_bytes``), ``probe_bytes`` before any estimate."""
+        thr = self.throughput_bps()
+        if thr <= 0:
+            return self.probe_bytes
+        want = thr / 8.0 * max(self.rtt_s / 2, 2 * _MIN_SERIAL_S)
+        return int(min(self.probe_bytes, max(_MIN_PROBE_BYTES, want)))
+
+    def charge_probe(self, nbytes: int, seconds: float) -> None:
+        """A probe of ``nbytes`` took ``seconds`` (send to reply): charged to the next record."""
+        self._probe_bytes += nbytes
+        self._probe_s += seconds
+
+    def take_probe(self) -> dict[str, float]:
+        """The probe cost since the last call (``bytes``, ``s``), for a request's record."""
+        out = {"bytes": self._probe_bytes, "s": self._probe_s}
+        self._probe_bytes, self._probe_s = 0, 0.0
+        return out
 
     def add_rtt(self, seconds: float) -> None:
         self.rtt_s = max(seconds, 0.0)

@@ -1,23 +1,33 @@
-"""Plots of a run: latency over time against link capacity, and the latency CDF (PNG).
+"""Plots of a run: service latency and response time (:mod:`emulator.figures`) over time
+against link capacity, and their CDFs (PNG).
+
+The timeline's capacity and measured goodput are both per-window means over the link rows'
+windows (``link.csv``, the shaper's ``sample_s``), so they compare like with like; without link
+rows the capacity is the trace's own steps. Goodput is what device 0's application sent: below
+capacity when the application sends little, which is not a shaping limit.
 
 Uses matplotlib's Agg backend (no display needed, works under sudo).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from emulator.figures import response_s
+
 __all__ = ["plot_cdf", "plot_run", "plot_timeline"]
 
 
 def plot_timeline(path: Path, records: Sequence[Mapping[str, Any]],
                   capacity_at: Callable[[float], float], duration_s: float,
-                  link_rows: Sequence[Mapping[str, Any]] = ()) -> None:
-    """Request latency (points at their finish time, per device) over trace capacity."""
+                  link_rows: Sequence[Mapping[str, Any]] = ()) -> list[str]:
+    """Service latency and response time (points at their finish time, per device) over
+    uplink capacity; returns the legend's labels."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -25,39 +35,56 @@ def plot_timeline(path: Path, records: Sequence[Mapping[str, Any]],
 
     fig, ax = plt.subplots(figsize=(9, 4.5))
     end = max([duration_s, *(float(r["t_end"]) for r in records)])
-    ts = np.linspace(0.0, end, 600)
     ax2 = ax.twinx()
-    ax2.step(ts, [capacity_at(float(t)) / 1e6 for t in ts], where="post", color="0.6",
-             lw=1.2, label="trace capacity")
-    rows = [r for r in link_rows if r.get("goodput_mbps") is not None
-            and str(r.get("device", 0)) in ("0", "cell")]
+    up = [r for r in link_rows if r.get("goodput_mbps") is not None
+          and str(r.get("direction", "up")) == "up"]
+    rows = [r for r in up if str(r.get("device")) == "-1"]  # a shared cell's total
+    who = "the cell" if rows else "device 0"
+    rows = rows or [r for r in up if str(r.get("device", 0)) == "0"]
     if rows:
-        ax2.plot([float(r["t_s"]) for r in rows], [float(r["goodput_mbps"]) for r in rows],
-                 ".", color="0.35", ms=3, label="measured goodput (device 0)")
+        t_s = [float(r["t_s"]) for r in rows]
+        win = min((b - a for a, b in itertools.pairwise(t_s) if b > a), default=1.0)
+        caps = [float(r["capacity_mbps"]) for r in rows]
+        ax2.step([*t_s, t_s[-1] + win], [*caps, caps[-1]], where="post", color="0.6", lw=1.2,
+                 label=f"capacity, {who} (mean per {win:g} s window)")
+        ax2.plot([t + win / 2 for t in t_s], [float(r["goodput_mbps"]) for r in rows], ".",
+                 color="0.35", ms=3,
+                 label=f"goodput the application sent, {who} (per {win:g} s window)")
+    else:
+        ts = np.linspace(0.0, end, 600)
+        ax2.step(ts, [capacity_at(float(t)) / 1e6 for t in ts], where="post", color="0.6",
+                 lw=1.2, label="trace capacity, device 0 (the trace's steps)")
     ax2.set_ylabel("Mbit/s")
     ax2.set_ylim(bottom=0)
     devices = sorted({int(r["device"]) for r in records})
     for d in devices:
         rs = [r for r in records if int(r["device"]) == d]
-        ax.plot([float(r["t_end"]) for r in rs], [float(r["latency_s"]) for r in rs], "o",
-                ms=4, label=f"device {d}")
+        line = ax.plot([float(r["t_end"]) for r in rs], [float(r["latency_s"]) for r in rs],
+                       "o", ms=4, label=f"device {d} service latency")[0]
+        ax.plot([float(r["t_end"]) for r in rs], [response_s(r) for r in rs], "o", ms=6,
+                mfc="none", color=line.get_color(), label=f"device {d} response time")
     ax.set_zorder(ax2.get_zorder() + 1)
     ax.patch.set_visible(False)
     ax.set_xlabel("time (s, trace time)")
-    ax.set_ylabel("request latency (s)")
+    ax.set_ylabel("seconds (filled: service latency, hollow: response time)")
     ax.set_ylim(bottom=0)
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
-    if len(h1) <= 10:
-        ax.legend(h1 + h2, l1 + l2, loc="upper left", fontsize=8)
-    ax.set_title("Request latency and uplink capacity")
+    if len(h1) > 10:  # many devices: one entry per figure, not per device
+        h1, l1 = h1[:2], ["service latency (first computation to result)",
+                          "response time (arrival to result)"]
+    ax.legend(h1 + h2, l1 + l2, loc="upper left", fontsize=7)
+    ax.set_title("Service latency and response time of each request (at its finish) and "
+                 "uplink capacity", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return l1 + l2
 
 
 def plot_cdf(path: Path, records: Sequence[Mapping[str, Any]]) -> None:
-    """Empirical CDF of request latency, per policy, with the simulator's prediction if any."""
+    """Empirical CDFs of service latency and response time, per policy, with the simulator's
+    prediction if any."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -66,22 +93,26 @@ def plot_cdf(path: Path, records: Sequence[Mapping[str, Any]]) -> None:
     fig, ax = plt.subplots(figsize=(6, 4.5))
     groups: dict[str, list[float]] = {}
     for r in records:
-        groups.setdefault(str(r.get("policy")), []).append(float(r["latency_s"]))
+        groups.setdefault(f"{r.get('policy')} service latency", []).append(
+            float(r["latency_s"]))
+    for r in records:
+        groups.setdefault(f"{r.get('policy')} response time", []).append(response_s(r))
     pred = [float(r["predicted_latency_s"]) for r in records
             if isinstance(r.get("predicted_latency_s"), (int, float))]
     if pred:
-        groups["simulator prediction"] = pred
+        groups["simulator prediction (service latency, idle MEC)"] = pred
     for name, vals in groups.items():
         v = np.sort(np.asarray(vals))
         ax.step(v, np.arange(1, v.size + 1) / v.size, where="post", label=name,
-                ls="--" if name == "simulator prediction" else "-")
-    ax.set_xlabel("request latency (s)")
+                ls="--" if name.startswith("simulator") else
+                ":" if name.endswith("response time") else "-")
+    ax.set_xlabel("seconds")
     ax.set_ylabel("CDF")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     if groups:
         ax.legend(fontsize=8)
-    ax.set_title("Latency CDF")
+    ax.set_title("CDF of service latency and response time")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

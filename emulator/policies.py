@@ -8,36 +8,13 @@ yet, so the bare demo runs before a policy is trained.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from agent.policy import Policy
 from emulator.errors import EmulatorError
 from profiler.schema import Profile, ProfileError
 
-__all__ = ["load_policy", "trained_mec_speedup"]
-
-
-def trained_mec_speedup(spec: str, model: str) -> float | None:
-    """The ``mec_speedup`` a trained policy (``default`` or a ``.zip``) was trained with, from
-    its sidecar; ``None`` for built-in policies or when not recorded."""
-    try:
-        from agent.policies import POLICIES_DIR, load_sidecar
-    except ImportError:
-        return None
-    if spec == "default":
-        path = POLICIES_DIR / f"{model}.zip"
-    elif spec.endswith(".zip"):
-        path = Path(spec)
-    else:
-        return None
-    if not path.is_file():
-        return None
-    try:
-        value = load_sidecar(path).get("mec_speedup")
-    except ValueError:
-        return None
-    return float(value) if isinstance(value, (int, float)) else None
+__all__ = ["load_policy"]
 
 
 def load_policy(spec: str, device_profile: Profile, mec_profile: Profile,

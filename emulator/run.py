@@ -9,7 +9,8 @@ Outputs in ``--out``: ``requests.jsonl`` (one record per finished request, writt
 finishes), ``link.csv`` (capacity and measured goodput per second), ``summary.json`` (counts,
 latency statistics, shaper statistics, provenance), ``latency_timeline.png``,
 ``latency_cdf.png`` and ``logs/``. Errors are one line ``emulator: ...`` and a non-zero exit
-(2: bad input or missing prerequisite, 1: the run failed, 130: interrupted).
+(2: bad input or missing prerequisite, 1: the run failed, 130: interrupted by Ctrl-C,
+143: stopped by SIGTERM).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from agent.defaults import HelpFormatter, resolve_scenario, scenario_help
 from emulator.errors import EmulatorError
 from emulator.provenance import file_sha256, provenance
 from emulator.records import Predictor
@@ -47,18 +49,20 @@ def build_parser() -> argparse.ArgumentParser:
         description="Real-time emulation of split generative-AI inference between mobile "
                     "devices and a MEC server over trace-shaped links. With no arguments: the "
                     "bundled demo.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     g = ap.add_argument_group("link")
     g.add_argument("--trace", default=str(DEFAULT_TRACE),
                    help="uplink capacity trace (Mahimahi, Pensieve, 5G CSV, Lumos, CSV)")
     g.add_argument("--format", default=None, help="trace format (default: detected)")
-    g.add_argument("--scale", type=float, default=1.0, help="multiply the trace's rates by X")
+    g.add_argument("--scale", type=float, default=None,
+                   help=scenario_help("scale", "multiply the trace's rates by X"))
     g.add_argument("--downlink", choices=("same", "none"), default="same",
                    help="downlink shaping: the same trace (as the simulator assumes) or none")
     g.add_argument("--shared-cell", action="store_true",
                    help="all devices share one cell of the trace's capacity")
-    g.add_argument("--delay-ms", type=float, default=10.0,
-                   help="one-way propagation delay between devices and MEC")
+    g.add_argument("--delay-ms", type=float, default=None,
+                   help=scenario_help("delay_ms", "one-way propagation delay between devices "
+                                      "and MEC, ms"))
     g.add_argument("--queue-bytes", type=int, default=None,
                    help="bounded queue of each shaped class (default: the network's choice)")
     g.add_argument("--window-clamp", type=int, default=None,
@@ -79,18 +83,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="repetitions of any pass per request (repeatable)")
     a = g.add_mutually_exclusive_group()
     a.add_argument("--rate", type=float, default=None,
-                   help="Poisson arrivals per second per device (default 0.3)")
+                   help="Poisson arrivals per second per device (default: --load divided by "
+                        "the model's fully-local latency)")
+    a.add_argument("--load", type=float, default=None,
+                   help=scenario_help("load", "offered load per device: fully-local latency "
+                                      "/ mean inter-arrival (sets the Poisson --rate)"))
     a.add_argument("--closed-loop", action="store_true",
                    help="each device starts a request as soon as the previous one ends")
     g = ap.add_argument_group("system")
     g.add_argument("--policy", default="default",
                    help="local, offload, fixed:K, fixed, greedy, default, or an SB3 .zip")
-    g.add_argument("--devices", type=int, default=2, help="number of devices N")
-    g.add_argument("--mec-slots", type=int, default=1, help="MEC concurrent compute slots C")
+    g.add_argument("--devices", type=int, default=None,
+                   help=scenario_help("devices", "number of devices N"))
+    g.add_argument("--mec-slots", type=int, default=None,
+                   help=scenario_help("mec_slots", "MEC concurrent compute slots C"))
     g.add_argument("--mec-speedup", type=float, default=None,
-                   help="divide every MEC block time by X, at the MEC and in the policy's "
-                        "latency model (emulates a faster MEC, e.g. a GPU, from a CPU profile); "
-                        "default: what a trained policy was trained with, else 1")
+                   help=scenario_help("mec_speedup", "divide every MEC block time by X, at the "
+                                      "MEC and in the policy's latency model (emulates a faster "
+                                      "MEC, e.g. a GPU, from a CPU profile)"))
     g.add_argument("--compute", choices=("profiled", "execute"), default="profiled",
                    help="wait out profiled block times, or execute ONNX pieces")
     g.add_argument("--pieces", default=None,
@@ -132,17 +142,6 @@ def resolve_profiles(model: str, mec_profile: str | None) -> tuple[Path, Path]:
         raise EmulatorError(f"--model {model!r}: use one of {', '.join(_SHIPPED)} or a profile "
                             "file PROFILE.json", 2)
     return dev, Path(mec_profile) if mec_profile else dev
-
-
-def _model_name(model: str) -> str:
-    if model in _SHIPPED:
-        return model
-    try:
-        from profiler.schema import load_profile
-
-        return load_profile(model).model.name
-    except ValueError:
-        return model
 
 
 def _repeats(args: argparse.Namespace, pass_names: list[str]) -> list[str]:
@@ -243,29 +242,56 @@ def _make_predictor(plan: RunPlan, dev: Any, mec: Any, delay_s: float, downlink:
         return None
 
 
+def _scenario(args: argparse.Namespace, dev_path: Path, mec_path: Path) -> float:
+    """Fill the scenario knobs not given (:func:`agent.defaults.resolve_scenario`: the
+    policy's, else the model's shipped policy's training scenario, else the defaults), print
+    each mismatch with a trained policy's scenario; returns the model's fully-local latency."""
+    from agent.errors import AgentError
+    from agent.latency import LatencyModel
+    from agent.policy import Workload
+    from profiler.schema import ProfileError, load_profile
+
+    try:
+        dev, mec = load_profile(dev_path), load_profile(mec_path)
+        local_s = LatencyModel(dev, mec).local_latency(Workload(dev.model.name))
+    except (AgentError, ProfileError, ValueError) as e:
+        raise EmulatorError(str(e), 2) from e
+    given = {"delay_ms": args.delay_ms, "mec_speedup": args.mec_speedup,
+             "devices": args.devices, "mec_slots": args.mec_slots, "scale": args.scale,
+             "load": args.load if args.rate is None else args.rate * local_s}
+    if args.closed_loop:
+        given["load"] = None
+    values, warns, _source = resolve_scenario(given, args.policy, dev.model.name)
+    for w in warns:
+        print(f"emulator: {w}", file=sys.stderr)
+    for k, v in values.items():
+        setattr(args, k, int(v) if k in ("devices", "mec_slots") else v)
+    return local_s
+
+
 def _plan(args: argparse.Namespace) -> tuple[RunPlan, Any, Any]:
     from profiler.schema import ProfileError, check_compatible, load_profile
     from traces import TraceError, TraceWarning, load_trace
 
+    if args.rate is not None:
+        _check_range("--rate", args.rate, 1e-4, 1_000)
+    dev_path, mec_path = resolve_profiles(args.model, args.mec_profile)
+    local_s = _scenario(args, dev_path, mec_path)
     _check_range("--devices", args.devices, 1, 200)
     _check_range("--mec-slots", args.mec_slots, 1, 64)
     _check_range("--duration", args.duration, 0.1, 86_400)
     _check_range("--grace", args.grace, 0, 3_600)
     _check_range("--delay-ms", args.delay_ms, 0, 5_000)
     _check_range("--scale", args.scale, 1e-6, 1e6)
-    if args.mec_speedup is None:
-        from emulator.policies import trained_mec_speedup
-
-        args.mec_speedup = trained_mec_speedup(args.policy, _model_name(args.model)) or 1.0
     _check_range("--mec-speedup", args.mec_speedup, 1e-3, 1e6)
+    _check_range("--load", args.load, 1e-6, 100)
     if args.queue_bytes is not None:
         _check_range("--queue-bytes", args.queue_bytes, 3028, 1 << 31)
     if args.window_clamp is not None:
         _check_range("--window-clamp", args.window_clamp, 0, 1 << 30)
-    rate = None if args.closed_loop else (0.3 if args.rate is None else args.rate)
+    rate = None if args.closed_loop else (args.load / local_s if args.rate is None else args.rate)
     if rate is not None:
         _check_range("--rate", rate, 1e-4, 1_000)
-    dev_path, mec_path = resolve_profiles(args.model, args.mec_profile)
     try:
         dev = load_profile(dev_path)
         mec = load_profile(mec_path)
@@ -351,11 +377,15 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
                            "sha256": file_sha256(plan.device_profile)},
         "mec_profile": {"path": str(plan.mec_profile), "sha256": file_sha256(plan.mec_profile)},
         "network": args.network, "delay_ms": args.delay_ms, "downlink": args.downlink,
+        "load": None if plan.rate is None else args.load,
     }
     prov = provenance(list(argv), args.seed, inputs)
-    print(f"emulator: {plan.model}, {plan.n_devices} device(s), policy {plan.policy}, "
-          f"MEC speedup {plan.mec_speedup:g}, "
-          f"trace {plan.trace.label} (mean {plan.trace.mean_bps() / 1e6:.2f} Mbit/s), "
+    arrivals = ("closed loop" if plan.rate is None else
+                f"load {args.load:g} ({plan.rate:.3g} requests/s per device)")
+    print(f"emulator: {plan.model}, {plan.n_devices} device(s), {plan.mec_slots} MEC slot(s), "
+          f"policy {plan.policy}, MEC speedup {plan.mec_speedup:g}, delay {args.delay_ms:g} ms, "
+          f"{arrivals}, trace {plan.trace.label} x{args.scale:g} "
+          f"(mean {plan.trace.mean_bps() / 1e6:.2f} Mbit/s), "
           f"{plan.duration_s:g} s -> {plan.out_dir}", file=sys.stderr, flush=True)
     with _network(plan, args) as net:
         predictor = _make_predictor(plan, dev, mec, delay_s, args.downlink == "same", net)
@@ -363,11 +393,14 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     import json
 
     summary = json.loads((plan.out_dir / "summary.json").read_text())
-    lat = summary["latency"]
-    mean = f"{lat['mean_s']:.3f} s" if lat["mean_s"] is not None else "-"
-    p95 = f"{lat['p95_s']:.3f} s" if lat["p95_s"] is not None else "-"
-    print(f"emulator: {summary['status']}: {n} requests, mean latency {mean}, p95 {p95}; "
-          f"results in {plan.out_dir}", file=sys.stderr)
+    def _fig(key: str) -> str:
+        st = summary[key]
+        if st["mean_s"] is None:
+            return "-"
+        return f"mean {st['mean_s']:.3f} s, p95 {st['p95_s']:.3f} s"
+
+    print(f"emulator: {summary['status']}: {n} requests; service latency {_fig('latency')}; "
+          f"response time {_fig('response')}; results in {plan.out_dir}", file=sys.stderr)
     return 130 if summary["status"] == "interrupted" else 0
 
 
@@ -376,18 +409,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
 
+    got: list[int] = []
+
     def _on_term(signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt
+        got.append(signum)
+        raise KeyboardInterrupt  # the same orderly stop as Ctrl-C
+
+    def _code(code: int) -> int:  # stopped by SIGTERM: 128 + 15, as the shell reports it
+        return 128 + signal.SIGTERM if got and code == 130 else code
 
     prev = signal.signal(signal.SIGTERM, _on_term)
     try:
-        return _run(args, argv)
+        return _code(_run(args, argv))
     except EmulatorError as e:
         print(f"emulator: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("emulator: interrupted", file=sys.stderr)
-        return 130
+        return _code(130)
     finally:
         signal.signal(signal.SIGTERM, prev)
 

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from emulator.errors import EmulatorError
+from emulator.figures import figures, progress_text
 from emulator.plots import plot_run
 from emulator.records import RecordSink, summarize, write_link_csv
 from traces import Trace
@@ -264,11 +265,10 @@ def _follow(plan: RunPlan, net: Any, devices: list[_Proc], sink: RecordSink,
 def _progress(net: Any, sink: RecordSink, t: float, alive: int) -> None:
     recs = sink.snapshot()
     cap = net.capacity_at(0, t) / 1e6
-    mean = sum(r["latency_s"] for r in recs) / len(recs) if recs else math.nan
     last = [r["latency_s"] for r in recs[-5:]]
     print(f"emulator: t={t:6.1f} s  requests done {len(recs):4d}  devices busy {alive}  "
-          f"capacity {cap:7.2f} Mbit/s  mean latency {mean:7.3f} s  "
-          f"last {'/'.join(f'{x:.2f}' for x in last)}", file=sys.stderr, flush=True)
+          f"capacity {cap:7.2f} Mbit/s  {progress_text(recs)}  "
+          f"last service {'/'.join(f'{x:.2f}' for x in last)}", file=sys.stderr, flush=True)
 
 
 def _write_outputs(plan: RunPlan, net: Any, sink: RecordSink, prov: dict[str, Any],
@@ -308,6 +308,7 @@ def _write_outputs(plan: RunPlan, net: Any, sink: RecordSink, prov: dict[str, An
         "unparsable_lines": sum(pr.bad_lines for pr in procs),
         "prediction_errors": sink.prediction_errors,
         **summarize(records, getattr(sink.predictor, "parity", None)),
+        **figures(records),
         "provenance": prov,
     }
 

@@ -41,11 +41,11 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--out", required=True, type=Path, help="profile JSON to write")
         p.add_argument("--class", dest="hw", choices=["device", "mec"], default="device",
                        help="hardware class: device = 1 ORT thread pinned to one core; mec = "
-                       "ORT CUDA if installed, else all CPU threads (labelled mec-cpu)")
+                       "ORT CUDA if installed, else all CPU threads (labelled mec-cpu); default device")
         p.add_argument("--backend", choices=["auto", "onnxruntime", "torch"], default="auto",
                        help="what times the blocks: auto = ONNX Runtime, or for --class mec "
                        "torch CUDA when a GPU exists but ORT has no CUDA provider (zoo models "
-                       "only); torch = torch on the class's device (CPU without a GPU)")
+                       "only); torch = torch on the class's device (CPU without a GPU); default auto")
         p.add_argument("--runs", type=int, default=10, help="timed runs per session (default 10)")
         p.add_argument("--min-seconds", type=float, default=3.0,
                        help="fast passes keep timing until this much time passed (max 10x "
@@ -107,7 +107,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="MEC profile of the same model (default: MEC = device times)")
     c.add_argument("--bandwidth-mbps", type=float, required=True,
                    help="link bandwidth, Mbit/s each way")
-    c.add_argument("--rtt-ms", type=float, default=0.0, help="round-trip time per pass (ms)")
+    c.add_argument("--rtt-ms", type=float, default=0.0,
+                   help="round-trip time per pass (ms; default 0)")
+    c.add_argument("--mec-speedup", type=float, default=1.0,
+                   help="divide the MEC profile's block times by X, as the agent and the "
+                   "emulator do (default 1; their default scenario uses 10, agent/defaults.py)")
     c.add_argument("-o", "--output", type=Path, default=None, help="write a PNG plot here")
     return ap
 
@@ -170,13 +174,15 @@ def _run(a: argparse.Namespace, argv: Sequence[str]) -> int:
 
         dev = load_profile(a.profile)
         mec = load_profile(a.mec) if a.mec else None
-        print(format_curve(dev, mec, a.bandwidth_mbps, a.rtt_ms))
+        print(format_curve(dev, mec, a.bandwidth_mbps, a.rtt_ms, a.mec_speedup))
         if a.output:
-            plot_curve(dev, mec, a.bandwidth_mbps, a.rtt_ms, a.output)
+            plot_curve(dev, mec, a.bandwidth_mbps, a.rtt_ms, a.output, a.mec_speedup)
             print(f"wrote {a.output}")
         return 0
 
     _check_writable(a.out)
+    if a.cmd == "profile" and a.blocks < 1:
+        raise ProfileError(f"--blocks must be >= 1, got {a.blocks}")
     if a.runs < 1 or a.warmup < 0:
         raise ProfileError(f"need --runs >= 1 and --warmup >= 0 (got {a.runs}, {a.warmup})")
     from .build import profile_onnx, profile_zoo

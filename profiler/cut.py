@@ -26,7 +26,7 @@ import numpy as np
 import onnx
 from onnx import ModelProto, TensorProto, helper
 
-from .graph import GraphInfo, dtype_of, infer_types, tensor_bytes
+from .graph import GraphInfo, constant_bytes, dtype_of, infer_types, tensor_bytes
 from .schema import ProfileError
 from .zoo import BlockKey
 
@@ -136,6 +136,8 @@ def crossing(info: GraphInfo, part: Partition, state: Collection[str] = ()) -> l
 
 def partition_auto(info: GraphInfo, blocks: int) -> Partition:
     """Cut points found in the graph alone; aims at ``blocks`` blocks of similar cost."""
+    if blocks < 1:
+        raise ProfileError(f"--blocks must be >= 1, got {blocks}")
     nodes = info.model.graph.node
     comp = info.compute
     if not comp:
@@ -254,7 +256,8 @@ def build_pieces(info: GraphInfo, part: Partition, base_dir: Path, out_dir: Path
         piece = helper.make_model(graph, opset_imports=list(m.opset_import),
                                   ir_version=m.ir_version, producer_name="aigc-offload-emu profiler")
         piece.functions.extend(m.functions)
-        wbytes = sum(tensor_bytes(info.initializers[t]) for t in inits)
+        wbytes = (sum(tensor_bytes(info.initializers[t]) for t in inits)
+                  + sum(constant_bytes(g.node[ci]) for ci in consts))
         path = out_dir / f"{b:03d}.onnx"
         _save(piece, path, wbytes)
         pieces.append(Piece(name=part.names[b], path=path, inputs=tuple(reads), outputs=tuple(outs),

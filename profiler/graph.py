@@ -19,7 +19,7 @@ from onnx import GraphProto, ModelProto, NodeProto, TensorProto, helper, numpy_h
 
 from .schema import ProfileError
 
-__all__ = ["CONTROL_FLOW", "GraphInfo", "analyse", "dtype_of", "fold_static_shapes",
+__all__ = ["CONTROL_FLOW", "GraphInfo", "analyse", "constant_bytes", "dtype_of", "fold_static_shapes",
            "infer_types", "input_shapes", "load_onnx", "node_uses", "resolve_shapes",
            "tensor_bytes"]
 
@@ -68,6 +68,21 @@ def tensor_bytes(t: TensorProto) -> int:
     if t.data_type == TensorProto.STRING:
         return sum(len(s) for s in t.string_data)
     return n * dtype_of(t.data_type).itemsize
+
+
+def constant_bytes(node: onnx.NodeProto) -> int:
+    """Bytes of the value a ``Constant`` node holds (weights stored as Constant nodes, as in
+    PP-OCR-style exports); 0 for any other node."""
+    if node.op_type != "Constant":
+        return 0
+    for a in node.attribute:
+        if a.name in ("value", "sparse_value") and a.type == onnx.AttributeProto.TENSOR:
+            return tensor_bytes(a.t)
+        if a.name in ("value_floats", "value_ints"):
+            return 4 * len(a.floats) if a.name == "value_floats" else 8 * len(a.ints)
+        if a.name in ("value_float", "value_int"):
+            return 4 if a.name == "value_float" else 8
+    return 0
 
 
 def _dims(vi: onnx.ValueInfoProto) -> list[int | str] | None:

@@ -84,9 +84,12 @@ class SplitPoint:
         return self.device_ms + self.network_ms + self.mec_ms
 
 
-def split_curve(dev: Pass, mec: Pass, bandwidth_mbps: float, rtt_ms: float = 0.0
-                ) -> list[SplitPoint]:
-    """Latency of every split ``k = 0..N`` of one pass (device and MEC profiles of it)."""
+def split_curve(dev: Pass, mec: Pass, bandwidth_mbps: float, rtt_ms: float = 0.0,
+                mec_speedup: float = 1.0) -> list[SplitPoint]:
+    """Latency of every split ``k = 0..N`` of one pass (device and MEC profiles of it; MEC
+    block times divided by ``mec_speedup``, as the agent and the emulator do)."""
+    if not mec_speedup > 0:
+        raise ProfileError(f"--mec-speedup must be > 0, got {mec_speedup}")
     if bandwidth_mbps <= 0:
         raise ProfileError(f"--bandwidth-mbps must be > 0, got {bandwidth_mbps}")
     if rtt_ms < 0:
@@ -94,7 +97,7 @@ def split_curve(dev: Pass, mec: Pass, bandwidth_mbps: float, rtt_ms: float = 0.0
     if dev.n_blocks != mec.n_blocks:
         raise ProfileError(f"pass {dev.name!r}: device has {dev.n_blocks} blocks, MEC "
                            f"{mec.n_blocks}")
-    d, m = dev.block_medians_ms(), mec.block_medians_ms()
+    d, m = dev.block_medians_ms(), [t / mec_speedup for t in mec.block_medians_ms()]
     n = dev.n_blocks
     out = []
     for k in range(n + 1):
@@ -104,21 +107,25 @@ def split_curve(dev: Pass, mec: Pass, bandwidth_mbps: float, rtt_ms: float = 0.0
     return out
 
 
-def _curves(dev: Profile, mec: Profile | None, bw: float, rtt: float
+def _curves(dev: Profile, mec: Profile | None, bw: float, rtt: float, speedup: float
             ) -> list[tuple[Pass, list[SplitPoint]]]:
     if mec is not None:
         check_compatible(dev, mec)
-    return [(p, split_curve(p, (mec or dev).pass_named(p.name), bw, rtt)) for p in dev.passes]
+    return [(p, split_curve(p, (mec or dev).pass_named(p.name), bw, rtt, speedup))
+            for p in dev.passes]
 
 
-def format_curve(dev: Profile, mec: Profile | None, bandwidth_mbps: float, rtt_ms: float) -> str:
+def format_curve(dev: Profile, mec: Profile | None, bandwidth_mbps: float, rtt_ms: float,
+                 mec_speedup: float = 1.0) -> str:
     """The split-latency table of every pass, the best split marked, and request totals."""
     src = (f"MEC times from {mec.hardware.hw_class} profile" if mec is not None else
            "no --mec profile: MEC blocks take the device's times")
+    if mec_speedup != 1.0:
+        src += f", divided by --mec-speedup {mec_speedup:g}"
     lines = [f"{dev.model.name}: device {dev.hardware.hw_class}; {src}; "
              f"{bandwidth_mbps:g} Mbit/s each way, RTT {rtt_ms:g} ms"]
     local = offload = best_sum = 0.0
-    for p, curve in _curves(dev, mec, bandwidth_mbps, rtt_ms):
+    for p, curve in _curves(dev, mec, bandwidth_mbps, rtt_ms, mec_speedup):
         best = min(curve, key=lambda s: s.total_ms)
         lines += ["", f"pass {p.name} x{p.repeat} (k = blocks on the device; {p.n_blocks} = local)",
                   f"  {'k':>3} {'after block':<30} {'device':>10} {'up':>11} {'network':>10} "
@@ -137,14 +144,14 @@ def format_curve(dev: Profile, mec: Profile | None, bandwidth_mbps: float, rtt_m
 
 
 def plot_curve(dev: Profile, mec: Profile | None, bandwidth_mbps: float, rtt_ms: float,
-               out: str | Path) -> None:
+               out: str | Path, mec_speedup: float = 1.0) -> None:
     """Stacked bars (device, network, MEC) per split, one panel per pass, saved to ``out``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    curves = _curves(dev, mec, bandwidth_mbps, rtt_ms)
+    curves = _curves(dev, mec, bandwidth_mbps, rtt_ms, mec_speedup)
     fig, axes = plt.subplots(len(curves), 1, figsize=(10, 3.2 * len(curves)), squeeze=False)
     for ax, (p, curve) in zip(axes[:, 0], curves, strict=True):
         ks = [s.k for s in curve]
@@ -161,7 +168,8 @@ def plot_curve(dev: Profile, mec: Profile | None, bandwidth_mbps: float, rtt_ms:
         ax.set_xlabel("split k (blocks on the device)")
         ax.set_ylabel("latency (ms)")
         ax.legend(fontsize=8)
-    fig.suptitle(f"{bandwidth_mbps:g} Mbit/s, RTT {rtt_ms:g} ms", fontsize=10)
+    fig.suptitle(f"{bandwidth_mbps:g} Mbit/s, RTT {rtt_ms:g} ms, MEC speedup {mec_speedup:g}",
+                 fontsize=10)
     fig.tight_layout()
     try:
         fig.savefig(str(out), dpi=110)

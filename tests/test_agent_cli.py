@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 FIX = Path(__file__).parent / "fixtures" / "agent"
@@ -97,3 +98,17 @@ def test_bad_input_one_line(args: list[str], needle: str, tmp_path: Path, llm_zi
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr
     assert "Traceback" not in r.stderr and needle in lines[0]
+
+
+@pytest.mark.parametrize("n_traces", [3, 142])
+def test_per_trace_plot_stays_readable(tmp_path: Path, n_traces: int) -> None:
+    import matplotlib.image
+
+    from agent.evaluate import _plots
+
+    rng = np.random.default_rng(0)
+    lat = {p: [list(rng.uniform(0.5, 2.0, 5)) for _ in range(n_traces)]
+           for p in ("default", "greedy", "local", "offload", "fixed", "oracle")}
+    _plots(lat, [f"trace{i:03d}.csv" for i in range(n_traces)], tmp_path, "scenario")
+    height, width = matplotlib.image.imread(tmp_path / "per_trace.png").shape[:2]
+    assert 6 * 120 <= width <= 14 * 120 and height == 4 * 120, (width, height)

@@ -74,8 +74,12 @@ def test_not_root_and_missing_tools(tmp_path: Path, toy: tuple[Path, Path]) -> N
     args = ["--model", str(dev), "--mec-profile", str(mec), "--policy", "offload",
             "--out", str(out)]
     env = {**os.environ, "HOME": "/tmp", "MPLCONFIGDIR": "/tmp"}
+    # uid 65534 keeps one capability, reading and searching any directory, so that it can
+    # reach the interpreter and the package in a clone under /root (mode 700); it is still
+    # not root, which is what the run must notice
     res = _run(args, env=env, user=["setpriv", "--reuid=65534", "--regid=65534",
-                                    "--clear-groups"])
+                                    "--clear-groups", "--inh-caps=+dac_read_search",
+                                    "--ambient-caps=+dac_read_search"])
     _one_error_line(res, "run with sudo .venv/bin/python -m emulator.run")
     res = _run(args, env={**os.environ, "PATH": "/nonexistent"})
     _one_error_line(res, "install everything with bash scripts/setup.sh")

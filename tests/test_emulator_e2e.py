@@ -73,15 +73,20 @@ def test_emulation_follows_the_trace(tmp_path: Path) -> None:
     assert summary["run_id"] and summary["run_id"] not in links
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_interrupted_run_keeps_records_and_cleans_up(tmp_path: Path, sig: int) -> None:
+@pytest.mark.parametrize(("sig", "group"), [(signal.SIGINT, False), (signal.SIGTERM, False),
+                                            (signal.SIGINT, True)])
+def test_interrupted_run_keeps_records_and_cleans_up(tmp_path: Path, sig: int,
+                                                     group: bool) -> None:
+    """``group``: the signal goes to the run's whole process group, as a terminal's Ctrl-C
+    does; no child may print a traceback."""
     dev, mec = write_synthetic_pair(tmp_path)
     out = tmp_path / "run"
     p = subprocess.Popen(
         [sys.executable, "-m", "emulator.run", "--model", str(dev), "--mec-profile", str(mec),
          "--policy", "fixed:2", "--devices", "2", "--closed-loop", "--duration", "60",
          "--quiet", "--out", str(out)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=group)
     try:
         deadline = time.monotonic() + 40
         while time.monotonic() < deadline:
@@ -89,12 +94,16 @@ def test_interrupted_run_keeps_records_and_cleans_up(tmp_path: Path, sig: int) -
             if f.exists() and f.read_text().count("\n") >= 2:
                 break
             time.sleep(0.2)
-        p.send_signal(sig)
+        if group:
+            os.killpg(p.pid, sig)
+        else:
+            p.send_signal(sig)
         _, err = p.communicate(timeout=30)
     finally:
         if p.poll() is None:
             p.kill()
-    assert p.returncode == 130, err
+    assert p.returncode == 128 + sig, err  # 130 for SIGINT, 143 for SIGTERM
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     recs = [json.loads(x) for x in (out / "requests.jsonl").read_text().splitlines()]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "interrupted" and summary["requests"] == len(recs) >= 2

@@ -103,3 +103,25 @@ def test_show_and_curve_on_shipped_profile(tmp_path: Path) -> None:
             "--rtt-ms", "20", "-o", str(png))
     assert r.returncode == 0, r.stderr
     assert "<- best" in r.stdout and png.stat().st_size > 1000
+
+
+def test_curve_mec_speedup_divides_the_mec_times() -> None:
+    gpt2, gpt2_mec = ROOT / "profiles" / "gpt2.device.json", ROOT / "profiles" / "gpt2.mec-cpu.json"
+    best: dict[str, list[str]] = {}
+    for speedup in ("1", "10"):
+        r = run("curve", str(gpt2), "--mec", str(gpt2_mec), "--bandwidth-mbps", "20",
+                "--rtt-ms", "20", "--mec-speedup", speedup)
+        assert r.returncode == 0, r.stderr
+        best[speedup] = [ln.split()[0] for ln in r.stdout.splitlines() if "<- best" in ln]
+    # the CPU MEC profile is barely faster than the device: decode stays local; ten times
+    # faster, every pass is best fully offloaded
+    assert best["1"][-1] == "14" and best["10"] == ["0", "0"]
+    one_error_line(run("curve", str(gpt2), "--bandwidth-mbps", "20", "--mec-speedup", "0"),
+                   "--mec-speedup must be > 0")
+
+
+@pytest.mark.onnx
+def test_profile_zero_blocks_is_an_error(tmp_path: Path, unet_file: Path) -> None:
+    one_error_line(run("profile", str(unet_file), "--input", "x=1,3,16,16", "--blocks", "0",
+                       "--out", str(tmp_path / "o.json")), "--blocks must be >= 1, got 0")
+    assert not (tmp_path / "o.json").exists()

@@ -191,3 +191,29 @@ def test_both_timing_schedules(tiny_unet_onnx: Path, tmp_path: Path,
                   interleave_max_ms=interleave_max_ms)
     assert t.whole.runs == 3 and [b.runs for b in t.blocks] == [3] * len(pieces)
     assert t.max_error < 1e-6 and t.whole_cold_ms > 0
+
+
+@pytest.mark.onnx
+def test_weights_stored_as_constant_nodes_are_counted(tmp_path: Path) -> None:
+    """PP-OCR-style exports keep weights in Constant nodes, not initializers."""
+    from onnx import numpy_helper
+
+    rng = np.random.default_rng(0)
+    nodes, prev = [], "x"
+    for i in range(4):
+        w = numpy_helper.from_array(rng.standard_normal((64, 64)).astype(np.float32), f"w{i}")
+        nodes += [helper.make_node("Constant", [], [f"w{i}"], value=w),
+                  helper.make_node("MatMul", [prev, f"w{i}"], [f"m{i}"]),
+                  helper.make_node("Relu", [f"m{i}"], [f"y{i}"])]
+        prev = f"y{i}"
+    graph = helper.make_graph(nodes, "consts",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info(prev, TensorProto.FLOAT, [1, 64])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / "consts.onnx"
+    onnx.save(model, str(path))
+    prof = profile_onnx(path, {}, resolve_class("device"), tmp_path / "work", blocks=2,
+                        warmup=0, runs=2, min_seconds=0, quiet=True)
+    (p,) = prof.passes
+    assert sum(b.weight_bytes for b in p.blocks) == 4 * 64 * 64 * 4
+    assert all(b.weight_bytes > 0 for b in p.blocks)

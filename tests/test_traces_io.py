@@ -58,7 +58,7 @@ def test_shared_folders_are_all_found() -> None:
 def test_mahimahi_mean_and_exact_round_trip(path: Path, tmp_path: Path) -> None:
     lines = path.read_text().split()
     period_ms = int(lines[-1])
-    independent = len(lines) * 1500 * 8 / (period_ms / 1000)
+    independent = len(lines) * 1448 * 8 / (period_ms / 1000)  # goodput of 1500-byte packets
     tr = _quiet_load(path)
     assert detect_format(path) == "mahimahi"
     assert tr.period_s == period_ms / 1000
@@ -119,7 +119,7 @@ def test_mahimahi_stamps_round_trip(stamps: list[int]) -> None:
     stamps = sorted(stamps)
     tr = trace_from_mahimahi(stamps)
     assert mahimahi_timestamps(tr).tolist() == stamps
-    assert tr.mean_bps() == pytest.approx(len(stamps) * 12000 / (stamps[-1] / 1000))
+    assert tr.mean_bps() == pytest.approx(len(stamps) * 1448 * 8 / (stamps[-1] / 1000))
 
 
 def test_csv_round_trip(tmp_path: Path) -> None:
@@ -136,8 +136,9 @@ def test_mahimahi_from_a_non_mahimahi_trace(tmp_path: Path) -> None:
     write_trace(tr, tmp_path / "a.down")
     stamps = [int(x) for x in (tmp_path / "a.down").read_text().split()]
     assert stamps[-1] == 1000 and stamps == sorted(stamps)
-    assert len(stamps) == (750_000 + 62_500) // 1500
-    assert stamps[499] <= 500 < stamps[500]  # the first 500 packets in the fast half
+    # a line is a 1500-byte IP packet: 1448 B of TCP payload (goodput), as Mahimahi replays it
+    assert len(stamps) == (750_000 + 62_500) // 1448
+    assert stamps[516] <= 500 < stamps[517]  # 750 kB / 1448 B = 517.96 packets in the fast half
 
 
 def test_mahimahi_writer_refuses_an_empty_trace(tmp_path: Path) -> None:

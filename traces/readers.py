@@ -5,8 +5,14 @@ line (``path:line: what is wrong``). The format is detected from the extension a
 lines, or forced with ``fmt``:
 
 ===========  =====================================================================================
-``mahimahi`` ``.up``/``.down``/``.pps``/``.trace``: one integer-ms timestamp per 1500-byte delivery
-             opportunity, non-decreasing, repeats allowed; the last timestamp is the period. Kept
+``mahimahi`` ``.up``/``.down``/``.pps``/``.trace``: one integer-ms timestamp per delivery
+             opportunity of one 1500-byte IP packet, headers included, as Mahimahi means it; a
+             Trace's capacity is application goodput, so each line is the 1448 bytes of TCP
+             payload such a packet carries (IPv4 + TCP with timestamps: what Mahimahi's own
+             replay delivers to a TCP application; :data:`MAHIMAHI_PAYLOAD_BYTES`). The emulator
+             shapes that goodput at 1514 wire bytes per 1448 (``emulator.net``), i.e. one
+             full-size frame per line. Non-decreasing, repeats allowed; the last timestamp is
+             the period. Kept
              at 1 ms resolution: the opportunities at timestamp ``t`` deliver in ``[t-1, t)`` ms,
              so those at 0 share the loop's last slot with those at the period (as in Mahimahi,
              where the next loop starts at the period). Writing it back gives the same file.
@@ -48,6 +54,7 @@ from traces.trace import EndPolicy, Trace
 __all__ = [
     "FORMATS",
     "MAHIMAHI_PACKET_BYTES",
+    "MAHIMAHI_PAYLOAD_BYTES",
     "MAHIMAHI_SUFFIXES",
     "ZERO_GAP_WARN_S",
     "detect_format",
@@ -59,6 +66,10 @@ __all__ = [
 FORMATS: tuple[str, ...] = ("mahimahi", "pensieve", "5g", "lumos", "csv")
 MAHIMAHI_SUFFIXES: tuple[str, ...] = (".up", ".down", ".pps", ".trace")
 MAHIMAHI_PACKET_BYTES = 1500
+"""Bytes of the IP packet one Mahimahi line lets through (headers included)."""
+MAHIMAHI_PAYLOAD_BYTES = 1448
+"""Goodput of one Mahimahi line: TCP payload of a 1500-byte IPv4 packet (20 B IP header, 32 B
+TCP header with timestamps), what a TCP application gets through Mahimahi's own replay."""
 #: zero-capacity gaps at least this long (seconds) trigger a TraceWarning at load time
 ZERO_GAP_WARN_S = 5.0
 _DIRECTIONS = {"down": "DL_bitrate", "up": "UL_bitrate"}
@@ -142,7 +153,7 @@ def trace_from_mahimahi(
     bins = ts - 1
     bins[ts == 0] = period_ms - 1
     counts = np.bincount(bins, minlength=period_ms)
-    rates = counts.astype(np.float64) * (MAHIMAHI_PACKET_BYTES * 8 * 1000)
+    rates = counts.astype(np.float64) * (MAHIMAHI_PAYLOAD_BYTES * 8 * 1000)
     starts = np.concatenate(([0], np.flatnonzero(rates[1:] != rates[:-1]) + 1))
     return Trace(
         starts / 1000.0,

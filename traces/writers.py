@@ -1,6 +1,7 @@
 """Trace writers: Mahimahi delivery-opportunity files and the generic ``time_s,mbps`` CSV.
 
-Mahimahi: the capacity is integrated per millisecond and a 1500-byte delivery opportunity is
+Mahimahi: the capacity (goodput) is integrated per millisecond and a delivery opportunity (one
+1500-byte IP packet, 1448 B of TCP payload: :data:`traces.readers.MAHIMAHI_PAYLOAD_BYTES`) is
 written at millisecond ``m`` for every packet completed by then (fractions carry over, so the
 mean is kept to within one packet per period). The period is rounded to whole milliseconds
 (with a :class:`TraceWarning` when that changes it). Mahimahi needs the last line to be the
@@ -28,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from traces.errors import TraceError, TraceWarning
-from traces.readers import MAHIMAHI_PACKET_BYTES, MAHIMAHI_SUFFIXES
+from traces.readers import MAHIMAHI_PACKET_BYTES, MAHIMAHI_PAYLOAD_BYTES, MAHIMAHI_SUFFIXES
 from traces.trace import Trace
 
 __all__ = ["WRITE_FORMATS", "mahimahi_timestamps", "write_trace"]
@@ -48,13 +49,14 @@ def mahimahi_timestamps(trace: Trace) -> npt.NDArray[np.int64]:
         )
     edges = np.minimum(np.arange(period_ms + 1) / 1000.0, trace.period_s)
     cum = np.asarray(trace.bytes_between(np.zeros_like(edges), edges), dtype=np.float64)
-    packets = np.floor(cum / MAHIMAHI_PACKET_BYTES + 1e-6).astype(np.int64)
+    packets = np.floor(cum / MAHIMAHI_PAYLOAD_BYTES + 1e-6).astype(np.int64)
     packets = np.maximum.accumulate(packets)
     counts = np.diff(packets)
     if packets[-1] <= 0:
         raise TraceError(
             f"{trace.label}: the trace delivers less than one {MAHIMAHI_PACKET_BYTES}-byte "
-            f"packet per period; a Mahimahi trace needs at least one delivery opportunity"
+            f"packet ({MAHIMAHI_PAYLOAD_BYTES} B of goodput) per period; a Mahimahi trace needs "
+            "at least one delivery opportunity"
         )
     at_zero = trace.mahimahi_at_zero if 0 < trace.mahimahi_at_zero < counts[-1] else 0
     counts[-1] -= at_zero

@@ -23,6 +23,7 @@ from typing import Any
 
 from emulator.net.config import PAYLOAD_FRACTION
 from emulator.net.errors import NetError
+from emulator.net.start import wait_line
 from emulator.net.topology import MEC_IP, EmulatedNetwork
 
 __all__ = [
@@ -56,9 +57,7 @@ def _measure(
     py = sys.executable
     recv = net.popen(net.mec, [*_NICE, py, "-I", _BULK, *recv_args],
                      stdout=subprocess.PIPE, text=True)
-    assert recv.stdout is not None
-    if recv.stdout.readline().strip() != "listening":
-        raise NetError(f"{what} receiver failed to start on the MEC host")
+    wait_line(recv, "listening", 15.0, f"the {what} receiver on the MEC host")
     send = net.popen(net.devices[device], [*_NICE, py, "-I", _BULK, *send_args],
                      stdout=subprocess.DEVNULL)
     net.start_shaping(t0)
@@ -179,9 +178,7 @@ def udp_one_way(
         stdout=subprocess.PIPE,
         text=True,
     )
-    assert srv.stdout is not None
-    if srv.stdout.readline().strip() != "listening":
-        raise NetError("UDP echo server failed to start on the MEC host")
+    wait_line(srv, "listening", 15.0, "the UDP echo server on the MEC host")
     cli = net.popen(
         net.devices[device],
         [

@@ -411,6 +411,7 @@ class ShaperProcess:
             pass_fds=(fd,),
             env=env,
             stdin=subprocess.DEVNULL,
+            start_new_session=True,  # a terminal's Ctrl-C reaches the parent only
         )
         child_sock.close()
         self._conn = Connection(parent_sock.detach())

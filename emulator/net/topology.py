@@ -47,6 +47,7 @@ from emulator.net.shaper import (
     ShaperSettings,
     wire_Bps,
 )
+from emulator.net.start import wait_line
 from emulator.net.tc import FRAME_BYTES, burst_bytes, handle, tc_batch
 from traces import Trace
 
@@ -186,6 +187,8 @@ class EmulatedNetwork:
         from mininet.net import Mininet
         from mininet.nodelib import LinuxBridge
 
+        from emulator.net.host import BoundedHost
+
         assert self._state is not None
         cfg = self.cfg
         t_build = time.monotonic()
@@ -196,21 +199,19 @@ class EmulatedNetwork:
         _sh(["ip", "link", "add", self.ifb_up, "type", "ifb"])
         if cfg.one_way_delay_s > 0:
             self.delay_method = "netem" if netem_available(self.ifb_up) else "tun-relay"
-        net = Mininet(build=False, controller=None, switch=LinuxBridge, autoSetMacs=True)
+        net = Mininet(build=False, controller=None, switch=LinuxBridge, host=BoundedHost,
+                      autoSetMacs=True)
         self._net = net
         ap = net.addSwitch(self.ap_name, dpid="1")
         self.devices = [
-            net.addHost(f"{self.run_id}d{i}", ip=f"{device_ip(i)}/{_PREFIX}")
-            for i in range(cfg.n_devices)
+            self._add_host(f"{self.run_id}d{i}", device_ip(i)) for i in range(cfg.n_devices)
         ]
-        self.mec = net.addHost(f"{self.run_id}m", ip=f"{MEC_IP}/{_PREFIX}")
+        self.mec = self._add_host(f"{self.run_id}m", MEC_IP)
         for h in self.devices:
             net.addLink(h, ap)
         if self.delay_method != "tun-relay":
             net.addLink(self.mec, ap)
         net.build()
-        for h in [*self.devices, self.mec]:
-            self._state.track(h.pid, f"mininet:{h.name}")
         net.start()
         if self.delay_method == "tun-relay":
             self._start_relay()
@@ -242,6 +243,13 @@ class EmulatedNetwork:
         if cfg.one_way_delay_s > 0:
             self._say(delay_line(self.delay_method, cfg.one_way_delay_s))
 
+    def _add_host(self, name: str, ip: str) -> Any:
+        """Start one host shell (bounded: :class:`~emulator.net.start.BoundedHost`), tracked."""
+        assert self._state is not None
+        h = self._net.addHost(name, ip=f"{ip}/{_PREFIX}")
+        self._state.track(h.pid, f"mininet:{h.name}")
+        return h
+
     def _start_relay(self) -> None:
         assert self._state is not None
         inner, outer = f"{self.run_id}tm", f"{self.run_id}ta"
@@ -260,17 +268,12 @@ class EmulatedNetwork:
         ]
         if self.cfg.realtime:
             argv.append("--realtime")
-        self._relay = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        self._relay = subprocess.Popen(  # own session: a terminal's Ctrl-C reaches the parent only
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True
         )
         self._state.track(self._relay.pid, "tunrelay")
-        assert self._relay.stdout is not None
-        line = self._relay.stdout.readline().strip()
-        if line != "ready":
-            raise NetError(
-                f"delay relay failed to start (exit {self._relay.poll()}); "
-                "check TUN support: python -m emulator.doctor"
-            )
+        wait_line(self._relay, "ready", 15.0,
+                  "the delay relay (check TUN support: python -m emulator.doctor)")
         from mininet.link import Intf
 
         _sh(["ip", "link", "set", outer, "master", self.ap_name])
