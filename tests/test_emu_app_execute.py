@@ -19,15 +19,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from agent.plan import COMPUTE, MEC, Step
+from emulator.compute import ProfiledCompute
 from emulator.errors import EmulatorError, ProtocolError
 from emulator.execute import (
-    ExecuteMecBackend,
     PieceRunner,
     decode_tensors,
     encode_tensors,
     find_pieces_dir,
 )
-from emulator.protocol import Message, MsgType
+from emulator.steps import StepRunner, instance_seed
 from profiler.schema import Profile, load_profile
 from profiler.timing import compare_outputs
 
@@ -111,14 +112,15 @@ def _profile(model: str) -> Profile:
 @pytest.mark.onnx
 @pytest.mark.parametrize("model", MODELS)
 def test_split_execution_matches_torch(model: str, cache: Path) -> None:
-    """Device pieces [0, k), the cut's tensors encoded as on the wire, the MEC backend runs
-    [k, N): its outputs equal the torch module's on the same seeded inputs, for every split."""
+    """Device pieces [0, k), the cut's tensors encoded as on the wire, the MEC's step runner
+    runs [k, N) and encodes its output: equal to the torch module's on the same seeded inputs,
+    for every split."""
     prof = _profile(model)
     pieces = find_pieces_dir(prof, cache / model / _only_key(cache / model))
     runner = PieceRunner(prof, pieces)
-    mec = ExecuteMecBackend(prof, str(pieces))
+    mec = StepRunner(ProfiledCompute(prof, np.random.default_rng(0)), PieceRunner(prof, pieces))
     for pi, p in enumerate(prof.passes):
-        seed = 11 + pi
+        seed = instance_seed(11, pi, 0)  # what both sides draw for request seed 11
         feeds = runner.inputs(pi, seed)
         ref = _torch_outputs(model, pi, feeds)
         # all pieces here: every torch output (KV caches included) is produced by some piece
@@ -128,9 +130,10 @@ def test_split_execution_matches_torch(model: str, cache: Path) -> None:
         for k in range(p.n_blocks):  # k = 0: full offload
             env = runner.run(pi, 0, k, runner.inputs(pi, seed))
             descs, payload = encode_tensors({n: env[n] for n in runner.cut_names(pi, k)})
-            meta, out = mec.run(Message(MsgType.COMPUTE, 1, pi, 0, k, p.n_blocks,
-                                        meta={"tensors": descs, "input_seed": seed},
-                                        payload=payload))
+            received = decode_tensors(descs, payload)  # as the MEC's reader decodes it
+            _, outs = mec.run(Step(COMPUTE, MEC, p.name, 0, k, p.n_blocks), 11, received)
+            assert outs is not None
+            meta, out = mec.payload(Step(1, MEC, p.name, 0, what="output"), outs)
             got = decode_tensors(meta["tensors"], out)
             assert first in got, (model, p.name, k, list(got))
             assert compare_outputs({n: ref[n] for n in got}, got) <= TOL, (model, p.name, k)
