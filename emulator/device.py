@@ -258,7 +258,7 @@ class Device:
             self._reports.pop(rid, None)
         steps = self._step_rows(plan, rows, inbox, report, t_start)
         for row in steps:
-            if row["kind"] == "send" and row["side"] == "up" and row["nbytes"] >= 16_384:
+            if row["kind"] == "send" and row["side"] == "up" and row["nbytes"] > 0:
                 self.est.add_upload(row["nbytes"], row["t_end"] - row["t_start"], t_end)
         check = None
         if self.steps.runner is not None:
