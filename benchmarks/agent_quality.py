@@ -1,6 +1,6 @@
 """Split-agent quality on real traces: hyperparameters chosen on validation files, several seeds.
 
-Uses the Pensieve traces in ``/work/shared/traces/pensieve`` (FCC broadband and Norway HSDPA,
+Uses the Pensieve traces in ``../shared/traces/pensieve`` (FCC broadband and Norway HSDPA,
 127 files, ~0.1-3.6 Mbit/s mean), split *by file* with a seeded permutation into 70% training
 and 30% test files (symlinked under ``runs/agent_quality/{train,test}``; the real traces are
 never copied into the repository). The test files are used once, at the end.
@@ -20,7 +20,8 @@ never copied into the repository). The test files are used once, at the end.
 Targets (exit status 1 when one is missed; 2 when the traces are missing):
 
 * the trained policies' mean latency, averaged over seeds, <= 1.10 x the oracle's mean, and
-  below every non-oracle baseline's mean;
+  at or below every non-oracle baseline's mean (within 0.1%: where one plan is best for every
+  request, the trained policy, greedy and that baseline tie exactly);
 * every training run's wall time <= 15 minutes on this machine.
 
 ``--budget small`` is a smoke test of the whole procedure (a few files, a few thousand steps,
@@ -55,7 +56,7 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-SRC = Path("/work/shared/traces/pensieve")
+SRC = ROOT.parent / "shared" / "traces" / "pensieve"
 OUT = ROOT / "runs" / "agent_quality"
 
 #: per model: scenario arguments (shared by train and evaluate) and training arguments
@@ -142,6 +143,27 @@ def _evaluate(py: str, model: str, files: list[Path], train_files: list[Path],
     return pols
 
 
+def table(pols: dict[str, Any], trained_label: str) -> str:
+    """A markdown table of one evaluation: n, latency, ratio to the oracle, offloaded share and,
+    for a streaming model, TTFT and TPOT."""
+    tok = any("tpot_p50_s" in d for d in pols.values())
+    head = "| policy | n | mean s | p50 s | p95 s | / oracle | offloaded |"
+    head += " TTFT p50 s | TTFT p95 s | TPOT p50 s | TPOT p95 s |" if tok else ""
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    nan = float("nan")
+    for name, d in pols.items():
+        r = d.get("ratio_to_oracle")
+        row = (f"| {trained_label if name == 'trained' else name} | {d['requests']} | "
+               f"{d['mean_latency_s']:.3f} | {d['p50_latency_s']:.3f} | "
+               f"{d['p95_latency_s']:.3f} | {r if r is not None else nan:.3f} | "
+               f"{d.get('offload_fraction', nan):.1%} |")
+        if tok:
+            row += "".join(f" {d.get(k, nan):.4f} |" for k in (
+                "ttft_p50_s", "ttft_p95_s", "tpot_p50_s", "tpot_p95_s"))
+        lines.append(row)
+    return "\n".join(lines)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -208,11 +230,12 @@ def main() -> int:
                   f"oracle, training {times[-1] / 60:.1f} min", flush=True)
         tm, ts = float(np.mean(trained)), float(np.std(trained, ddof=1))
         c1 = tm <= 1.10 * orc
-        c2 = all(tm < v for v in base.values())
+        c2 = all(tm <= v * 1.001 for v in base.values())
         c3 = max(times) <= 15 * 60
         ok &= c1 and c2 and c3
         print(f"[{model}] scenario {' '.join(scenario)}; training {' '.join(train)} "
               f"{' '.join(best)}")
+        print(table(pols, f"trained (seed {seeds[-1]})"))
         print(f"[{model}] trained mean latency over seeds {','.join(map(str, seeds))}: {tm:.3f} s "
               f"(std {ts:.3f}, min {min(trained):.3f}, max {max(trained):.3f}) = "
               f"{np.mean(ratios):.3f} x oracle ({orc:.3f} s; std {np.std(ratios, ddof=1):.3f}): "
