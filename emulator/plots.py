@@ -84,13 +84,16 @@ def plot_timeline(path: Path, records: Sequence[Mapping[str, Any]],
 
 def plot_cdf(path: Path, records: Sequence[Mapping[str, Any]]) -> None:
     """Empirical CDFs of service latency and response time, per policy, with the simulator's
-    prediction if any."""
+    prediction if any; for a model that streams tokens also TTFT and TPOT per policy."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    tokens = any(isinstance(r.get("tpot_s"), (int, float)) for r in records)
+    fig, axes = plt.subplots(1, 3 if tokens else 1, figsize=(15 if tokens else 6, 4.5),
+                             squeeze=False)
+    ax = axes[0][0]
     groups: dict[str, list[float]] = {}
     for r in records:
         groups.setdefault(f"{r.get('policy')} service latency", []).append(
@@ -103,16 +106,30 @@ def plot_cdf(path: Path, records: Sequence[Mapping[str, Any]]) -> None:
         groups["simulator prediction (service latency, idle MEC)"] = pred
     for name, vals in groups.items():
         v = np.sort(np.asarray(vals))
-        ax.step(v, np.arange(1, v.size + 1) / v.size, where="post", label=name,
+        ax.step(v, np.arange(1, v.size + 1) / v.size, where="post", label=f"{name} (n={v.size})",
                 ls="--" if name.startswith("simulator") else
                 ":" if name.endswith("response time") else "-")
     ax.set_xlabel("seconds")
-    ax.set_ylabel("CDF")
-    ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3)
-    if groups:
-        ax.legend(fontsize=8)
     ax.set_title("CDF of service latency and response time")
+    if tokens:  # an LLM: time to first token and time per output token, per policy
+        for a, key, label in ((axes[0][1], "ttft_s", "time to first token (s)"),
+                              (axes[0][2], "tpot_s", "time per output token (s)")):
+            by: dict[str, list[float]] = {}
+            for r in records:
+                if isinstance(r.get(key), (int, float)):
+                    by.setdefault(str(r.get("policy")), []).append(float(r[key]))
+            for name, vals in by.items():
+                v = np.sort(np.asarray(vals))
+                a.step(v, np.arange(1, v.size + 1) / v.size, where="post",
+                       label=f"{name} (n={v.size})")
+            a.set_xlabel(label)
+            a.set_title(f"CDF of {label.split(' (')[0]}")
+    for a in axes[0]:
+        a.set_ylabel("CDF")
+        a.set_ylim(0, 1)
+        a.grid(alpha=0.3)
+        if a.get_legend_handles_labels()[0]:
+            a.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -108,6 +108,15 @@ def _opt(values: Iterable[Any]) -> list[float]:
     return [float(v) for v in values if isinstance(v, (int, float))]
 
 
+def _token_stats(recs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """TTFT and TPOT (p50, p95) of some records, for a per-policy row."""
+    out: dict[str, Any] = {}
+    for key in ("ttft", "tpot"):
+        st = latency_stats(_opt(r.get(f"{key}_s") for r in recs))
+        out[f"{key}_p50_s"], out[f"{key}_p95_s"] = st["p50_s"], st["p95_s"]
+    return out
+
+
 def summarize(records: Iterable[Mapping[str, Any]],
               parity: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None
               ) -> dict[str, Any]:
@@ -128,7 +137,8 @@ def summarize(records: Iterable[Mapping[str, Any]],
         "response": latency_stats([float(r["t_end"]) - float(r["t_arrival"]) for r in recs]),
         "ttft": latency_stats(_opt(r.get("ttft_s") for r in recs)),
         "tpot": latency_stats(_opt(r.get("tpot_s") for r in recs)),
-        "per_policy": {k: latency_stats(v) for k, v in sorted(by_policy.items())},
+        "per_policy": {k: {**latency_stats(v), **_token_stats(
+            [r for r in recs if str(r.get("policy")) == k])} for k, v in sorted(by_policy.items())},
         "per_device": {k: latency_stats(v) for k, v in sorted(by_device.items())},
         "phase_totals_s": {k: float(sum(r["phases"][k] for r in recs)) for k in (
             "device_s", "upload_s", "mec_wait_s", "mec_s", "download_s")},
