@@ -1,14 +1,17 @@
 """Simulator throughput: single-process env steps per second of AigcSplit-v0.
 
 Measures ``AigcSplitEnv.step`` (the raw env, as SB3 drives it through DummyVecEnv) after a
-warm-up that builds the remainder tables of the traces used, with random feasible actions
+warm-up that builds the per-action plans, with random feasible actions
 drawn from the env's own action mask at every step (``action_masks()``, as MaskablePPO
 samples: a uniformly random allowed action, from random numbers drawn beforehand), episodes
 reset on truncation. Also reports the rate through ``gym.make``
 (which adds Gymnasium's order-enforcing and passive-checker wrappers). Reports steps per
 wall-clock second and per CPU second of the process (on a shared machine the wall clock counts
-other jobs' time too). Target: >= 50k steps/s of the raw env on the CPU-time figure (the step's
+other jobs' time too). Target: >= 10k steps/s of the raw env on the CPU-time figure (the step's
 own cost); the exit status is 1 when it is missed, 2 when the profiles or traces are missing.
+The env prices every request exactly (the action's whole plan: 67 steps for a fully offloaded
+GPT-2 request, ~120 us); MaskablePPO consumes ~1.5k steps/s here, so at 10k steps/s the env is
+under 15% of training time. (Before plans, an interpolated remainder table made it 50k/s.)
 An action the mask forbids raises in ``step``, so the loop also checks that every masked draw
 is accepted.
 
@@ -33,7 +36,7 @@ from traces import DATA_DIR, load_traces
 ROOT = Path(__file__).resolve().parent.parent
 
 
-TARGET = 50_000.0
+TARGET = 10_000.0
 
 
 def _profiles(model: str) -> tuple[Path, Path] | None:
