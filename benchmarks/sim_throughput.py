@@ -105,7 +105,7 @@ def main() -> int:
             masked_out += int((~m).sum() > 0)
             if env.step(_masked(m, u))[3]:
                 break
-    print(f"warm-up (tables) {time.perf_counter() - t0:.1f} s")
+    print(f"warm-up (plans) {time.perf_counter() - t0:.1f} s")
     cpu = cpu_model()
     print(f"warm-up steps with some action masked out: {masked_out}")
     raw = [_rate(env, draws, a.seconds) for _ in range(3)]
