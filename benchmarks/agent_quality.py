@@ -74,8 +74,8 @@ SCENARIOS: dict[str, dict[str, list[str]]] = {
 CANDIDATES: list[list[str]] = [["--gamma", "0.95"], ["--gamma", "0.99"]]
 
 #: --budget small: files per split, training steps and horizons of the smoke test
-SMALL = {"fit": 6, "val": 3, "test": 4, "steps": "4096", "horizon": "300",
-         "max_trace_s": "300"}
+SMALL_FILES = {"fit": 6, "val": 3, "test": 4}
+SMALL_ARGS = {"steps": "4096", "horizon": "300", "max_trace_s": "300"}
 
 
 def profile_args(model: str) -> list[str]:
@@ -183,8 +183,8 @@ def main() -> int:
     fit_files, val_files = split_validation(train_files, a.seed)
     small = a.budget == "small"
     if small:
-        fit_files, val_files = fit_files[:SMALL["fit"]], val_files[:SMALL["val"]]
-        train_files, test_files = fit_files + val_files, test_files[:SMALL["test"]]
+        fit_files, val_files = fit_files[:SMALL_FILES["fit"]], val_files[:SMALL_FILES["val"]]
+        train_files, test_files = fit_files + val_files, test_files[:SMALL_FILES["test"]]
     print(f"traces from {SRC}: {len(train_files)} training files ({len(fit_files)} fitting + "
           f"{len(val_files)} validation) / {len(test_files)} test files; budget {a.budget}")
     py = sys.executable
@@ -194,8 +194,8 @@ def main() -> int:
         scenario = list(sc["scenario"])
         train = list(sc["train"])
         if small:
-            scenario += ["--horizon", SMALL["horizon"]]
-            train = ["--steps", SMALL["steps"], "--max-trace-s", SMALL["max_trace_s"]]
+            scenario += ["--horizon", SMALL_ARGS["horizon"]]
+            train = ["--steps", SMALL_ARGS["steps"], "--max-trace-s", SMALL_ARGS["max_trace_s"]]
         out = OUT / model / a.budget
         out.mkdir(parents=True, exist_ok=True)
         # 1. selection on validation files (training files only)

@@ -59,6 +59,9 @@ from emulator.net.measure import (
 from profiler.machine import cpu_model
 from traces import Trace, load_trace
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.wire import step_lags
+
 
 def _machine() -> str:
     return f"{cpu_model()}, {os.cpu_count()} CPUs, kernel {platform.release()}"
@@ -136,44 +139,13 @@ def _udp_run(name: str, trace: Trace, seconds: float, out: Path) -> dict[str, An
     }
 
 
-def step_lags(counts: list[int], window_s: float, trace: Trace, fit_s: tuple[float, float] = (
-        0.1, 0.6)) -> list[dict[str, float]]:
-    """Per scheduled rate change of ``trace`` inside the counted span: the time the new rate
-    shows on the wire and the delivered rates before and after.
-
-    ``counts`` are bytes per window from trace time 0. Lines are fitted (least squares) to the
-    cumulative count over ``[t - fit_s[1], t - fit_s[0]]`` and ``[t + fit_s[0], t + fit_s[1]]``
-    around each change at ``t``; they cross at ``t + lag``.
-    """
-    cum = np.cumsum(np.asarray(counts, dtype=np.float64))
-    ends = (np.arange(cum.size) + 1) * window_s
-    span = cum.size * window_s
-    out = []
-    loops = int(span / trace.period_s) + 1
-    changes = [m * trace.period_s + float(t) for m in range(loops + 1) for t in trace.times_s]
-    for t in changes[1:]:
-        if t - fit_s[1] < 0.0 or t + fit_s[1] > span:
-            continue
-        before = (ends >= t - fit_s[1]) & (ends <= t - fit_s[0])
-        after = (ends >= t + fit_s[0]) & (ends <= t + fit_s[1])
-        k0, c0 = np.polyfit(ends[before], cum[before], 1)
-        k1, c1 = np.polyfit(ends[after], cum[after], 1)
-        cross = (c0 - c1) / (k1 - k0)
-        r0 = float(trace.capacity_at(t - 0.01))
-        r1 = float(trace.capacity_at(t + 0.01))
-        out.append({"t_s": t, "lag_ms": (cross - t) * 1e3, "rate_before_mbps": k0 * 8 / 1e6,
-                    "rate_after_mbps": k1 * 8 / 1e6, "trace_before_mbps": r0 / 1e6,
-                    "trace_after_mbps": r1 / 1e6})
-    return out
-
-
 def _step_run(seconds: float, out: Path) -> dict[str, Any]:
     """A 4 <-> 16 Mbit/s square wave (1 s each), paced UDP, the receiver counting per 1 ms."""
     trace = Trace(np.array([0.0, 1.0]), np.array([4e6, 16e6]), 2.0, name="square4-16")
     with EmulatedNetwork(NetConfig(uplink=trace), verbose=False) as net, CpuWatch(1.0) as cpu:
         rows = udp_flood(net, seconds, window_s=0.001)
     counts = [r["goodput_mbps"] * 1e6 / 8 * 0.001 for r in rows]  # payload bytes per 1 ms
-    steps = step_lags(counts, 0.001, trace)  # type: ignore[arg-type]
+    steps = step_lags(counts, 0.001, trace)
     (out / "step.json").write_text(json.dumps(steps, indent=1))
     ups = [x["lag_ms"] for x in steps if x["trace_after_mbps"] > x["trace_before_mbps"]]
     downs = [x["lag_ms"] for x in steps if x["trace_after_mbps"] < x["trace_before_mbps"]]
