@@ -4,9 +4,10 @@ Two measurements, each ``--runs`` times per target:
 
 * ``direct``: :meth:`emulator.compute.ProfiledCompute.run` in this process (sleep, then spin
   on ``perf_counter`` for the last 2 ms), elapsed wall time against the block's profiled time;
-* ``mec``: a MEC server (thread per connection and per slot, as in a run) on loopback, timed
-  by the client: from sending ``COMPUTE`` to receiving ``RESULT`` (a loopback round trip of a
-  1 KB message on top of the compute), against the block's profiled time.
+* ``mec``: a MEC server (its own process, a session thread per request, as in a run) on
+  loopback, timed by the client: a one-pass plan fully offloaded (``PLAN``), from sending the
+  1 KB input (``DATA``) to receiving the 8-byte output (``DATA``): a loopback round trip on top
+  of the compute, against the block's profiled time.
 
 The reference is the profile this script writes (jitter off, so every wait should equal the
 block's median exactly), never a target the code under test reports about itself. A wait
@@ -30,28 +31,31 @@ from multiprocessing.connection import Connection
 
 import numpy as np
 
+from agent.latency import LatencyModel
+from agent.policy import Decision, Workload
 from emulator.compute import ProfiledCompute, realtime_thread
-from emulator.mec import MecServer, ProfiledMecBackend
+from emulator.mec import MecServer
 from emulator.protocol import Message, MsgType, connect, recv_message, send_message
+from emulator.steps import StepRunner
 from profiler.schema import Block, Hardware, LatencyStats, ModelInfo, Pass, Profile
 
 TARGETS_MS = (1.0, 5.0, 19.0, 33.0, 91.0, 328.0, 1000.0, 0.0)  # the last: round trip only
 
 
 def _profile() -> Profile:
-    blocks = tuple(Block(f"t{i}", LatencyStats(ms, ms, ms, 0.0, 1), 1000, 0)
+    """One pass per target, each a single block of that many milliseconds."""
+    passes = tuple(Pass(f"p{i}", 1, (Block(f"t{i}", LatencyStats(ms, ms, ms, 0.0, 1), 8, 0),),
+                        LatencyStats(ms, ms, ms, 0.0, 1), input_bytes=1000, output_bytes=8)
                    for i, ms in enumerate(TARGETS_MS))
-    p = Pass("bench", 1, blocks, LatencyStats(1, 1, 1, 0, 1), input_bytes=1000, output_bytes=8)
     return Profile(ModelInfo("bench", "benchmark"),
-                   Hardware("mec", "", None, 1, "synthetic"), (p,))
+                   Hardware("mec", "", None, 1, "synthetic"), passes)
 
 
 def _serve(prof: Profile, rt: bool, conn: Connection) -> None:
     """Child process: a MEC server on loopback until told to stop."""
     sys.setswitchinterval(0.0005)  # as the MEC process does
-    srv = MecServer(prof, ProfiledMecBackend(ProfiledCompute(prof, np.random.default_rng(1),
-                                                             jitter="none")),
-                    slots=1, host="127.0.0.1", realtime=rt)
+    steps = StepRunner(ProfiledCompute(prof, np.random.default_rng(1), jitter="none"))
+    srv = MecServer(LatencyModel(prof, prof), steps, slots=1, host="127.0.0.1", realtime=rt)
     srv.start()
     conn.send(srv.port)
     try:
@@ -105,19 +109,32 @@ def main() -> int:
     try:
         send_message(sock, Message(MsgType.HELLO, meta={"device": 0, "model": "bench"}))
         recv_message(sock)
+        model = LatencyModel(prof, prof)
+        splits = {p.name: 0 for p in prof.passes}
+        rid = 0
         for i, ms in enumerate(TARGETS_MS):
             errs = []
+            reps = {p.name: int(j == i) for j, p in enumerate(prof.passes)}
+            plan = model.plan(Decision(splits), Workload("bench", reps))
+            inp = plan.steps[0]  # the input's send; then the MEC computes and sends the output
             for _ in range(args.runs if ms < 500 else max(args.runs // 4, 3)):
+                rid += 1
+                send_message(sock, Message(MsgType.PLAN, rid, meta={
+                    "splits": splits, "repeats": reps, "seed": 0}))
                 t0 = time.perf_counter()
-                send_message(sock, Message(MsgType.COMPUTE, 1, 0, 0, i, i + 1,
-                                           payload=b"x" * 1000))
+                send_message(sock, Message(MsgType.DATA, rid, meta={
+                    "step": 0, "items": list(inp.items)}, payload=b"x" * inp.nbytes))
                 r = recv_message(sock)
                 elapsed_ms = (time.perf_counter() - t0) * 1e3
-                if r is None or r.type != MsgType.RESULT:
-                    print(f"mec    target {ms:7.1f} ms: no RESULT from the MEC server ({r})")
+                if r is None or r.type != MsgType.DATA:
+                    print(f"mec    target {ms:7.1f} ms: no output DATA from the MEC ({r})")
                     return 1
                 errs.append(elapsed_ms - ms)
-                send_message(sock, Message(MsgType.RELEASE, 1))
+                report = recv_message(sock)
+                if report is None or report.type != MsgType.REPORT:
+                    print(f"mec    target {ms:7.1f} ms: no REPORT from the MEC ({report})")
+                    return 1
+                send_message(sock, Message(MsgType.RELEASE, rid))
             ok &= _report("rtt" if ms == 0.0 else "mec", ms, errs, args.rtt_allowance_ms)
     finally:
         sock.close()
