@@ -94,7 +94,7 @@ def main() -> int:
         errs = []
         for _ in range(args.runs if ms < 500 else max(args.runs // 4, 3)):
             t0 = time.perf_counter()
-            pc.run(0, i, i + 1)
+            pc.run(i, 0, 1)
             errs.append((time.perf_counter() - t0) * 1e3 - ms)
         ok &= _report("direct", ms, errs)
     ctx = mp.get_context("fork")
