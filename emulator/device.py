@@ -43,6 +43,7 @@ from agent.policy import Decision, Policy, Workload
 from emulator.compute import JITTERS, ProfiledCompute, realtime_thread
 from emulator.errors import EmulatorError, ProtocolError
 from emulator.execute import PieceRunner, decode_tensors, encode_tensors, find_pieces_dir
+from emulator.guard import token_from_env
 from emulator.observe import LinkEstimator
 from emulator.policies import load_policy
 from emulator.protocol import (
@@ -54,6 +55,7 @@ from emulator.protocol import (
     recv_message,
     send_message,
 )
+from emulator.records import tolerate_log_errors
 from profiler.schema import Profile, ProfileError, load_profile
 
 __all__ = ["Device", "arrivals", "main", "parse_repeats"]
@@ -131,8 +133,11 @@ class Device:
         return msg
 
     def hello(self) -> None:
-        send_message(self.sock, Message(MsgType.HELLO, meta={
-            "device": self.index, "model": self.profile.model.name}))
+        meta: dict[str, Any] = {"device": self.index, "model": self.profile.model.name}
+        token = token_from_env()  # the run's token (emulator.guard): the MEC wants it
+        if token is not None:
+            meta["token"] = token
+        send_message(self.sock, Message(MsgType.HELLO, meta=meta))
         self._recv(MsgType.WELCOME)
 
     def echo(self) -> None:
@@ -331,6 +336,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of a device process."""
     args = _parse_args(argv)
+    tolerate_log_errors()  # a log on a full disk must not end this process
 
     def _on_signal(signum: int, _frame: Any) -> None:
         raise _Stop()

@@ -34,9 +34,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from emulator.errors import EmulatorError
+from emulator.errors import EmulatorError, OutputError
+from emulator.guard import TOKEN_ENV, new_token
 from emulator.plots import plot_run
-from emulator.records import RecordSink, summarize, write_link_csv
+from emulator.records import RecordSink, summarize, write_atomic, write_link_csv
 from traces import Trace
 
 __all__ = ["RunPlan", "run_session"]
@@ -74,8 +75,9 @@ class RunPlan:
     """TCP_WINDOW_CLAMP of both ends; None: the network's shaped queue size; 0: off."""
 
 
-def _env() -> dict[str, str]:
+def _env(token: str) -> dict[str, str]:
     env = dict(os.environ)
+    env[TOKEN_ENV] = token  # the MEC accepts only devices that present it (emulator.guard)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_ROOT), env.get("PYTHONPATH")]))
     env["PYTHONUNBUFFERED"] = "1"
     env.setdefault("OMP_NUM_THREADS", "1")
@@ -160,6 +162,7 @@ def run_session(plan: RunPlan, net: Any, predictor: Any, provenance: dict[str, A
     t_stop = math.nan
     error = ""
     log_files: list[IO[str]] = []
+    token = new_token()
 
     def on_record(_pr: _Proc, rec: dict[str, Any]) -> None:
         sink.add(rec)
@@ -169,7 +172,7 @@ def run_session(plan: RunPlan, net: Any, predictor: Any, provenance: dict[str, A
         log_files.append(log)
         p = net.popen(host, [sys.executable, *argv], stdout=subprocess.PIPE,
                       stdin=subprocess.PIPE if stdin else subprocess.DEVNULL, stderr=log,
-                      text=True, bufsize=1, cwd=str(_ROOT), env=_env())
+                      text=True, bufsize=1, cwd=str(_ROOT), env=_env(token))
         pr = _Proc(name, p, log, on_record)
         procs.append(pr)
         return pr
@@ -180,6 +183,8 @@ def run_session(plan: RunPlan, net: Any, predictor: Any, provenance: dict[str, A
     try:
         mec = start("mec", net.mec, [
             "-m", "emulator.mec", "--profile", str(plan.mec_profile),
+            "--host", net.mec.IP(), "--device-profile", str(plan.device_profile),
+            *[a for r in plan.repeats for a in ("--repeat", r)],
             "--window-clamp", str(clamp),
             "--slots", str(plan.mec_slots), "--seed", str(plan.seed), "--jitter", plan.jitter,
             "--compute", plan.compute, "--speedup", str(plan.mec_speedup),
@@ -231,8 +236,19 @@ def run_session(plan: RunPlan, net: Any, predictor: Any, provenance: dict[str, A
         sink.close()
         with contextlib.suppress(Exception):
             net.stop_shaping()
-        _write_outputs(plan, net, sink, provenance, status, error, t0, t_stop, procs)
+        out_error = _write_outputs(plan, net, sink, provenance, status, error, t0, t_stop, procs)
+    if sink.error or out_error:
+        raise OutputError(_output_failure(plan, sink, out_error))
     return len(sink.records)
+
+
+def _output_failure(plan: RunPlan, sink: RecordSink, out_error: str | None) -> str:
+    """The one line that ends a run whose outputs could not be written."""
+    kept = (f"{len(sink.records)} request record(s) kept in {plan.out_dir / 'requests.jsonl'}"
+            if sink.records else "no request record was written")
+    summary = ("summary.json not written" if out_error and "summary.json" in out_error
+               else "summary.json written")
+    return f"{sink.error or out_error}; the run stopped ({kept}, {summary})"
 
 
 def _follow(plan: RunPlan, net: Any, devices: list[_Proc], sink: RecordSink,
@@ -242,6 +258,8 @@ def _follow(plan: RunPlan, net: Any, devices: list[_Proc], sink: RecordSink,
     next_print = t0 + 1.0
     while True:
         now = time.monotonic()
+        if sink.error:  # a full or failing disk ends the run (the caller says so in one line)
+            raise OutputError(sink.error)
         alive = [d for d in devices if d.p.poll() is None]
         if not alive:
             break
@@ -255,6 +273,8 @@ def _follow(plan: RunPlan, net: Any, devices: list[_Proc], sink: RecordSink,
             _progress(net, sink, now - t0, len(alive))
         time.sleep(0.1)
     failed = [d for d in devices if d.p.poll() not in (None, 0)]
+    if sink.error:
+        raise OutputError(sink.error)
     if failed:
         d = failed[0]
         raise EmulatorError(f"{d.name} failed: {d.log_tail() or 'no message'} "
@@ -273,7 +293,9 @@ def _progress(net: Any, sink: RecordSink, t: float, alive: int) -> None:
 
 def _write_outputs(plan: RunPlan, net: Any, sink: RecordSink, prov: dict[str, Any],
                    status: str, error: str, t0: float, t_stop: float,
-                   procs: list[_Proc]) -> None:
+                   procs: list[_Proc]) -> str | None:
+    """Write link.csv, summary.json and the plots, each whole or not at all; returns what
+    could not be written (None: all of it)."""
     out = plan.out_dir
     records = sink.snapshot()
     try:
@@ -281,7 +303,11 @@ def _write_outputs(plan: RunPlan, net: Any, sink: RecordSink, prov: dict[str, An
         stats = net.shaper_stats()
     except Exception as e:
         rows, stats = [], {"error": f"{type(e).__name__}: {e}"}
-    write_link_csv(out / "link.csv", rows)
+    failure: str | None = None
+    try:
+        write_link_csv(out / "link.csv", rows)
+    except OSError as e:
+        failure = f"cannot write {out / 'link.csv'}: {e.strerror or e}"
     summary: dict[str, Any] = {
         "status": status,
         **({"error": error} if error else {}),
@@ -306,14 +332,24 @@ def _write_outputs(plan: RunPlan, net: Any, sink: RecordSink, prov: dict[str, An
         "device_counts": {pr.name: pr.exit_info for pr in procs if pr.name != "mec"},
         "unrecorded": sum(int(pr.exit_info.get("done", 0)) for pr in procs) - len(records),
         "unparsable_lines": sum(pr.bad_lines for pr in procs),
+        **({"records_dropped": sink.dropped, "output_error": sink.error} if sink.error else {}),
         "prediction_errors": sink.prediction_errors,
         **summarize(records),
         "provenance": prov,
     }
 
-    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
-    if records:
+    try:
+        write_atomic(out / "summary.json", json.dumps(summary, indent=1, default=str) + "\n")
+    except OSError as e:
+        failure = f"cannot write {out / 'summary.json'}: {e.strerror or e}"
+    if records and not (failure or sink.error):
         try:
             plot_run(out, records, lambda t: net.capacity_at(0, t), plan.duration_s, rows)
+        except OSError as e:  # a half-written image is worse than none
+            for png in ("latency_timeline.png", "latency_cdf.png"):
+                with contextlib.suppress(OSError):
+                    (out / png).unlink()
+            failure = f"cannot write the plots in {out}: {e.strerror or e}"
         except Exception as e:  # plots are a convenience; never lose the run for them
             print(f"emulator: plots not written: {type(e).__name__}: {e}", file=sys.stderr)
+    return failure

@@ -11,6 +11,7 @@ import pytest
 
 from emulator.compute import ProfiledCompute
 from emulator.errors import ProtocolError
+from emulator.guard import HoldEstimator
 from emulator.mec import MecServer, ProfiledMecBackend
 from emulator.protocol import Message, MsgType, connect, recv_message, send_message
 from emulator.synthetic import synthetic_profile
@@ -21,7 +22,10 @@ def server() -> Iterator[MecServer]:
     prof = synthetic_profile(hw_class="mec", block_ms=5.0)
     srv = MecServer(prof, ProfiledMecBackend(ProfiledCompute(prof, np.random.default_rng(0),
                                                              jitter="none")),
-                    slots=1, host="127.0.0.1")
+                    slots=1, host="127.0.0.1",
+                    # device times long enough that the declared holds below are within the
+                    # MEC's own bound (emulator.guard.HoldEstimator caps them)
+                    holds=HoldEstimator([0.02, 0.004], [1.0, 0.1], [1, 4]))
     srv.start()
     yield srv
     srv.stop()
