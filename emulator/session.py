@@ -155,6 +155,7 @@ def run_session(plan: RunPlan, net: Any, predictor: Any, provenance: dict[str, A
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     sink = RecordSink(out / "requests.jsonl", predictor)
+    reserve = _reserve_space(out / ".reserved-for-summary", _SUMMARY_RESERVE)
     procs: list[_Proc] = []
     devices: list[_Proc] = []
     status = "failed"
@@ -221,6 +222,8 @@ def run_session(plan: RunPlan, net: Any, predictor: Any, provenance: dict[str, A
         status = "interrupted"
         print("\nemulator: interrupted; stopping processes and writing what finished",
               file=sys.stderr)
+    except OutputError as e:  # reported below, once the outputs that fit are written
+        status, error = "failed", str(e)
     except EmulatorError as e:
         status, error = "failed", str(e)
         raise
@@ -236,10 +239,23 @@ def run_session(plan: RunPlan, net: Any, predictor: Any, provenance: dict[str, A
         sink.close()
         with contextlib.suppress(Exception):
             net.stop_shaping()
+        with contextlib.suppress(OSError):
+            reserve.unlink()  # its space is now summary.json's and link.csv's
         out_error = _write_outputs(plan, net, sink, provenance, status, error, t0, t_stop, procs)
     if sink.error or out_error:
         raise OutputError(_output_failure(plan, sink, out_error))
     return len(sink.records)
+
+
+_SUMMARY_RESERVE = 512 * 1024
+"""Bytes set aside at the start so summary.json and link.csv fit even if the disk fills."""
+
+
+def _reserve_space(path: Path, n: int) -> Path:
+    """Allocate ``n`` bytes in ``path`` (freed before the outputs are written)."""
+    with contextlib.suppress(OSError), path.open("wb") as f:
+        os.posix_fallocate(f.fileno(), 0, n)
+    return path
 
 
 def _output_failure(plan: RunPlan, sink: RecordSink, out_error: str | None) -> str:
