@@ -202,6 +202,8 @@ class MecServer:
                               else max_session_s)
         self.expired = 0
         self.refused = 0
+        self._quiet_until = 0.0
+        self._suppressed = 0
         self._cv = threading.Condition()
         self._waiting: deque[Job] = deque()          # first jobs of sessions waiting for a slot
         self._free: list[int] = list(range(slots))   # free slot numbers (lowest first)
@@ -327,17 +329,32 @@ class MecServer:
                 self._handle(conn, msg, time.monotonic())
         except ProtocolError as e:
             if not self._stop.is_set() and not conn.closing:
-                print(f"mec: device {conn.device} ({conn.peer}): {e}", file=sys.stderr)
+                self._log(conn, str(e))
                 conn.abort(str(e))
         except OSError as e:
             if not self._stop.is_set() and not conn.closing:
-                print(f"mec: device {conn.device} ({conn.peer}): {e}", file=sys.stderr)
+                self._log(conn, str(e))
         finally:
             self._release(conn)
             conn.buf.free()
             conn.sock.close()
             with self._cv:
                 self._conns.discard(conn)
+
+    def _log(self, conn: _Conn, text: str) -> None:
+        """One log line per event of a device; for connections that never said a valid HELLO
+        at most one line a second (a flood of strangers must not fill the log's disk)."""
+        if not conn.authed:
+            now = time.monotonic()
+            with self._cv:
+                if now < self._quiet_until:
+                    self._suppressed += 1
+                    return
+                self._quiet_until = now + 1.0
+                n, self._suppressed = self._suppressed, 0
+            if n:
+                text += f" ({n} more such lines in the last second not shown)"
+        print(f"mec: device {conn.device} ({conn.peer}): {text}", file=sys.stderr)
 
     def _watchdog(self) -> None:
         """Close connections that never said HELLO; free the slots of idle or over-long
@@ -366,7 +383,7 @@ class MecServer:
                                              f"{self.max_session_s:g} s; it is freed"))
             for conn, why in expire:
                 self.expired += 1
-                print(f"mec: device {conn.device} ({conn.peer}): {why}", file=sys.stderr)
+                self._log(conn, why)
                 self._release(conn)
                 conn.abort(why)
 

@@ -341,6 +341,7 @@ def _write_outputs(plan: RunPlan, net: Any, sink: RecordSink, prov: dict[str, An
         "arrivals": "closed-loop" if plan.rate is None else f"poisson {plan.rate}/s per device",
         "duration_s": plan.duration_s,
         "elapsed_s": (t_stop - t0) if math.isfinite(t0) else 0.0,
+        "t0_monotonic": t0 if math.isfinite(t0) else None,
         "run_id": getattr(net, "run_id", None),
         "delay_method": getattr(net, "delay_method", None),
         "shaper": stats,
