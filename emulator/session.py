@@ -185,6 +185,8 @@ def run_session(plan: RunPlan, net: Any, predictor: Any, provenance: dict[str, A
         mec = start("mec", net.mec, [
             "-m", "emulator.mec", "--profile", str(plan.mec_profile),
             "--host", net.mec.IP(), "--device-profile", str(plan.device_profile),
+            # a session silent through the trace's longest outage is not idle
+            "--session-idle", f"{120.0 + max((e - s for s, e in plan.trace.zero_gaps()), default=0.0):g}",
             *[a for r in plan.repeats for a in ("--repeat", r)],
             "--window-clamp", str(clamp),
             "--slots", str(plan.mec_slots), "--seed", str(plan.seed), "--jitter", plan.jitter,
