@@ -192,6 +192,8 @@ class _Child:
         self.errors: list[str] = []
         self.state: list[dict[str, Any]] = []
         self.kick_errors = 0
+        #: filler bytes sent per (ifindex, class): not traffic, taken out of the class counters
+        self.fill_bytes: dict[tuple[int, int], int] = {}
 
     def _msgs(
         self, setter: HtbRateSetter, k: int, c: ShapedClass, capacity_bps: float
@@ -263,8 +265,10 @@ class _Child:
                     sock.close()
                     raise
                 socks[c.ifname] = sock
-            for src, dst in c.fill:
-                sock.send(_fill_frame(src, dst))
+            for (ifindex, _q, cls), (src, dst) in zip(c.gates, c.fill, strict=True):
+                for key in {(ifindex, cls), (c.ifindex, c.classid)}:  # its class (and cell)
+                    self.fill_bytes[key] = self.fill_bytes.get(key, 0) + FRAME_BYTES
+                sock.send(_fill_frame(src, dst))  # counted first: a sample never sees it alone
         except OSError as exc:
             self.kick_errors += 1
             if self.kick_errors == 1:
@@ -294,6 +298,8 @@ class _Child:
                     cap = float(c.trace.capacity_at(t_now))
                     for m in self._msgs(setter, k, c, cap):
                         setter.send(m)
+                    if self.state[k]["closed"]:  # a trace that starts in an outage
+                        self._fill(kick_socks, c)
                     it = _changes(c.trace, t_now)
                     iters.append(it)
                     prev.append((t_now, cap))
@@ -357,7 +363,7 @@ class _Child:
                     out: dict[tuple[int, int], int] = {}
                     for i in ifaces:
                         for h, n in class_bytes(ipr, i).items():
-                            out[(i, h)] = n
+                            out[(i, h)] = n - self.fill_bytes.get((i, h), 0)
                     return out
 
                 rel = time.monotonic() - t0
@@ -392,7 +398,7 @@ class _Child:
             key = (c.ifindex, c.classid)
             if key not in cur or key not in prev:
                 continue
-            wire = (cur[key] - prev[key]) * 8.0 / span
+            wire = max(0, cur[key] - prev[key]) * 8.0 / span  # a filler taken out early
             cap = float(c.trace.bytes_between(max(a, 0.0), max(b, 1e-9))) * 8.0 / span
             new.append(
                 {
