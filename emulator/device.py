@@ -49,6 +49,7 @@ from agent.policy import Policy, Workload
 from emulator.compute import JITTERS, ProfiledCompute, realtime_thread
 from emulator.errors import EmulatorError, ProtocolError
 from emulator.execute import PieceRunner, find_pieces_dir
+from emulator.guard import token_from_env
 from emulator.observe import LinkEstimator
 from emulator.policies import load_policy
 from emulator.protocol import (
@@ -59,6 +60,7 @@ from emulator.protocol import (
     connect,
     recv_message,
 )
+from emulator.records import tolerate_log_errors
 from emulator.steps import StepRunner
 from emulator.transport import Inbox, Sender, stamp_into
 from profiler.schema import Profile, ProfileError, load_profile
@@ -180,8 +182,11 @@ class Device:
         return msg
 
     def hello(self) -> None:
-        self.sender.send(Message(MsgType.HELLO, meta={
-            "device": self.index, "model": self.profile.model.name}))
+        meta: dict[str, Any] = {"device": self.index, "model": self.profile.model.name}
+        token = token_from_env()  # the run's token (emulator.guard): the MEC wants it
+        if token is not None:
+            meta["token"] = token
+        self.sender.send(Message(MsgType.HELLO, meta=meta))
         self._recv(MsgType.WELCOME)
 
     def echo(self) -> None:
@@ -394,6 +399,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of a device process."""
     args = _parse_args(argv)
+    tolerate_log_errors()  # a log on a full disk must not end this process
 
     def _on_signal(signum: int, _frame: Any) -> None:
         raise _Stop()

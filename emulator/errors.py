@@ -9,9 +9,12 @@ Hierarchy (one place, so callers know what to catch)::
          │                  prints it as ``emulator: <message>`` and exits non-zero.
          ├── NetError       (emulator.net) the emulated network could not be built, shaped,
          │                  measured or cleaned up; exit status 2.
+         ├── OutputError    ``--out`` is not writable, has too little free space, or filled up
+         │                  during the run (the message names the file); exit status 2.
          └── ProtocolError  a malformed, oversized or unexpected message on the wire (bad magic,
-                            unsupported version, unknown type, length over the bound), or a
-                            peer that closed the connection mid-message.
+                            unsupported version, unknown type, length over the bound, a field
+                            of the wrong type), a peer that closed the connection mid-message,
+                            or a client the MEC does not serve (no HELLO with the run's token).
 
 Trace and profile errors (``traces.TraceError``, ``profiler.schema.ProfileError``) are turned into
 :class:`EmulatorError` where they enter the ``run`` command. Internal invariants are asserts.
@@ -19,7 +22,7 @@ Trace and profile errors (``traces.TraceError``, ``profiler.schema.ProfileError`
 
 from __future__ import annotations
 
-__all__ = ["EmulatorError", "ProtocolError"]
+__all__ = ["EmulatorError", "OutputError", "ProtocolError"]
 
 
 class EmulatorError(Exception):
@@ -34,3 +37,10 @@ class EmulatorError(Exception):
 
 class ProtocolError(EmulatorError):
     """A malformed, oversized or unexpected message, or a connection closed mid-message."""
+
+
+class OutputError(EmulatorError):
+    """The run's output directory cannot take (more of) the run's results; exit status 2."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, 2)

@@ -19,6 +19,16 @@ expected wait of a new session is a FIFO replay over the slots' remaining expect
 and the queued sessions' expected hold times, each the MEC's own estimate from the profiles
 (the session's span on an ideal link: its MEC computations and the device work between them).
 
+Hostile clients (see :mod:`emulator.guard`): the server listens only on ``--host`` (the MEC's
+own address; 127.0.0.1 by default and in loopback mode). A connection is a session only after a
+``HELLO`` with the run's token (:data:`emulator.guard.TOKEN_ENV`) within ``hello_timeout_s``;
+every malformed message or field gets an ``ERROR`` and the connection is closed. Receive buffers
+grow as bytes arrive, within a per-connection bound (``max_payload``: what the run's plans can
+send) and a whole-server :class:`~emulator.guard.MemoryBudget`; in profiled mode payloads are
+counted and dropped. A session that waits for the device's data longer than
+``idle_timeout_s``, or holds its slot longer than ``max_session_s``, ends and frees its slot;
+connections that never said ``HELLO`` are closed. Nothing of a connection outlives it.
+
 Run as a process: ``python -m emulator.mec --profile P.json --device-profile D.json [--slots C]
 ...``; it prints one line ``{"ready": true, "port": PORT}`` on stdout when it listens, logs to
 stderr, and exits on SIGTERM/SIGINT.
@@ -49,15 +59,24 @@ from agent.plan import COMPUTE, DEVICE, MEC, SEND, Plan, decision_from_json
 from agent.policy import Workload
 from emulator.compute import JITTERS, ProfiledCompute, realtime_thread
 from emulator.errors import EmulatorError, ProtocolError
+from emulator.guard import (
+    MemoryBudget,
+    int_field,
+    plan_max_payload,
+    token_from_env,
+    token_matches,
+)
 from emulator.protocol import (
-    DEFAULT_MAX_PAYLOAD,
     Message,
     MsgType,
     PayloadBuffer,
     QueueState,
+    RxClock,
     configure_socket,
+    encode_header,
     recv_message,
 )
+from emulator.records import tolerate_log_errors
 from emulator.steps import StepRunner
 from emulator.transport import Inbox, Sender, stamp_into
 from profiler.schema import ProfileError, check_compatible, load_profile
@@ -67,19 +86,48 @@ __all__ = ["MecServer", "main"]
 
 
 class _Conn:
-    """A device connection: the socket, its ordered sender and its live sessions."""
+    """A device connection: the socket, its ordered sender, its live sessions, and what the
+    watchdog needs (accepted at, last byte in, authenticated)."""
 
-    def __init__(self, sock: socket.socket, peer: str) -> None:
+    def __init__(self, sock: socket.socket, peer: str, budget: MemoryBudget) -> None:
         self.sock = sock
         self.peer = peer
         self.device = -1
+        self.authed = False
+        self.closing = False
         self.lock = threading.Lock()
         self.sender = Sender(sock, self.lock, name=f"mec-send-{peer}")
         self.sessions: dict[int, _Session] = {}
+        self.rx = RxClock()
+        self.t_accept = self.rx.last
+        self.buf = PayloadBuffer(budget=budget)
 
     def send(self, msg: Message) -> None:
         """Queue a message behind this connection's earlier ones."""
         self.sender.send(msg)
+
+    def admit(self, msg: Message, payload_len: int) -> None:
+        """Refuse, from its header alone, a message that needs a session before there is one
+        (so a stranger never makes the MEC read a payload)."""
+        if not self.authed and (msg.type != MsgType.HELLO or payload_len > 0):
+            raise ProtocolError(f"{msg.type.name} with {payload_len} payload bytes before a "
+                                "HELLO: say HELLO (no payload) with the run's token first")
+
+    def abort(self, reason: str) -> None:
+        """Best-effort ERROR (never blocks on a peer that does not read), then close both ways:
+        the reader wakes up and cleans up."""
+        self.closing = True
+        meta = json.dumps({"message": reason}, separators=(",", ":")).encode()[:4000]
+        frame = encode_header(Message(MsgType.ERROR), len(meta), 0) + meta
+        if self.lock.acquire(timeout=0.1):
+            try:
+                self.sock.send(frame, socket.MSG_DONTWAIT)
+            except OSError:
+                pass
+            finally:
+                self.lock.release()
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
 
 
 @dataclass
@@ -93,7 +141,10 @@ class _Session:
     expected_s: float
     t_plan: float
     inbox: Inbox = field(default_factory=Inbox)
+    limit_s: float = 600.0
+    """Longest the session may hold a slot (watchdog)."""
     slot: int | None = None
+    t_granted: float = 0.0
     done: bool = False
     thread: threading.Thread | None = None
 
@@ -102,9 +153,12 @@ class MecServer:
     """The MEC: listens, runs sessions' plans, shares ``slots`` FIFO among all devices."""
 
     def __init__(self, model: LatencyModel, steps: StepRunner, slots: int = 1,
-                 host: str = "0.0.0.0", port: int = 0,
-                 max_payload: int = DEFAULT_MAX_PAYLOAD, realtime: bool = False,
-                 window_clamp: int = 0, data_timeout_s: float = 600.0) -> None:
+                 host: str = "127.0.0.1", port: int = 0,
+                 max_payload: int | None = None, realtime: bool = False,
+                 window_clamp: int = 0, token: str | None = None,
+                 memory_budget: int | None = None, max_connections: int = 1024,
+                 hello_timeout_s: float = 5.0, idle_timeout_s: float = 120.0,
+                 max_session_s: float | None = None) -> None:
         if slots < 1:
             raise EmulatorError(f"MEC slots must be >= 1, got {slots}")
         self.realtime = realtime
@@ -113,15 +167,26 @@ class MecServer:
         self.profile = model.mec_profile
         self.steps = steps
         self.slots = slots
-        self.max_payload = max_payload
-        self.data_timeout_s = data_timeout_s
+        self.max_payload = (plan_max_payload(model.device_profile) if max_payload is None
+                            else max_payload)
+        self.keep_payload = steps.runner is not None  # profiled compute never reads it
+        self.token = token
+        self.budget = MemoryBudget(memory_budget or max(64 << 20, 8 * self.max_payload))
+        self.max_connections = max_connections
+        self.hello_timeout_s = hello_timeout_s
+        self.idle_timeout_s = idle_timeout_s
+        self.max_session_s = max_session_s
+        self.expired = 0
+        self.refused = 0
+        self._quiet_until = 0.0
+        self._suppressed = 0
         self._cv = threading.Condition()
         self._waiting: deque[_Session] = deque()     # sessions waiting for a slot
         self._free: list[int] = list(range(slots))   # free slot numbers (lowest first)
         self._hold: dict[int, tuple[float, float]] = {}  # slot -> (granted at, expected hold)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._conns: list[_Conn] = []
+        self._conns: set[_Conn] = set()  # guarded by _cv; a connection removes itself
         self._ideal = Link(synth.constant(3600.0, 1e6), None, 0.0)
         self.jobs_done = 0
         self.sessions = 0
@@ -156,6 +221,7 @@ class MecServer:
             slot = self._free.pop(0)
             sess = self._waiting.popleft()
             sess.slot = slot
+            sess.t_granted = now
             self._hold[slot] = (now, sess.expected_s)
             self.sessions += 1
         self._cv.notify_all()
@@ -189,21 +255,29 @@ class MecServer:
     # ------------------------------------------------------------------ threads
     def start(self) -> None:
         self._spawn(self._accept, name="mec-accept")
+        self._spawn(self._watchdog, name="mec-watchdog")
 
-    def _spawn(self, target: Any, *args: Any, name: str) -> threading.Thread:
+    def _spawn(self, target: Any, *args: Any, name: str, keep: bool = True) -> threading.Thread:
         t = threading.Thread(target=target, args=args, name=name, daemon=True)
         t.start()
-        self._threads.append(t)
+        if keep:  # per-connection and per-session threads are not kept: nothing outlives them
+            self._threads.append(t)
         return t
+
+    def connections(self) -> int:
+        """Open connections (for tests and the hostile-clients benchmark)."""
+        with self._cv:
+            return len(self._conns)
 
     def stop(self) -> None:
         self._stop.set()
         with self._cv:
             self._cv.notify_all()
-        for conn in list(self._conns):
+            conns = list(self._conns)
+        for conn in conns:
             for sess in list(conn.sessions.values()):
                 self._end_session(sess, "the MEC is stopping")
-        for sock in [self._listener, *(c.sock for c in self._conns)]:
+        for sock in [self._listener, *(c.sock for c in conns)]:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
@@ -214,52 +288,120 @@ class MecServer:
                 sock, addr = self._listener.accept()
             except OSError:
                 return
-            configure_socket(sock, self.window_clamp)
-            conn = _Conn(sock, f"{addr[0]}:{addr[1]}")
-            self._conns.append(conn)
-            self._spawn(self._reader, conn, name=f"mec-reader-{addr[1]}")
+            with self._cv:
+                full = len(self._conns) >= self.max_connections
+            if full:  # refuse at once: no thread, no buffer for it
+                self.refused += 1
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+                continue
+            try:
+                configure_socket(sock, self.window_clamp)
+            except OSError:  # the peer already left
+                sock.close()
+                continue
+            conn = _Conn(sock, f"{addr[0]}:{addr[1]}", self.budget)
+            with self._cv:
+                self._conns.add(conn)
+            self._spawn(self._reader, conn, name=f"mec-reader-{addr[1]}", keep=False)
 
     def _reader(self, conn: _Conn) -> None:
         if self.realtime:  # a reader delayed by other load would stamp t_recv late
             realtime_thread()
-        buf = PayloadBuffer()
         try:
             while not self._stop.is_set():
-                msg = recv_message(conn.sock, self.max_payload, into=buf)
+                msg = recv_message(conn.sock, self.max_payload, into=conn.buf,
+                                   discard_payload=not self.keep_payload, clock=conn.rx,
+                                   admit=conn.admit)
                 if msg is None or msg.type == MsgType.BYE:
                     return
                 self._handle(conn, msg, time.monotonic())
         except ProtocolError as e:
-            if not self._stop.is_set():
-                print(f"mec: device {conn.device} ({conn.peer}): {e}", file=sys.stderr)
-                with contextlib.suppress(OSError, ProtocolError):
-                    conn.send(Message(MsgType.ERROR, meta={"message": str(e)}))
+            if not self._stop.is_set() and not conn.closing:
+                self._log(conn, str(e))
+                conn.abort(str(e))
         except OSError as e:
-            if not self._stop.is_set():
-                print(f"mec: device {conn.device} ({conn.peer}): {e}", file=sys.stderr)
+            if not self._stop.is_set() and not conn.closing:
+                self._log(conn, str(e))
         finally:
             for sess in list(conn.sessions.values()):
                 self._end_session(sess, "the device disconnected")
             conn.sessions.clear()
             conn.sender.close(1.0)
+            conn.buf.free()
             with contextlib.suppress(OSError):
                 conn.sock.close()
-            with contextlib.suppress(ValueError):
-                self._conns.remove(conn)
+            with self._cv:
+                self._conns.discard(conn)
+
+    def _log(self, conn: _Conn, text: str) -> None:
+        """One log line per event of a device; for connections that never said a valid HELLO
+        at most one line a second (a flood of strangers must not fill the log's disk)."""
+        if not conn.authed:
+            now = time.monotonic()
+            with self._cv:
+                if now < self._quiet_until:
+                    self._suppressed += 1
+                    return
+                self._quiet_until = now + 1.0
+                n, self._suppressed = self._suppressed, 0
+            if n:
+                text += f" ({n} more such lines in the last second not shown)"
+        print(f"mec: device {conn.device} ({conn.peer}): {text}", file=sys.stderr)
+
+    def _watchdog(self) -> None:
+        """Close connections that never said HELLO; end sessions that hold a slot too long
+        (a session waiting for the device's data ends by itself after ``idle_timeout_s``)."""
+        while not self._stop.wait(0.2):
+            now = time.monotonic()
+            expire: list[tuple[_Conn, str]] = []
+            over: list[_Session] = []
+            with self._cv:
+                for conn in self._conns:
+                    if not conn.closing and not conn.authed and \
+                            now - conn.t_accept > self.hello_timeout_s:
+                        expire.append((conn, f"no valid HELLO within "
+                                             f"{self.hello_timeout_s:g} s"))
+                    over += [x for x in conn.sessions.values() if x.slot is not None
+                             and now - x.t_granted > x.limit_s]
+            for conn, why in expire:
+                self.expired += 1
+                self._log(conn, why)
+                conn.abort(why)
+            for sess in over:
+                self.expired += 1
+                why = (f"request {sess.rid} held its slot for more than {sess.limit_s:g} s; "
+                       "it is freed")
+                self._log(sess.conn, why)
+                self._end_session(sess, why)
+
+    def _hello(self, conn: _Conn, msg: Message) -> None:
+        if conn.authed:
+            raise ProtocolError("a second HELLO on one connection")
+        if not token_matches(self.token, msg.meta.get("token")):
+            raise ProtocolError("HELLO without this run's token: the MEC serves only the "
+                                "devices of its own run")
+        device = int_field(msg.meta, "device", "HELLO", 0, 1_000_000)
+        model = msg.meta.get("model")
+        if model != self.profile.model.name:
+            raise ProtocolError(f"device speaks model {model!r:.60}, this MEC serves "
+                                f"{self.profile.model.name!r}")
+        conn.device = device
+        conn.authed = True
 
     def _handle(self, conn: _Conn, msg: Message, t_recv: float) -> None:
+        if not conn.authed and msg.type != MsgType.HELLO:
+            raise ProtocolError(f"{msg.type.name} before HELLO: say HELLO with the run's token "
+                                "first")
         if msg.type == MsgType.HELLO:
-            conn.device = int(msg.meta.get("device", -1))
-            model = msg.meta.get("model")
-            if model != self.profile.model.name:
-                raise ProtocolError(f"device speaks model {model!r}, this MEC serves "
-                                    f"{self.profile.model.name!r}")
+            self._hello(conn, msg)
             conn.send(Message(MsgType.WELCOME, meta={
                 "model": self.profile.model.name, "slots": self.slots,
                 "backend": self.steps.mode, "queue": self.queue_state(t_recv).to_json()}))
         elif msg.type == MsgType.ECHO:
             conn.send(Message(MsgType.ECHO_REPLY, request_id=msg.request_id, meta={
-                "t_recv": t_recv, "bytes": len(msg.payload),
+                "t_recv": t_recv, "bytes": msg.payload_size,
                 "queue": self.queue_state(t_recv).to_json()}))
         elif msg.type == MsgType.QUEUE:
             conn.send(Message(MsgType.QUEUE_REPLY, request_id=msg.request_id,
@@ -284,27 +426,38 @@ class MecServer:
         if rid in conn.sessions:
             raise ProtocolError(f"a second PLAN for request {rid}")
         meta = msg.meta
+        seed = int_field(meta, "seed", "PLAN", 0, 2**64 - 1) if "seed" in meta else 0
+        action = int_field(meta, "action", "PLAN", -1, 1_000_000) if "action" in meta else -1
         try:
-            decision = decision_from_json(meta.get("splits") or {}, int(meta.get("action", -1)))
+            splits = meta.get("splits")
+            if not isinstance(splits, dict):
+                raise AgentError(f"PLAN splits must map pass names to splits, got {splits!r:.60}")
+            decision = decision_from_json(splits, action)
             reps = meta.get("repeats") or {}
             if not isinstance(reps, dict) or not all(isinstance(v, int) for v in reps.values()):
                 raise AgentError(f"PLAN repeats must map pass names to integers, got {reps!r}")
             plan = self.model.plan(decision, Workload(self.model.model, dict(reps)))
-            seed = int(meta.get("seed", 0))
         except (AgentError, ProfileError, TypeError, ValueError) as e:
             raise ProtocolError(f"request {rid}: not a plan of {self.model.model!r}: {e}") from e
+        if any(st.kind == SEND and st.side == DEVICE and st.nbytes > self.max_payload
+               for st in plan.steps):
+            raise ProtocolError(f"request {rid}: its plan sends more than this MEC accepts in "
+                                f"one message ({self.max_payload} bytes, --max-payload)")
         span = run_plan(plan, self._ideal, 0.0, None, detail=False)
-        sess = _Session(rid, conn, plan, seed, max(span[6] - span[5], 0.0), t_recv)
+        compute = sum(st.seconds for st in plan.steps if st.kind == COMPUTE)
+        limit = (self.max_session_s if self.max_session_s is not None
+                 else max(600.0, 10.0 * compute))
+        sess = _Session(rid, conn, plan, seed, max(span[6] - span[5], 0.0), t_recv,
+                        limit_s=limit)
         conn.sessions[rid] = sess
-        sess.thread = self._spawn(self._run_session, sess, name=f"mec-session-{conn.device}-{rid}")
+        sess.thread = self._spawn(self._run_session, sess,
+                                  name=f"mec-session-{conn.device}-{rid}", keep=False)
 
     @staticmethod
     def _check_data(sess: _Session, msg: Message) -> tuple[int, ...]:
         """The items a DATA message carries, checked against the plan's send step."""
-        step = msg.meta.get("step")
         steps = sess.plan.steps
-        if not isinstance(step, int) or not 0 <= step < len(steps):
-            raise ProtocolError(f"DATA step {step!r} is not a step of request {sess.rid}'s plan")
+        step = int_field(msg.meta, "step", f"DATA of request {sess.rid}", 0, len(steps) - 1)
         st = steps[step]
         if st.kind != SEND or st.side != DEVICE:
             raise ProtocolError(f"step {step} of request {sess.rid} is not a device send")
@@ -322,7 +475,8 @@ class MecServer:
                 if st.side != MEC or sess.done:
                     continue
                 if st.kind == COMPUTE:
-                    t_ready = sess.inbox.wait(st.needs, self.data_timeout_s, sess.t_plan)
+                    t_ready = sess.inbox.wait(st.needs, self.idle_timeout_s, sess.t_plan,
+                                              conn.rx.get)
                     if sess.slot is None:
                         self._acquire(sess)
                     received = self._tensors(sess, st.needs)
@@ -336,8 +490,8 @@ class MecServer:
                     if idx == last:
                         self._release(sess)
                 else:
-                    t_ready = max(sess.inbox.wait(st.items, self.data_timeout_s, sess.t_plan),
-                                  sess.t_plan)
+                    t_ready = max(sess.inbox.wait(st.items, self.idle_timeout_s, sess.t_plan,
+                                                  conn.rx.get), sess.t_plan)
                     meta, payload = self.steps.payload(st, sess.inbox.data(st.items[0]))
                     meta.update(step=idx, items=list(st.items))
                     row: dict[str, Any] = {"step": idx, "t_ready": t_ready}
@@ -357,7 +511,7 @@ class MecServer:
             conn.sender.send(rep, on_start=_fill)
         except ProtocolError as e:
             if not sess.done and not self._stop.is_set():
-                print(f"mec: device {conn.device} request {sess.rid}: {e}", file=sys.stderr)
+                self._log(conn, f"request {sess.rid}: {e}")
                 with contextlib.suppress(ProtocolError):
                     conn.send(Message(MsgType.ERROR, sess.rid, meta={"message": str(e)}))
         except EmulatorError as e:
@@ -381,13 +535,15 @@ class MecServer:
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m emulator.mec",
                                  description="The MEC server process of the emulator (started "
-                                             "by emulator.run inside the MEC host).")
+                                             "by emulator.run inside the MEC host).",
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--profile", required=True, help="MEC profile JSON (block times)")
     ap.add_argument("--device-profile", required=True,
                     help="device profile JSON of the same model (to build the plans)")
-    ap.add_argument("--slots", type=int, default=1, help="concurrent compute slots C (default 1)")
-    ap.add_argument("--host", default="0.0.0.0", help="address to listen on (default all)")
-    ap.add_argument("--port", type=int, default=0, help="TCP port (default: any free one)")
+    ap.add_argument("--slots", type=int, default=1, help="concurrent compute slots C")
+    ap.add_argument("--host", default="127.0.0.1",
+                    help="address to listen on: the MEC's own address")
+    ap.add_argument("--port", type=int, default=0, help="TCP port (0: any free one)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the block-time generator")
     ap.add_argument("--jitter", choices=JITTERS, default="lognormal",
                     help="block-time distribution (see emulator.compute)")
@@ -395,11 +551,26 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                     help="wait out profiled times, or run the ONNX pieces")
     ap.add_argument("--pieces", default=None, help="directory of ONNX pieces (execute mode)")
     ap.add_argument("--threads", type=int, default=1,
-                    help="ONNX Runtime intra-op threads per slot (execute mode)")
-    ap.add_argument("--max-payload", type=int, default=DEFAULT_MAX_PAYLOAD,
-                    help="largest payload accepted, bytes")
+                    help="ONNX Runtime intra-op threads (execute mode)")
+    ap.add_argument("--max-payload", type=int, default=None,
+                    help="largest payload accepted, bytes (default: the largest send a plan of "
+                         "the run's workload makes, +25%% and 1 MiB)")
+    ap.add_argument("--repeat", action="append", default=[], metavar="PASS=N",
+                    help="repetitions of a pass per request in this run (as the devices')")
+    ap.add_argument("--memory-budget-mb", type=float, default=None,
+                    help="receive buffers of all connections together, MiB (default "
+                         "max(64, 8 x max payload))")
+    ap.add_argument("--max-connections", type=int, default=1024,
+                    help="connections held at once; more are closed at once")
+    ap.add_argument("--hello-timeout", type=float, default=5.0,
+                    help="seconds a new connection has to send a valid HELLO")
+    ap.add_argument("--session-idle", type=float, default=120.0,
+                    help="seconds a session may wait for the device's data")
+    ap.add_argument("--session-max", type=float, default=None,
+                    help="seconds a session may hold a slot (default max(600, 10 x its "
+                         "computation))")
     ap.add_argument("--no-realtime", action="store_true",
-                    help="do not run compute slots with SCHED_FIFO (see emulator.compute)")
+                    help="do not run compute with SCHED_FIFO (see emulator.compute)")
     ap.add_argument("--window-clamp", type=int, default=0,
                     help="TCP_WINDOW_CLAMP bytes on device connections (0: none)")
     ap.add_argument("--speedup", type=float, default=1.0,
@@ -407,11 +578,24 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+def max_upload(model: LatencyModel, repeats: dict[str, int]) -> int:
+    """An upper bound on one message a device sends for a plan of ``model`` with ``repeats``:
+    the largest pass input, cut or output, plus every block's state at the longest length."""
+    tokens = sum(p.tokens_appended * repeats.get(p.name, p.repeat) for p in model.passes)
+    biggest = max(max(p.input_bytes, p.output_bytes, *p.cut_bytes) for p in model.passes)
+    state = sum((fixed or 0) + (per or 0) * tokens for p in model.passes[:1]
+                for per, fixed in p.state)
+    return biggest + state
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the MEC process."""
     args = _parse_args(argv)
+    tolerate_log_errors()  # a log on a full disk must not end this process
     sys.setswitchinterval(0.0005)  # let readers in quickly while a worker spins
     try:
+        from emulator.device import parse_repeats
+
         profile = load_profile(args.profile)
         device_profile = load_profile(args.device_profile)
         check_compatible(device_profile, profile)
@@ -423,9 +607,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             from emulator.execute import PieceRunner, find_pieces_dir
 
             runner = PieceRunner(profile, find_pieces_dir(profile, args.pieces), args.threads)
+        reps = parse_repeats(args.repeat, profile)
+        bound = args.max_payload
+        if bound is None:
+            bound = max(plan_max_payload(device_profile),
+                        int(1.25 * max_upload(model, reps)) + (1 << 20))
+        budget = (None if args.memory_budget_mb is None
+                  else int(args.memory_budget_mb * (1 << 20)))
+        token = token_from_env()
+        if token is None:
+            print("mec: warning: no per-run token in the environment: any HELLO is accepted",
+                  file=sys.stderr)
         server = MecServer(model, StepRunner(compute, runner), args.slots, args.host, args.port,
-                           args.max_payload, realtime=not args.no_realtime,
-                           window_clamp=args.window_clamp)
+                           bound, realtime=not args.no_realtime, window_clamp=args.window_clamp,
+                           token=token, memory_budget=budget,
+                           max_connections=args.max_connections,
+                           hello_timeout_s=args.hello_timeout, idle_timeout_s=args.session_idle,
+                           max_session_s=args.session_max)
     except (EmulatorError, ProfileError, AgentError, ValueError) as e:
         print(f"mec: {e}", file=sys.stderr)
         return 1

@@ -41,8 +41,10 @@ import enum
 import json
 import socket
 import struct
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from emulator.errors import ProtocolError
 
@@ -53,10 +55,12 @@ __all__ = [
     "MAGIC",
     "MAX_META",
     "PROTOCOL_VERSION",
+    "Budget",
     "Message",
     "MsgType",
     "PayloadBuffer",
     "QueueState",
+    "RxClock",
     "configure_socket",
     "connect",
     "decode_header",
@@ -74,6 +78,9 @@ MAX_META = 64 * 1024
 DEFAULT_MAX_PAYLOAD = 1 << 30
 """Largest payload accepted unless the receiver says otherwise (1 GiB: SD VAE cuts reach 256 MB)."""
 _SOCK_BUF = 4 << 20
+_GROW_STEP = 1 << 20
+"""A receive buffer grows at most by this much beyond the bytes that have arrived."""
+_DISCARD_CHUNK = 1 << 16
 
 
 class MsgType(enum.IntEnum):
@@ -129,19 +136,64 @@ class Message:
     block_hi: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
     payload: bytes | bytearray | memoryview = b""
+    payload_size: int = 0
+    """Payload bytes received (set by :func:`recv_message`, also when the payload was dropped)."""
 
 
 class PayloadBuffer:
-    """A reusable receive buffer that grows to the largest payload seen (no per-message
-    allocation of multi-megabyte activations). A view it returned is valid until it grows."""
+    """A reusable receive buffer that grows as payload bytes *arrive* (never to a length a
+    header merely claims), to the largest payload seen, so multi-megabyte activations are not
+    re-allocated per message. With a :class:`Budget` every byte it holds is accounted for.
+    A view it returned is valid until the next message is received into it."""
 
-    def __init__(self, size: int = 0) -> None:
+    def __init__(self, size: int = 0, budget: Budget | None = None) -> None:
+        self._budget = budget
+        if budget is not None and size:
+            budget.acquire(size)
         self._buf = bytearray(size)
 
-    def view(self, n: int) -> memoryview:
+    @property
+    def capacity(self) -> int:
+        return len(self._buf)
+
+    def reserve(self, n: int, keep: int) -> memoryview:
+        """A view of at least ``n`` bytes whose first ``keep`` bytes are kept."""
         if n > len(self._buf):
-            self._buf = bytearray(max(n, 2 * len(self._buf)))
-        return memoryview(self._buf)[:n]
+            new = max(n, min(2 * len(self._buf), n + _GROW_STEP))
+            if self._budget is not None:
+                self._budget.acquire(new - len(self._buf))
+            grown = bytearray(new)
+            grown[:keep] = self._buf[:keep]
+            self._buf = grown
+        return memoryview(self._buf)
+
+    def view(self, n: int) -> memoryview:
+        """A view of ``n`` bytes (the buffer grows to ``n`` at once: for senders)."""
+        return self.reserve(n, 0)[:n]
+
+    def free(self) -> None:
+        """Drop the buffer (and its share of the budget)."""
+        if self._budget is not None:
+            self._budget.release(len(self._buf))
+        self._buf = bytearray()
+
+
+class Budget(Protocol):
+    """Accounts receive-buffer bytes across connections (see :class:`emulator.guard.MemoryBudget`)."""
+
+    def acquire(self, n: int) -> None: ...
+
+    def release(self, n: int) -> None: ...
+
+
+class RxClock:
+    """When a connection last received a byte (``time.monotonic()``); updated per ``recv``."""
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+
+    def get(self) -> float:
+        return self.last
 
 
 def encode_header(msg: Message, meta_len: int, payload_len: int) -> bytes:
@@ -220,7 +272,8 @@ def send_message(sock: socket.socket, msg: Message) -> None:
         sock.sendall(payload)
 
 
-def _recv_exact(sock: socket.socket, n: int, into: memoryview | None = None) -> memoryview:
+def _recv_exact(sock: socket.socket, n: int, into: memoryview | None = None,
+                clock: RxClock | None = None) -> memoryview:
     buf = into if into is not None else memoryview(bytearray(n))
     got = 0
     while got < n:
@@ -228,33 +281,67 @@ def _recv_exact(sock: socket.socket, n: int, into: memoryview | None = None) -> 
         if r == 0:
             raise ProtocolError(f"connection closed by the peer after {got} of {n} bytes")
         got += r
+        if clock is not None:
+            clock.last = time.monotonic()
     return buf[:n]
 
 
+def _recv_payload(sock: socket.socket, n: int, into: PayloadBuffer | None, discard: bool,
+                  clock: RxClock | None) -> memoryview:
+    """Receive ``n`` payload bytes; memory grows with the bytes that arrived, never ahead of
+    them by more than one step. ``discard``: count them through a small scratch buffer."""
+    if discard:
+        scratch = memoryview(bytearray(min(n, _DISCARD_CHUNK)))
+        got = 0
+        while got < n:
+            _recv_exact(sock, min(len(scratch), n - got), scratch, clock)
+            got += min(len(scratch), n - got)
+        return memoryview(b"")
+    buf = into if into is not None else PayloadBuffer()
+    got = 0
+    while got < n:
+        want = min(n, max(2 * got, got + _GROW_STEP))
+        view = buf.reserve(want, got)
+        _recv_exact(sock, want - got, view[got:want], clock)
+        got = want
+    return buf.reserve(n, n)[:n]
+
+
 def recv_message(sock: socket.socket, max_payload: int = DEFAULT_MAX_PAYLOAD,
-                 into: PayloadBuffer | None = None) -> Message | None:
+                 into: PayloadBuffer | None = None, discard_payload: bool = False,
+                 clock: RxClock | None = None,
+                 admit: Callable[[Message, int], None] | None = None) -> Message | None:
     """Receive one message; ``None`` when the peer closed cleanly between messages.
 
     With ``into`` the payload lands in that reusable buffer (the returned payload is then a view
-    of it, valid until the next call with the same buffer); otherwise in a new bytearray.
+    of it, valid until the next call with the same buffer); otherwise in a new bytearray. The
+    buffer grows as bytes arrive, so a header that claims a large payload costs nothing until the
+    bytes are there. ``discard_payload``: the payload is read and dropped (``payload`` is empty,
+    ``payload_size`` says how much came). ``clock`` is updated whenever bytes arrive.
+    ``admit(message, payload_len)`` sees the decoded header before any metadata or payload is
+    read and may refuse the message by raising :class:`ProtocolError`.
     """
     head = bytearray(HEADER_SIZE)
     first = sock.recv_into(head, HEADER_SIZE)
     if first == 0:
         return None
+    if clock is not None:
+        clock.last = time.monotonic()
     if first < HEADER_SIZE:
-        _recv_exact(sock, HEADER_SIZE - first, memoryview(head)[first:])
+        _recv_exact(sock, HEADER_SIZE - first, memoryview(head)[first:], clock)
     msg, meta_len, payload_len = decode_header(bytes(head), max_payload)
+    if admit is not None:
+        admit(msg, payload_len)
     if meta_len:
-        raw = bytes(_recv_exact(sock, meta_len))
+        raw = bytes(_recv_exact(sock, meta_len, clock=clock))
         try:
             meta = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        except (ValueError, RecursionError) as e:  # bad UTF-8, bad JSON, huge ints, deep nesting
             raise ProtocolError(f"metadata of a {msg.type.name} message is not valid JSON") from e
         if not isinstance(meta, dict):
             raise ProtocolError(f"metadata of a {msg.type.name} message must be a JSON object")
         msg.meta = meta
     if payload_len:
-        target = into.view(payload_len) if into is not None else None
-        msg.payload = _recv_exact(sock, payload_len, target)
+        msg.payload = _recv_payload(sock, payload_len, into, discard_payload, clock)
+    msg.payload_size = payload_len
     return msg

@@ -31,30 +31,53 @@ A record (times in seconds of the trace, i.e. since the run's ``t0``; sizes in b
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
+import os
+import shutil
+import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any, TextIO
 
 import numpy as np
 
-__all__ = ["RecordSink", "latency_stats", "read_records", "summarize", "write_link_csv"]
+__all__ = [
+    "MIN_FREE_BYTES",
+    "RecordSink",
+    "check_out_dir",
+    "latency_stats",
+    "read_records",
+    "summarize",
+    "tolerate_log_errors",
+    "write_atomic",
+    "write_link_csv",
+]
 
 Predictor = Callable[[dict[str, Any]], dict[str, Any] | None]
 
 
 class RecordSink:
-    """Thread-safe writer of ``requests.jsonl`` with live counters for the progress line."""
+    """Thread-safe writer of ``requests.jsonl`` with live counters for the progress line.
+
+    Each record is one ``write`` of its whole line; if the file system refuses part of it (full,
+    read-only, gone), the file is cut back to the last whole line, :attr:`error` says what
+    happened (naming the file) and later records are dropped (counted in :attr:`dropped`): a
+    torn last line is never left behind."""
 
     def __init__(self, path: Path, predictor: Predictor | None = None) -> None:
         self.path = path
         self.predictor = predictor
-        self._f: IO[str] = path.open("w", encoding="utf-8")
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        self._size = 0
         self._lock = threading.Lock()
         self.records: list[dict[str, Any]] = []
         self.prediction_errors = 0
+        self.error: str | None = None
+        self.dropped = 0
 
     def add(self, rec: dict[str, Any]) -> None:
         if self.predictor is not None:
@@ -67,10 +90,22 @@ class RecordSink:
             if pred is not None:
                 rec["predicted"] = pred
                 rec["predicted_latency_s"] = pred.get("latency_s")
-        line = json.dumps(rec, separators=(",", ":"))
+        data = (json.dumps(rec, separators=(",", ":")) + "\n").encode()
         with self._lock:
-            self._f.write(line + "\n")
-            self._f.flush()
+            if self.error is not None or self._fd < 0:
+                self.dropped += 1
+                return
+            try:
+                done = 0
+                while done < len(data):
+                    done += os.write(self._fd, data[done:])
+            except OSError as e:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, self._size)
+                self.error = f"cannot write {self.path}: {e.strerror or e}"
+                self.dropped += 1
+                return
+            self._size += len(data)
             self.records.append(rec)
 
     def snapshot(self) -> list[dict[str, Any]]:
@@ -79,9 +114,89 @@ class RecordSink:
 
     def close(self) -> None:
         with self._lock:
-            if not self._f.closed:
-                self._f.flush()
-                self._f.close()
+            if self._fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(self._fd)
+                self._fd = -1
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``path`` whole or not at all (a temporary file renamed over it); on failure the
+    temporary file is removed and the ``OSError`` raised."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            f.write(text)
+        tmp.replace(path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+MIN_FREE_BYTES = 1 << 20
+"""Free space ``--out`` must have before a run starts (results of a short run: ~0.1-1 MB)."""
+
+
+def check_out_dir(out: Path, min_free: int = MIN_FREE_BYTES) -> None:
+    """Create ``out`` (and missing parents) and check that a file can be written in it and that
+    its file system has ``min_free`` bytes free; on failure remove every directory this call
+    created and raise :class:`~emulator.errors.OutputError` naming the path."""
+    from emulator.errors import OutputError
+
+    created: list[Path] = []
+    p = out
+    while not p.exists() and p != p.parent:
+        created.append(p)
+        p = p.parent
+    try:
+        for d in reversed(created):
+            d.mkdir()
+        probe = out / f".write-test-{os.getpid()}"
+        with probe.open("wb") as f:
+            f.write(b"\0" * 4096)
+            f.flush()
+            os.fsync(f.fileno())
+        probe.unlink()
+        free = shutil.disk_usage(out).free
+        if free < min_free:
+            raise OutputError(f"--out {out}: only {free // 1024} KiB free on its file system, "
+                              f"need at least {min_free // 1024} KiB; free some space or "
+                              "choose another directory")
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            (out / f".write-test-{os.getpid()}").unlink()
+        for d in created:
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise OutputError(f"--out {out}: cannot write there: {e.strerror or e}") from None
+    except OutputError:
+        for d in created:
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise
+
+
+class _TolerantStream(io.TextIOBase):
+    """A log stream whose write errors (a full disk) are dropped instead of raised."""
+
+    def __init__(self, inner: TextIO) -> None:
+        self._inner = inner
+
+    def write(self, s: str) -> int:
+        with contextlib.suppress(OSError, ValueError):
+            self._inner.write(s)
+        return len(s)
+
+    def flush(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self._inner.flush()
+
+
+def tolerate_log_errors() -> None:
+    """Make this process's stderr drop write errors: a log file on a full disk must not kill a
+    device or the MEC (the run reports the full disk once, from ``requests.jsonl``)."""
+    sys.stderr = _TolerantStream(sys.stderr)
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
@@ -180,8 +295,9 @@ def write_link_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
     cols: list[str] = ["t_s", "device", "capacity_mbps", "goodput_mbps"]
     for r in rows:
         cols.extend(k for k in r if k not in cols)
-    with path.open("w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow(dict(r))
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow(dict(r))
+    write_atomic(path, buf.getvalue())

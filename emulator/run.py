@@ -31,7 +31,7 @@ from typing import Any
 from agent.defaults import HelpFormatter, resolve_scenario, scenario_help
 from emulator.errors import EmulatorError
 from emulator.provenance import file_sha256, provenance
-from emulator.records import Predictor
+from emulator.records import Predictor, check_out_dir
 from emulator.session import RunPlan, run_session
 
 __all__ = ["DEFAULT_TRACE", "PROFILES_DIR", "build_parser", "main", "resolve_profiles"]
@@ -333,6 +333,7 @@ def _plan(args: argparse.Namespace) -> tuple[RunPlan, Any, Any]:
     else:
         stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%d-%H%M%S")
         out = _ROOT / "runs" / stamp
+    check_out_dir(out)  # writable, some space: before the network is built
     plan = RunPlan(out_dir=out.resolve(), device_profile=dev_path.resolve(),
                    mec_profile=mec_path.resolve(), model=dev.model.name, trace=trace,
                    n_devices=args.devices, policy=spec, seed=args.seed,

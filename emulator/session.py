@@ -34,10 +34,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from emulator.errors import EmulatorError
+from emulator.errors import EmulatorError, OutputError
 from emulator.figures import figures, progress_text
+from emulator.guard import TOKEN_ENV, new_token
 from emulator.plots import plot_run
-from emulator.records import RecordSink, summarize, write_link_csv
+from emulator.records import RecordSink, summarize, write_atomic, write_link_csv
 from traces import Trace
 
 __all__ = ["RunPlan", "run_session"]
@@ -75,8 +76,9 @@ class RunPlan:
     """TCP_WINDOW_CLAMP of both ends; None: the network's shaped queue size; 0: off."""
 
 
-def _env() -> dict[str, str]:
+def _env(token: str) -> dict[str, str]:
     env = dict(os.environ)
+    env[TOKEN_ENV] = token  # the MEC accepts only devices that present it (emulator.guard)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_ROOT), env.get("PYTHONPATH")]))
     env["PYTHONUNBUFFERED"] = "1"
     env.setdefault("OMP_NUM_THREADS", "1")
@@ -154,6 +156,7 @@ def run_session(plan: RunPlan, net: Any, predictor: Any, provenance: dict[str, A
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     sink = RecordSink(out / "requests.jsonl", predictor)
+    reserve = _reserve_space(out / ".reserved-for-summary", _SUMMARY_RESERVE)
     procs: list[_Proc] = []
     devices: list[_Proc] = []
     status = "failed"
@@ -161,6 +164,7 @@ def run_session(plan: RunPlan, net: Any, predictor: Any, provenance: dict[str, A
     t_stop = math.nan
     error = ""
     log_files: list[IO[str]] = []
+    token = new_token()
 
     def on_record(_pr: _Proc, rec: dict[str, Any]) -> None:
         sink.add(rec)
@@ -170,7 +174,7 @@ def run_session(plan: RunPlan, net: Any, predictor: Any, provenance: dict[str, A
         log_files.append(log)
         p = net.popen(host, [sys.executable, *argv], stdout=subprocess.PIPE,
                       stdin=subprocess.PIPE if stdin else subprocess.DEVNULL, stderr=log,
-                      text=True, bufsize=1, cwd=str(_ROOT), env=_env())
+                      text=True, bufsize=1, cwd=str(_ROOT), env=_env(token))
         pr = _Proc(name, p, log, on_record)
         procs.append(pr)
         return pr
@@ -181,7 +185,11 @@ def run_session(plan: RunPlan, net: Any, predictor: Any, provenance: dict[str, A
     try:
         mec = start("mec", net.mec, [
             "-m", "emulator.mec", "--profile", str(plan.mec_profile),
-            "--device-profile", str(plan.device_profile), "--window-clamp", str(clamp),
+            "--host", net.mec.IP(), "--device-profile", str(plan.device_profile),
+            # a session silent through the trace's longest outage is not idle
+            "--session-idle", f"{120.0 + max((e - s for s, e in plan.trace.zero_gaps()), default=0.0):g}",
+            *[a for r in plan.repeats for a in ("--repeat", r)],
+            "--window-clamp", str(clamp),
             "--slots", str(plan.mec_slots), "--seed", str(plan.seed), "--jitter", plan.jitter,
             "--compute", plan.compute, "--speedup", str(plan.mec_speedup),
             *(["--pieces", str(plan.pieces)] if plan.pieces else []),
@@ -217,6 +225,8 @@ def run_session(plan: RunPlan, net: Any, predictor: Any, provenance: dict[str, A
         status = "interrupted"
         print("\nemulator: interrupted; stopping processes and writing what finished",
               file=sys.stderr)
+    except OutputError as e:  # reported below, once the outputs that fit are written
+        status, error = "failed", str(e)
     except EmulatorError as e:
         status, error = "failed", str(e)
         raise
@@ -232,8 +242,32 @@ def run_session(plan: RunPlan, net: Any, predictor: Any, provenance: dict[str, A
         sink.close()
         with contextlib.suppress(Exception):
             net.stop_shaping()
-        _write_outputs(plan, net, sink, provenance, status, error, t0, t_stop, procs)
+        with contextlib.suppress(OSError):
+            reserve.unlink()  # its space is now summary.json's and link.csv's
+        out_error = _write_outputs(plan, net, sink, provenance, status, error, t0, t_stop, procs)
+    if sink.error or out_error:
+        raise OutputError(_output_failure(plan, sink, out_error))
     return len(sink.records)
+
+
+_SUMMARY_RESERVE = 512 * 1024
+"""Bytes set aside at the start so summary.json and link.csv fit even if the disk fills."""
+
+
+def _reserve_space(path: Path, n: int) -> Path:
+    """Allocate ``n`` bytes in ``path`` (freed before the outputs are written)."""
+    with contextlib.suppress(OSError), path.open("wb") as f:
+        os.posix_fallocate(f.fileno(), 0, n)
+    return path
+
+
+def _output_failure(plan: RunPlan, sink: RecordSink, out_error: str | None) -> str:
+    """The one line that ends a run whose outputs could not be written."""
+    kept = (f"{len(sink.records)} request record(s) kept in {plan.out_dir / 'requests.jsonl'}"
+            if sink.records else "no request record was written")
+    summary = ("summary.json not written" if out_error and "summary.json" in out_error
+               else "summary.json written")
+    return f"{sink.error or out_error}; the run stopped ({kept}, {summary})"
 
 
 def _follow(plan: RunPlan, net: Any, devices: list[_Proc], sink: RecordSink,
@@ -243,6 +277,8 @@ def _follow(plan: RunPlan, net: Any, devices: list[_Proc], sink: RecordSink,
     next_print = t0 + 1.0
     while True:
         now = time.monotonic()
+        if sink.error:  # a full or failing disk ends the run (the caller says so in one line)
+            raise OutputError(sink.error)
         alive = [d for d in devices if d.p.poll() is None]
         if not alive:
             break
@@ -256,6 +292,8 @@ def _follow(plan: RunPlan, net: Any, devices: list[_Proc], sink: RecordSink,
             _progress(net, sink, now - t0, len(alive))
         time.sleep(0.1)
     failed = [d for d in devices if d.p.poll() not in (None, 0)]
+    if sink.error:
+        raise OutputError(sink.error)
     if failed:
         d = failed[0]
         raise EmulatorError(f"{d.name} failed: {d.log_tail() or 'no message'} "
@@ -273,7 +311,9 @@ def _progress(net: Any, sink: RecordSink, t: float, alive: int) -> None:
 
 def _write_outputs(plan: RunPlan, net: Any, sink: RecordSink, prov: dict[str, Any],
                    status: str, error: str, t0: float, t_stop: float,
-                   procs: list[_Proc]) -> None:
+                   procs: list[_Proc]) -> str | None:
+    """Write link.csv, summary.json and the plots, each whole or not at all; returns what
+    could not be written (None: all of it)."""
     out = plan.out_dir
     records = sink.snapshot()
     try:
@@ -281,7 +321,11 @@ def _write_outputs(plan: RunPlan, net: Any, sink: RecordSink, prov: dict[str, An
         stats = net.shaper_stats()
     except Exception as e:
         rows, stats = [], {"error": f"{type(e).__name__}: {e}"}
-    write_link_csv(out / "link.csv", rows)
+    failure: str | None = None
+    try:
+        write_link_csv(out / "link.csv", rows)
+    except OSError as e:
+        failure = f"cannot write {out / 'link.csv'}: {e.strerror or e}"
     summary: dict[str, Any] = {
         "status": status,
         **({"error": error} if error else {}),
@@ -299,6 +343,7 @@ def _write_outputs(plan: RunPlan, net: Any, sink: RecordSink, prov: dict[str, An
         "arrivals": "closed-loop" if plan.rate is None else f"poisson {plan.rate}/s per device",
         "duration_s": plan.duration_s,
         "elapsed_s": (t_stop - t0) if math.isfinite(t0) else 0.0,
+        "t0_monotonic": t0 if math.isfinite(t0) else None,
         "run_id": getattr(net, "run_id", None),
         "delay_method": getattr(net, "delay_method", None),
         "shaper": stats,
@@ -306,15 +351,25 @@ def _write_outputs(plan: RunPlan, net: Any, sink: RecordSink, prov: dict[str, An
         "device_counts": {pr.name: pr.exit_info for pr in procs if pr.name != "mec"},
         "unrecorded": sum(int(pr.exit_info.get("done", 0)) for pr in procs) - len(records),
         "unparsable_lines": sum(pr.bad_lines for pr in procs),
+        **({"records_dropped": sink.dropped, "output_error": sink.error} if sink.error else {}),
         "prediction_errors": sink.prediction_errors,
         **summarize(records, getattr(sink.predictor, "parity", None)),
         **figures(records),
         "provenance": prov,
     }
 
-    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
-    if records:
+    try:
+        write_atomic(out / "summary.json", json.dumps(summary, indent=1, default=str) + "\n")
+    except OSError as e:
+        failure = f"cannot write {out / 'summary.json'}: {e.strerror or e}"
+    if records and not (failure or sink.error):
         try:
             plot_run(out, records, lambda t: net.capacity_at(0, t), plan.duration_s, rows)
+        except OSError as e:  # a half-written image is worse than none
+            for png in ("latency_timeline.png", "latency_cdf.png"):
+                with contextlib.suppress(OSError):
+                    (out / png).unlink()
+            failure = f"cannot write the plots in {out}: {e.strerror or e}"
         except Exception as e:  # plots are a convenience; never lose the run for them
             print(f"emulator: plots not written: {type(e).__name__}: {e}", file=sys.stderr)
+    return failure

@@ -70,12 +70,14 @@ class Inbox:
         with self._cv:
             return self._data.get(item)
 
-    def wait(self, items: Iterable[int], timeout_s: float, default: float) -> float:
+    def wait(self, items: Iterable[int], timeout_s: float, default: float,
+             last_heard: Callable[[], float] | None = None) -> float:
         """Block until every item is here; returns the latest arrival time (``default`` when
-        ``items`` is empty). Raises :class:`ProtocolError` on :meth:`fail` or after
-        ``timeout_s`` seconds."""
+        ``items`` is empty). Raises :class:`ProtocolError` on :meth:`fail` or when nothing was
+        heard for ``timeout_s`` seconds (``last_heard()``: when the peer last sent a byte, so
+        a long transfer in progress keeps the wait alive)."""
         need = tuple(items)
-        deadline = time.monotonic() + timeout_s
+        start = time.monotonic()
         with self._cv:
             while True:
                 if self._error is not None:
@@ -83,9 +85,11 @@ class Inbox:
                 missing = [it for it in need if it not in self._t]
                 if not missing:
                     return max((self._t[it] for it in need), default=default)
-                left = deadline - time.monotonic()
+                heard = max(start, last_heard()) if last_heard is not None else start
+                left = heard + timeout_s - time.monotonic()
                 if left <= 0:
-                    raise ProtocolError(f"items {missing} did not arrive within {timeout_s:g} s")
+                    raise ProtocolError(f"items {missing} did not arrive within {timeout_s:g} s "
+                                        "of silence")
                 self._cv.wait(min(left, 1.0))
 
 

@@ -80,6 +80,32 @@ def _tc_message(msg_type: int, kind: str, opts: Any, ifindex: int, handle_: int,
     return bytes(msg.data)
 
 
+_TCA_OPTIONS = 2
+_TCA_TBF_BURST = 6
+
+
+def _append_nla(message: bytes, container: int, nla_type: int, payload: bytes) -> bytes:
+    """``message`` (one netlink message: header, tcmsg, attributes) with an attribute
+    ``nla_type`` appended to the top-level nested attribute ``container``, which must be the
+    last one (as :func:`_tc_message` writes ``TCA_OPTIONS``)."""
+    data = bytearray(message)
+    off = 16 + 20  # nlmsghdr + tcmsg
+    last = -1
+    while off < len(data):
+        n, t = struct.unpack_from("=HH", data, off)
+        last = off if t & 0x3FFF == container else -1
+        off += (n + 3) & ~3
+    assert last >= 0, "the container attribute must be the message's last one"
+    nla = struct.pack("=HH", 4 + len(payload), nla_type) + payload
+    nla += b"\0" * (-len(nla) % 4)
+    (clen,) = struct.unpack_from("=H", data, last)
+    pad = -clen % 4  # the container ended at its padded length
+    struct.pack_into("=H", data, last, clen + pad + len(nla))
+    data += nla
+    struct.pack_into("=I", data, 0, len(data))
+    return bytes(data)
+
+
 class HtbRateSetter:
     """Changes the rate/ceil/burst of existing HTB classes in place over one netlink socket."""
 
@@ -129,12 +155,19 @@ class HtbRateSetter:
         self, ifindex: int, qhandle: int, parent: int, rate_Bps: int, burst: int, limit: int
     ) -> bytes:
         """The netlink message of ``tc qdisc change dev IF parent P handle H tbf rate ..
-        burst .. limit ..`` (the TBF keeps its inner bfifo and its backlog; its bucket refills)."""
+        burst .. limit ..`` (the TBF keeps its inner bfifo and its backlog; its bucket refills).
+
+        The bucket is also sent as ``TCA_TBF_BURST`` (bytes), as ``tc`` does: the kernel then
+        derives the bucket's time from it in 64 bits. The legacy ``buffer`` field is 32-bit
+        ticks, too small for a one-frame bucket at a rate of a few bytes per second (a closed
+        gate); pyroute2 is given a bucket that fits and the kernel uses ``TCA_TBF_BURST``."""
+        fits = min(int(burst), max(1, int(rate_Bps)))  # <= 1 s of the rate: fits 32-bit ticks
         opts = self._tbf.get_parameters(
-            {"rate": int(rate_Bps), "burst": int(burst), "limit": int(limit)}
+            {"rate": int(rate_Bps), "burst": fits, "limit": int(limit)}
         )
         opts["attrs"] = [a for a in opts["attrs"] if a[0] != "TCA_TBF_RTAB"]
-        return _tc_message(RTM_NEWQDISC, "tbf", opts, ifindex, qhandle, parent)
+        msg = _tc_message(RTM_NEWQDISC, "tbf", opts, ifindex, qhandle, parent)
+        return _append_nla(msg, _TCA_OPTIONS, _TCA_TBF_BURST, struct.pack("=I", int(burst)))
 
     def send(self, message: bytes) -> None:
         """Send an encoded change and wait for the kernel's ack.

@@ -330,6 +330,7 @@ class EmulatedNetwork:
             floor = cfg.outage_below_bps
             leaf_tbf = f"tbf rate {LINE_RATE_BPS}bit burst {LINE_BURST} limit {self.queue_bytes}"
             cell_gates: list[tuple[int, int, int]] = []
+            cell_fill: list[tuple[str, str]] = []
             if cfg.shared_cell:
                 cell = traces[0]
                 r = wire_Bps(max(float(cell.capacity_at(0.0)), floor), cfg.compensate_overhead)
@@ -366,6 +367,9 @@ class EmulatedNetwork:
                 )
                 gate = (idx, handle(minor, 0), handle(1, minor))
                 cell_gates.append(gate)
+                # (source, destination) of a frame the filter puts in this device's class
+                fill = (device_ip(i), MEC_IP) if direction == "up" else (MEC_IP, device_ip(i))
+                cell_fill.append(fill)
                 self._classes.append(
                     ShapedClass(
                         ifb,
@@ -377,6 +381,7 @@ class EmulatedNetwork:
                         direction,
                         tr,
                         () if cfg.shared_cell else (gate,),
+                        () if cfg.shared_cell else (fill,),
                     )
                 )
             if cfg.shared_cell:
@@ -391,6 +396,7 @@ class EmulatedNetwork:
                         direction,
                         traces[0],
                         tuple(cell_gates),
+                        tuple(cell_fill),
                     )
                 )
             for port in ports:
