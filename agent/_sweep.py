@@ -181,8 +181,11 @@ def _plot(summary: Sequence[dict[str, Any]], metrics: Sequence[tuple[str, str]],
             ys = [by[(s, pol)][m] if (s, pol) in by else np.nan for s in scens]
             es = [by[(s, pol)][f"{m}_ci95"] if (s, pol) in by else np.nan for s in scens]
             es = [0.0 if not math.isfinite(e) else e for e in es]
-            ax.bar(x + j * width, ys, width, yerr=es, capsize=3, label=pol)
-        ax.set_xticks(x + 0.4 - width / 2, scens)
+            ax.errorbar(x + (j + 0.5) * width - 0.4, ys, yerr=es, fmt="o", capsize=4,
+                        label=pol)
+        ax.set_xticks(x, scens)
+        ax.set_xlim(-0.5, len(scens) - 0.5)
+        ax.grid(axis="y", which="both", alpha=0.3)
         ax.set_ylabel(label)
         ax.set_yscale("log")
         ax.legend(fontsize=7)
