@@ -32,7 +32,7 @@ from agent.errors import AgentError
 __all__ = ["KEY_COLUMNS", "Cell", "add_sweep_args", "make_cells", "run_sweep", "summarise_rows",
            "t_quantile_975"]
 
-KEY_COLUMNS = ("scenario", "policy", "seed", "scenario_sha256")
+KEY_COLUMNS = ("scenario", "policy", "seed", "scenario_sha256", "overrides")
 _ROOT = Path(__file__).resolve().parent.parent
 _SKIP = {".md", ".txt", ".json"}
 
@@ -46,14 +46,20 @@ class Cell:
     scenario_sha256: str
     policy: str
     seed: int
+    overrides: str = ""
+    """Options the sweep gives every run on top of the scenario (e.g. ``--horizon 60``)."""
 
-    def key(self) -> tuple[str, str, str, str]:
-        return (self.scenario, self.policy, str(self.seed), self.scenario_sha256)
+    def key(self) -> tuple[str, str, str, str, str]:
+        return (self.scenario, self.policy, str(self.seed), self.scenario_sha256,
+                self.overrides)
 
     @property
     def slug(self) -> str:
-        pol = re.sub(r"[^A-Za-z0-9_.-]+", "_", self.policy)
-        return f"{self.scenario}__{pol}__seed{self.seed}"
+        def clean(x: str) -> str:
+            return re.sub(r"[^A-Za-z0-9_.-]+", "_", x).strip("_")
+
+        over = f"__{clean(self.overrides)}" if self.overrides else ""
+        return f"{clean(self.scenario)}__{clean(self.policy)}__seed{self.seed}{over}"
 
 
 def add_sweep_args(p: argparse.ArgumentParser, policies: str) -> None:
@@ -75,8 +81,11 @@ def add_sweep_args(p: argparse.ArgumentParser, policies: str) -> None:
                         "--address)")
 
 
-def make_cells(scenarios: Sequence[str], policies: str, seeds: Sequence[int]) -> list[Cell]:
-    """The grid, in order scenario, policy, seed; scenario files checked here (one line each)."""
+def make_cells(scenarios: Sequence[str], policies: str, seeds: Sequence[int],
+               overrides: Sequence[str] = ()) -> list[Cell]:
+    """The grid, in order scenario, policy, seed; scenario files checked here (one line each).
+    ``overrides``: options given to every run (part of each run's key, so a sweep with other
+    overrides does not skip runs made without them)."""
     files: list[Path] = []
     for s in scenarios:
         p = Path(s)
@@ -100,7 +109,7 @@ def make_cells(scenarios: Sequence[str], policies: str, seeds: Sequence[int]) ->
             raise AgentError(f"{f}: scenario name {sf.name!r} is also the name of "
                              f"{names[sf.name]}; give each scenario its own name")
         names[sf.name] = f
-        cells += [Cell(sf.name, str(sf.path), sf.sha256, pol, int(seed))
+        cells += [Cell(sf.name, str(sf.path), sf.sha256, pol, int(seed), " ".join(overrides))
                   for pol in pols for seed in seeds]
     return cells
 

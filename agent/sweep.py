@@ -32,15 +32,14 @@ COLUMNS = ("status", "requests", "mean_s", "p50_s", "p95_s", "offload_fraction",
 _METRICS = (("mean_s", "mean latency (s)"), ("p95_s", "p95 latency (s)"))
 
 
-def run_cell(cell: Cell, out: str, horizon: float | None) -> dict[str, Any]:
+def run_cell(cell: Cell, out: str) -> dict[str, Any]:
     """One simulator run (a Ray task): ``agent.evaluate`` in this process."""
     from agent.evaluate import main as evaluate
 
     cell_dir = Path(out) / "cells" / cell.slug
     argv = ["--scenario", cell.scenario_file, "--policies", cell.policy, "--seed",
             str(cell.seed), "--out", str(cell_dir), "--no-plots"]
-    if horizon is not None:
-        argv += ["--horizon", str(horizon)]
+    argv += cell.overrides.split()
     err = io.StringIO()
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
@@ -67,10 +66,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="seconds simulated per trace, for every run (default: each "
                         "scenario's run.horizon_s, else agent.evaluate's)")
     a = p.parse_args(argv)
-    cells = make_cells(a.scenarios, a.policies, a.seeds)
+    over = ["--horizon", f"{a.horizon:g}"] if a.horizon is not None else []
+    cells = make_cells(a.scenarios, a.policies, a.seeds, over)
     from agent import sweep  # by its module name, not __main__: Ray workers import it
 
-    return run_sweep(cells, sweep.run_cell, [a.horizon], a.out, COLUMNS, _METRICS,
+    return run_sweep(cells, sweep.run_cell, [], a.out, COLUMNS, _METRICS,
                      prog="agent.sweep", address=a.address, num_cpus=a.num_cpus)
 
 

@@ -45,7 +45,7 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
 
 
-def run_cell(cell: Cell, out: str, extra: list[str]) -> dict[str, Any]:
+def run_cell(cell: Cell, out: str) -> dict[str, Any]:
     """One emulator run (a Ray task): ``emulator.run`` as a child process; a cancelled task
     stops it with SIGINT and waits for its cleanup."""
     cell_dir = Path(out) / "cells" / cell.slug
@@ -54,7 +54,7 @@ def run_cell(cell: Cell, out: str, extra: list[str]) -> dict[str, Any]:
         cell_dir.rename(cell_dir.with_name(f"{cell_dir.name}.aborted-{stamp}"))
     cmd = [sys.executable, "-m", "emulator.run", "--scenario", cell.scenario_file,
            "--policy", cell.policy, "--seed", str(cell.seed), "--out", str(cell_dir),
-           "--quiet", *extra]
+           "--quiet", *cell.overrides.split()]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         x for x in (str(_ROOT), os.environ.get("PYTHONPATH", "")) if x)}
     t0 = time.perf_counter()
@@ -104,11 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         raise AgentError("emulator runs need root (network namespaces and tc): run "
                          "sudo .venv/bin/python -m emulator.sweep ...")
-    cells = make_cells(a.scenarios, a.policies, a.seeds)
-    extra = ["--duration", str(a.duration)] if a.duration is not None else []
+    extra = ["--duration", f"{a.duration:g}"] if a.duration is not None else []
+    cells = make_cells(a.scenarios, a.policies, a.seeds, extra)
     from emulator import sweep  # by its module name, not __main__: Ray workers import it
 
-    return run_sweep(cells, sweep.run_cell, [extra], a.out, COLUMNS, _METRICS,
+    return run_sweep(cells, sweep.run_cell, [], a.out, COLUMNS, _METRICS,
                      prog="emulator.sweep", address=a.address, num_cpus=a.num_cpus,
                      task_options={"num_cpus": 1, "resources": {RESOURCE: 1}},
                      local_resources={RESOURCE: 1})

@@ -50,8 +50,8 @@ def test_confidence_interval_is_students_t_over_seeds() -> None:
 def test_a_finished_sweep_is_summarised_again_without_ray(tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     cells = make_cells([str(SCEN / "demo.toml")], "local,offload", [0, 1])
-    cols = ["scenario", "policy", "seed", "scenario_sha256", "scenario_file", "status",
-            "mean_s", "error"]
+    cols = ["scenario", "policy", "seed", "scenario_sha256", "overrides", "scenario_file",
+            "status", "mean_s", "error"]
     with (tmp_path / "results.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
@@ -98,9 +98,9 @@ def _ray_left(session_pid: int) -> list[str]:
 def test_a_sweep_through_ray_resumes_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     pytest.importorskip("ray")
     out = tmp_path / "sw"
-    base = [sys.executable, "-m", "agent.sweep", "--scenarios", str(SCEN / "demo.toml"),
-            "--seeds", "0", "1", "--out", str(out)]
-    r = subprocess.run([*base, "--policies", "local,offload", "--horizon", "20"],
+    base = [sys.executable, "-m", "agent.sweep", "--scenarios", str(SCEN / "6g-64.toml"),
+            "--seeds", "0", "1", "--out", str(out), "--horizon", "20"]
+    r = subprocess.run([*base, "--policies", "local,offload"],
                        capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr
     rows = _rows(out / "results.csv")
@@ -109,21 +109,24 @@ def test_a_sweep_through_ray_resumes_and_stops_cleanly_on_ctrl_c(tmp_path: Path)
     assert local[0] == pytest.approx(local[1])  # local latency does not depend on the seed
     assert (out / "comparison.png").is_file() and (out / "summary.csv").is_file()
     assert "0 already in" in r.stdout and "4 to run" in r.stdout
-    # adding a policy runs only the new cells; then Ctrl-C in the middle of long ones
-    p = subprocess.Popen([*base, "--policies", "local,offload,greedy", "--horizon", "20000"],
+    again = subprocess.run([*base, "--policies", "local,offload"], capture_output=True,
+                           text=True, cwd=ROOT, timeout=300)
+    assert again.returncode == 0 and "4 already in" in again.stdout and "0 to run" in again.stdout
+    # adding a policy runs only the new cells (64 devices, 3000 s: long); Ctrl-C during them
+    p = subprocess.Popen([*base[:-1], "3000", "--policies", "local,offload,greedy"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
                          start_new_session=True,
                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not list((out / "cells").glob("demo__greedy*")):
+    while time.monotonic() < deadline and not list((out / "cells").glob("*horizon_3000")):
         time.sleep(0.5)
     time.sleep(3)
     os.killpg(p.pid, signal.SIGINT)
     stdout, stderr = p.communicate(timeout=120)
     assert p.returncode == 130, stderr
-    assert "4 already in" in stdout and "2 to run" in stdout
+    assert "0 already in" in stdout and "6 to run" in stdout  # another --horizon: other runs
     assert stderr.strip().splitlines()[-1].startswith("agent.sweep: interrupted: the finished "
                                                       "runs are kept in")
-    assert len(_rows(out / "results.csv")) == 4
+    assert len(_rows(out / "results.csv")) < 10  # the 4 and any that finished before Ctrl-C
     time.sleep(2)
     assert _ray_left(p.pid) == []
