@@ -18,6 +18,7 @@ import csv
 import math
 import os
 import re
+import signal
 import socket
 import sys
 import time
@@ -29,8 +30,8 @@ from typing import Any
 from agent.defaults import load_scenario_file
 from agent.errors import AgentError
 
-__all__ = ["KEY_COLUMNS", "Cell", "add_sweep_args", "make_cells", "run_sweep", "summarise_rows",
-           "t_quantile_975"]
+__all__ = ["KEY_COLUMNS", "Cell", "add_sweep_args", "interruptible", "make_cells", "run_sweep",
+           "summarise_rows", "t_quantile_975"]
 
 KEY_COLUMNS = ("scenario", "policy", "seed", "scenario_sha256", "overrides")
 _ROOT = Path(__file__).resolve().parent.parent
@@ -56,10 +57,17 @@ class Cell:
     @property
     def slug(self) -> str:
         def clean(x: str) -> str:
-            return re.sub(r"[^A-Za-z0-9_.-]+", "_", x).strip("_")
+            return re.sub(r"[^A-Za-z0-9_.-]+", "_", x).strip("_-")
 
         over = f"__{clean(self.overrides)}" if self.overrides else ""
         return f"{clean(self.scenario)}__{clean(self.policy)}__seed{self.seed}{over}"
+
+
+def interruptible() -> None:
+    """Call first in a run (a Ray task): Ray cancels a running task with SIGINT, but its
+    workers inherit SIGINT ignored (see :func:`_connect`); restore Python's handler."""
+    with contextlib.suppress(ValueError):  # not the main thread: nothing to restore
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def add_sweep_args(p: argparse.ArgumentParser, policies: str) -> None:
@@ -265,8 +273,15 @@ def _connect(ray: Any, address: str | None, num_cpus: int | None,
             raise AgentError(f"could not join the Ray cluster at {address}: "
                              f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
         return
-    ray.init(num_cpus=num_cpus, resources=resources, object_store_memory=200 * 1024 * 1024,
-             **kw)
+    # Ray's daemons (GCS, raylet) join this process group: started with SIGINT ignored
+    # (inherited through exec), a terminal's Ctrl-C reaches only this process, which then
+    # cancels the runs through them and stops them in order
+    prev = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        ray.init(num_cpus=num_cpus, resources=resources,
+                 object_store_memory=200 * 1024 * 1024, **kw)
+    finally:
+        signal.signal(signal.SIGINT, prev)
 
 
 def run_sweep(cells: Sequence[Cell], runner: Callable[..., dict[str, Any]],
@@ -293,7 +308,9 @@ def run_sweep(cells: Sequence[Cell], runner: Callable[..., dict[str, Any]],
         _connect(ray, address, num_cpus, local_resources)
         pending: dict[Any, Cell] = {}
         try:
-            remote = ray.remote(runner).options(**(task_options or {"num_cpus": 1}))
+            # a failed run is recorded as failed (and retried by the next sweep), not retried
+            remote = ray.remote(runner).options(max_retries=0,
+                                                **(task_options or {"num_cpus": 1}))
             pending = {remote.remote(c, str(out), *runner_args): c for c in todo}
             finished = 0
             while pending:

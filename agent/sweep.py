@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from agent._cli import run_main
-from agent._sweep import Cell, add_sweep_args, make_cells, run_sweep
+from agent._sweep import Cell, add_sweep_args, interruptible, make_cells, run_sweep
 from agent.defaults import HelpFormatter
 
 __all__ = ["COLUMNS", "main", "run_cell"]
@@ -34,6 +34,7 @@ _METRICS = (("mean_s", "mean latency (s)"), ("p95_s", "p95 latency (s)"))
 
 def run_cell(cell: Cell, out: str) -> dict[str, Any]:
     """One simulator run (a Ray task): ``agent.evaluate`` in this process."""
+    interruptible()
     from agent.evaluate import main as evaluate
 
     cell_dir = Path(out) / "cells" / cell.slug

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from agent._cli import run_main
-from agent._sweep import Cell, add_sweep_args, make_cells, run_sweep
+from agent._sweep import Cell, add_sweep_args, interruptible, make_cells, run_sweep
 from agent.defaults import HelpFormatter
 from agent.errors import AgentError
 
@@ -39,8 +39,11 @@ _ROOT = Path(__file__).resolve().parent.parent
 
 
 def _die_with_parent() -> None:
-    """In the child: SIGTERM (an orderly stop) when the Ray worker that started it dies."""
+    """In the child: SIGINT and SIGTERM delivered (a Ray worker may block or ignore them, and
+    children inherit both), and SIGTERM (an orderly stop) when the worker dies."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     with contextlib.suppress(OSError):  # PR_SET_PDEATHSIG
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
 
@@ -48,6 +51,7 @@ def _die_with_parent() -> None:
 def run_cell(cell: Cell, out: str) -> dict[str, Any]:
     """One emulator run (a Ray task): ``emulator.run`` as a child process; a cancelled task
     stops it with SIGINT and waits for its cleanup."""
+    interruptible()
     cell_dir = Path(out) / "cells" / cell.slug
     if (cell_dir / "requests.jsonl").exists():  # an earlier, unfinished attempt
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -60,11 +64,18 @@ def run_cell(cell: Cell, out: str) -> dict[str, Any]:
     t0 = time.perf_counter()
     cell_dir.parent.mkdir(parents=True, exist_ok=True)
     with (cell_dir.parent / f"{cell.slug}.log").open("w") as log:
+        # its own session: Ray stops a worker by killing the worker's process group, which
+        # must not SIGKILL the run (it would leave its network behind); the run gets SIGTERM
+        # when the worker dies instead (_die_with_parent), and SIGINT when cancelled
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                cwd=str(_ROOT), preexec_fn=_die_with_parent)
+                                cwd=str(_ROOT), preexec_fn=_die_with_parent,
+                                start_new_session=True)
         try:
-            rc = proc.wait()
-        except BaseException:  # cancelled (KeyboardInterrupt) or the worker is stopping
+            # polled, not proc.wait(): Ray delivers a cancel as an exception between bytecodes
+            while (rc := proc.poll()) is None:
+                time.sleep(0.2)
+        except BaseException as e:  # cancelled (KeyboardInterrupt) or the worker is stopping
+            print(f"emulator.sweep: {type(e).__name__}: stopping the run", file=log, flush=True)
             proc.send_signal(signal.SIGINT)
             try:
                 proc.wait(timeout=60)
