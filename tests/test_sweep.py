@@ -130,3 +130,26 @@ def test_a_sweep_through_ray_resumes_and_stops_cleanly_on_ctrl_c(tmp_path: Path)
     assert len(_rows(out / "results.csv")) < 10  # the 4 and any that finished before Ctrl-C
     time.sleep(2)
     assert _ray_left(p.pid) == []
+
+
+@pytest.mark.root
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces and tc)")
+def test_an_emulator_sweep_runs_records_and_resumes(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    out = tmp_path / "esw"
+    cmd = [sys.executable, "-m", "emulator.sweep", "--scenarios", str(SCEN / "demo.toml"),
+           "--policies", "offload", "--seeds", "3", "--duration", "4", "--out", str(out)]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=400)
+    assert r.returncode == 0, r.stderr
+    (row,) = _rows(out / "results.csv")
+    assert row["status"] == "ok" and int(row["requests"]) >= 1 and row["unrecorded"] == "0"
+    assert 0.05 < float(row["mean_s"]) < 2.0
+    import json
+
+    summ = json.loads((Path(row["out"]) / "summary.json").read_text())
+    res = summ["provenance"]["inputs"]["resolved_scenario"]
+    assert res["name"] == "demo" and res["values"]["run"]["duration_s"] == 4.0
+    assert res["values"]["seed"] == 3
+    again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert again.returncode == 0 and "1 already in" in again.stdout, again.stderr
