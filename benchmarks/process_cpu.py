@@ -62,7 +62,9 @@ def _sample(pid: int) -> tuple[str, float, int] | None:
     except (OSError, IndexError, ValueError):
         return None
     cpu = (int(f[11]) + int(f[12])) / _TICK
-    kind = next((k for k, pat in _KINDS if pat in cmd), "other")
+    kind = next((k for k, pat in _KINDS if pat in cmd), None)
+    if kind is None:  # named by its program, e.g. other:bash, other:mnexec
+        kind = "other:" + Path(cmd.split(" ", 1)[0]).name[:12]
     return kind, cpu, rss
 
 
@@ -112,12 +114,12 @@ def main() -> int:
           f"{total_cpu:.1f} s ({total_cpu / wall:.2f} cores); machine busy: mean "
           f"{100 * sum(busy) / max(len(busy), 1):.0f}%, max {100 * max(busy or [0]):.0f}% "
           f"({os.cpu_count()} cores, other users' work included)")
-    print(f"{'kind':<8} {'procs':>5} {'CPU s':>8} {'share':>6} {'CPU s/proc':>10} "
+    print(f"{'kind':<18} {'procs':>5} {'CPU s':>8} {'share':>6} {'CPU s/proc':>10} "
           f"{'RSS MiB':>8} {'MiB/proc':>8}")
     for kind in sorted(by, key=lambda k: -sum(by[k])):
         cpu = sum(by[kind])
         rss, n = peak_rss.get(kind, (0, 1))
-        print(f"{kind:<8} {len(by[kind]):>5} {cpu:8.1f} {cpu / total_cpu:6.1%} "
+        print(f"{kind:<18} {len(by[kind]):>5} {cpu:8.1f} {cpu / total_cpu:6.1%} "
               f"{cpu / len(by[kind]):10.2f} {rss / 2**20:8.0f} {rss / 2**20 / max(n, 1):8.1f}")
     print(err.strip().splitlines()[-1] if err.strip() else "")
     return 0
