@@ -65,6 +65,23 @@ def test_numpy_actor_matches_sb3_on_recorded_observations(model: str, scale: flo
     assert mismatches == []
 
 
+@pytest.mark.parametrize("model", ["gpt2", "sd15"])
+def test_numpy_actor_matches_sb3_on_random_observations_and_masks(model: str) -> None:
+    from sb3_contrib import MaskablePPO
+
+    path = ROOT / "policies" / f"{model}.zip"
+    sb3 = MaskablePPO.load(path, device="cpu")
+    actor = NumpyActor(path)
+    rng = np.random.default_rng(0)
+    obs = rng.uniform(0.0, 2.0, (300, actor.obs_size)).astype(np.float32)
+    masks = rng.random((300, actor.n_actions)) < 0.5
+    masks[:, 0] = True
+    for o, m in zip(obs, masks, strict=True):
+        assert actor.predict(o) == int(sb3.predict(o, deterministic=True)[0])
+        assert actor.predict(o, m) == int(sb3.predict(o, deterministic=True,
+                                                      action_masks=m)[0])
+
+
 def test_the_numpy_actor_imports_no_torch() -> None:
     code = ("import sys; from agent.numpy_policy import NumpyActor; "
             f"a = NumpyActor({str(ROOT / 'policies' / 'gpt2.zip')!r}); "
