@@ -347,6 +347,8 @@ def run_sweep(cells: Sequence[Cell], runner: Callable[..., dict[str, Any]],
     with table.open(newline="") if table.is_file() else open(os.devnull) as f:
         rows = list(csv.DictReader(f))
     summ = summarise_rows(rows, [m for m, _ in plot_metrics])
+    order = {k: i for i, k in enumerate(dict.fromkeys((c.scenario, c.policy) for c in cells))}
+    summ.sort(key=lambda d: order.get((d["scenario"], d["policy"]), len(order)))
     if summ:
         scols = ["scenario", "policy", "seeds",
                  *[c for m, _ in plot_metrics for c in (m, f"{m}_ci95")]]
