@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -153,3 +154,37 @@ def test_an_emulator_sweep_runs_records_and_resumes(tmp_path: Path) -> None:
     assert res["values"]["seed"] == 3
     again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert again.returncode == 0 and "1 already in" in again.stdout, again.stderr
+
+
+@pytest.mark.root
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces and tc)")
+def test_ctrl_c_stops_an_emulator_run_of_a_sweep_in_order(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    out = tmp_path / "esw"
+    p = subprocess.Popen([sys.executable, "-m", "emulator.sweep", "--scenarios",
+                          str(SCEN / "demo.toml"), "--policies", "offload", "--seeds", "0", "1",
+                          "--duration", "60", "--out", str(out)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                         start_new_session=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    log = out / "cells" / "demo__offload__seed0__duration_60.log"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and "up in" not in (log.read_text() if log.exists()
+                                                         else ""):
+        time.sleep(0.5)
+    time.sleep(3)
+    t0 = time.monotonic()
+    os.killpg(p.pid, signal.SIGINT)
+    _, stderr = p.communicate(timeout=150)
+    assert p.returncode == 130, stderr
+    assert time.monotonic() - t0 < 60
+    text = log.read_text()
+    assert "emulator: interrupted" in text, text[-2000:]
+    run_id = re.search(r"emulator\.net\[(\w+)\]", text)
+    assert run_id is not None
+    assert not (Path("/run/aigc-emu") / f"{run_id.group(1)}.json").exists()
+    assert not [n for n in os.listdir("/sys/class/net") if n.startswith(run_id.group(1))]
+    time.sleep(2)
+    assert _ray_left(p.pid) == []
+    assert not (out / "results.csv").exists()  # nothing finished, nothing recorded
