@@ -3,7 +3,8 @@ and evaluation.
 
 Modules, one concept each::
 
-    errors        AgentError, PolicyMismatchError
+    errors        AgentError, PolicyMismatchError, ScenarioFileError
+    defaults      the default scenario, scenario files (--scenario FILE) and their resolution
     link          a device's link: traces + propagation delay, fast exact finish times
     latency       the latency model: timeline of one request (LatencyModel, simulate_request)
     actions       the action space (split index -> Decision), per-action cost constants
@@ -15,6 +16,8 @@ Modules, one concept each::
     policies      make_policy(spec, device_profile, mec_profile): local/offload/fixed/greedy/RL
     train         python -m agent.train
     evaluate      python -m agent.evaluate
+    sweep         python -m agent.sweep: scenarios x policies x seeds on Ray (_sweep: the core)
+    numpy_policy  a trained SB3 actor's decision in numpy, without torch
     policy        (interface) Workload, Observation, Decision, Policy
 
 Importing :mod:`agent` registers the env id ``AigcSplit-v0`` with Gymnasium.

@@ -13,7 +13,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from agent.defaults import DEFAULTS, resolve_scenario, scenario_help
+from agent.defaults import (
+    DEFAULTS,
+    ScenarioFile,
+    add_scenario_option,
+    apply_scenario_file,
+    resolve_scenario,
+    scenario_help,
+)
 from agent.errors import AgentError
 from agent.scenario import ScenarioConfig
 from profiler.machine import cpu_model
@@ -26,6 +33,7 @@ __all__ = [
     "file_sha256",
     "load_profiles",
     "load_trace_files",
+    "parse_with_scenario",
     "provenance",
     "resolve_args",
     "run_main",
@@ -38,7 +46,8 @@ _SKIP = {".md", ".txt", ".json", ".png", ".pdf", ".py", ".sh"}
 
 
 def add_common_args(p: argparse.ArgumentParser) -> None:
-    """Profile, trace and scenario arguments."""
+    """Profile, trace and scenario arguments (and ``--scenario FILE``)."""
+    add_scenario_option(p)
     g = p.add_argument_group("model and profiles")
     g.add_argument("--model", help="model name: reads profiles/MODEL.device.json and "
                    "profiles/MODEL.mec-cpu.json (e.g. gpt2, sd15)")
@@ -76,6 +85,13 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--repeats", action="append", default=[], metavar="PASS=N[,N...]",
                    help="workload variants: repeats of a pass, e.g. decode=16,32,64 (each "
                    "request draws one); default the profile's repeats")
+
+
+def parse_with_scenario(p: argparse.ArgumentParser, argv: Sequence[str] | None
+                        ) -> tuple[argparse.Namespace, ScenarioFile | None]:
+    """Parse ``argv`` with a ``--scenario FILE``'s values as defaults (flags override them)."""
+    sf = apply_scenario_file(p, argv, "agent")
+    return p.parse_args(argv), sf
 
 
 def resolve_args(a: argparse.Namespace, model: str, spec: str, prog: str) -> str:

@@ -29,6 +29,7 @@ from agent._cli import (
     file_sha256,
     load_profiles,
     load_trace_files,
+    parse_with_scenario,
     provenance,
     resolve_args,
     run_main,
@@ -37,7 +38,7 @@ from agent._cli import (
     trace_paths,
 )
 from agent.actions import SplitActions
-from agent.defaults import HelpFormatter
+from agent.defaults import HelpFormatter, resolved_scenario
 from agent.errors import AgentError
 from agent.latency import LatencyModel
 from agent.oracle import Oracle
@@ -237,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="base seed (trace j uses seed + j)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    a = p.parse_args(argv)
+    a, scenario_file = parse_with_scenario(p, argv)
     if a.deadline is not None and not a.deadline > 0:
         raise AgentError(f"--deadline must be > 0 s, got {a.deadline}")
     dev, mec, prof_paths = load_profiles(a)
@@ -272,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     names = [pth.name for pth in paths]
     doc = {"policies": summary, "traces": names,
            "scenario": {**config.to_json(), "scale": a.scale, "mec_speedup": a.mec_speedup},
+           "resolved_scenario": resolved_scenario(scenario_file, a, "agent"),
            "provenance": provenance(
                ["agent.evaluate", *(argv if argv is not None else sys.argv[1:])], seed=a.seed,
                model=model.model,

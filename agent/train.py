@@ -26,6 +26,7 @@ from agent._cli import (
     file_sha256,
     load_profiles,
     load_trace_files,
+    parse_with_scenario,
     provenance,
     resolve_args,
     run_main,
@@ -33,7 +34,7 @@ from agent._cli import (
     show_path,
     trace_paths,
 )
-from agent.defaults import HelpFormatter
+from agent.defaults import HelpFormatter, resolved_scenario
 from agent.errors import AgentError
 from agent.observation import ObservationEncoder
 from agent.plan import SEMANTICS
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tensorboard", default="runs/tb",
                    help="TensorBoard log folder ('' to disable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    a = p.parse_args(argv)
+    a, scenario_file = parse_with_scenario(p, argv)
     if a.steps < 1:
         raise AgentError(f"--steps must be >= 1, got {a.steps}")
     if not (a.lr > 0 and math.isfinite(a.lr)):
@@ -160,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         profiles={show_path(q): file_sha256(q) for q in prof_paths},
         train_traces={q.name: t.sha256() for q, t in zip(train_paths, train, strict=True)},
         val_traces={q.name: t.sha256() for q, t in zip(val_paths, val, strict=True)},
-        train_seconds=round(train_s, 1), torch_threads=1)
+        train_seconds=round(train_s, 1), torch_threads=1,
+        resolved_scenario=resolved_scenario(scenario_file, a, "agent"))
     a.out.with_suffix(".json").write_text(json.dumps(side, indent=1) + "\n")
     if val:
         from agent.evaluate import evaluate_policies, summarise

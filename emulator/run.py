@@ -28,7 +28,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from agent.defaults import HelpFormatter, resolve_scenario, scenario_help
+from agent.defaults import (
+    HelpFormatter,
+    add_scenario_option,
+    apply_scenario_file,
+    resolve_scenario,
+    resolved_scenario,
+    scenario_help,
+)
 from emulator.errors import EmulatorError
 from emulator.provenance import file_sha256, provenance
 from emulator.records import Predictor, check_out_dir
@@ -50,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "devices and a MEC server over trace-shaped links. With no arguments: the "
                     "bundled demo.",
         formatter_class=HelpFormatter)
+    add_scenario_option(ap)
     g = ap.add_argument_group("link")
     g.add_argument("--trace", default=str(DEFAULT_TRACE),
                    help="uplink capacity trace (Mahimahi, Pensieve, 5G CSV, Lumos, CSV)")
@@ -379,6 +387,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         "mec_profile": {"path": str(plan.mec_profile), "sha256": file_sha256(plan.mec_profile)},
         "network": args.network, "delay_ms": args.delay_ms, "downlink": args.downlink,
         "load": None if plan.rate is None else args.load,
+        "resolved_scenario": resolved_scenario(args.scenario_file, args, "emulator"),
     }
     prov = provenance(list(argv), args.seed, inputs)
     arrivals = ("closed loop" if plan.rate is None else
@@ -408,7 +417,16 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    from agent.errors import AgentError
+
+    try:
+        scenario_file = apply_scenario_file(parser, argv, "emulator")
+    except AgentError as e:
+        print(f"emulator: {e}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
+    args.scenario_file = scenario_file
 
     got: list[int] = []
 
