@@ -101,7 +101,7 @@ class AigcSplitEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
         self.variants = self.config.variants(self.model)
         self._costs: list[ActionCosts] = [self.actions.costs(w) for w in self.variants]
         # python lists: numpy scalars would slow every later float operation of the step
-        self._plans = [[self.model.plan(self.actions.decision(a), w)
+        self._plans = [[self.model.plan(self.actions.decision(a, w), w)
                         for a in range(self.actions.n_actions)] for w in self.variants]
         self._fast = [(c.offloads.tolist(), c.local_s) for c in self._costs]
         self.time_scale_s = self.encoder.time_scale_s

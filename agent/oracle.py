@@ -36,8 +36,8 @@ class Oracle:
         for a in range(self.actions.n_actions):
             if not mask[a] or a == self.actions.local_action:
                 continue
-            res = simulate_request(self.model, link, self.actions.decision(a), workload, t_start,
-                                   mec.copy(), detail=False)
+            res = simulate_request(self.model, link, self.actions.decision(a, workload),
+                                   workload, t_start, mec.copy(), detail=False)
             if res.t_end < best_end:
                 best, best_end = a, res.t_end
-        return self.actions.decision(best)
+        return self.actions.decision(best, workload)

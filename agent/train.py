@@ -157,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         scale=a.scale, mec_speedup=a.mec_speedup, scenario=config.to_json(),
         obs_scales=enc.scales(), obs_size=enc.size, n_actions=env.actions.n_actions,
         main_pass=env.actions.main_pass, semantics=SEMANTICS,
+        action_set=env.actions.action_set, actions=list(env.actions.names),
         profiles={show_path(q): file_sha256(q) for q in prof_paths},
         train_traces={q.name: t.sha256() for q, t in zip(train_paths, train, strict=True)},
         val_traces={q.name: t.sha256() for q, t in zip(val_paths, val, strict=True)},
