@@ -18,7 +18,9 @@
 ``default``     the shipped RL policy of the model, ``policies/<model>.zip``.
 a path          an SB3 ``.zip`` (MaskablePPO, PPO, DQN or A2C) trained by ``python -m agent.train``.
 
-Keywords: ``mec_speedup`` (default 1.0) must match the scenario the policy runs in;
+Keywords: ``mec_speedup`` (default 1.0) must match the scenario the policy runs in (a policy
+trained over scenario ranges takes any value and warns, :class:`ScenarioWarning`, outside its
+range); ``device_speed`` (default 1.0) is the device's speed as a factor on its profile;
 ``device_memory_bytes`` masks splits whose device part needs more weight memory.
 Every failure is an :class:`~agent.errors.AgentError` (or a ``ProfileError``) naming the fix.
 """
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -40,6 +43,7 @@ from agent.latency import LatencyModel
 from agent.observation import ObservationEncoder, harmonic_mean
 from agent.plan import SEMANTICS
 from agent.policy import Decision, Observation, Policy
+from agent.ranges import ScenarioRanges
 from profiler.schema import Profile
 
 __all__ = [
@@ -48,12 +52,17 @@ __all__ = [
     "FixedPolicy",
     "GreedyPolicy",
     "SB3Policy",
+    "ScenarioWarning",
     "load_sidecar",
     "make_policy",
 ]
 
 #: where the shipped default policies live (``<model>.zip`` plus ``<model>.json``)
 SPECS = ("local", "offload", "fixed", "fixed:K", "greedy", "default", "PATH.zip")
+
+
+class ScenarioWarning(UserWarning):
+    """A trained policy is asked for a scenario outside its training ranges."""
 
 
 class FixedPolicy:
@@ -152,7 +161,15 @@ class SB3Policy:
                 f", not {actions.action_set!r} (agent/templates.py); retrain it with the "
                 f"command in its sidecar {p.with_suffix('.json').name} (see policies/README.md)")
         trained_speedup = side.get("mec_speedup")
-        if trained_speedup is not None and float(trained_speedup) != mec_speedup:
+        rng = side.get("ranges")
+        self.ranges = ScenarioRanges.from_json(rng) if isinstance(rng, dict) else None
+        self.warnings: list[str] = []
+        if self.ranges is not None:
+            self.warnings = [f"{p}: {w}" for w in self.ranges.outside(
+                {"mec_speedup": mec_speedup, "device_speed": actions.model.device_speed})]
+            for w in self.warnings:
+                warnings.warn(w, ScenarioWarning, stacklevel=3)
+        elif trained_speedup is not None and float(trained_speedup) != mec_speedup:
             raise PolicyMismatchError(f"{p}: policy was trained with --mec-speedup "
                                       f"{trained_speedup}, not {mec_speedup}; use the same value")
         self.encoder = ObservationEncoder(actions)
@@ -195,8 +212,10 @@ def make_policy(spec: str, device_profile: Profile, mec_profile: Profile, **kw: 
     :raises profiler.schema.ProfileError: the profiles do not fit each other.
     """
     mec_speedup = float(kw.pop("mec_speedup", 1.0))
+    device_speed = float(kw.pop("device_speed", 1.0))
     memory = kw.pop("device_memory_bytes", None)
-    model = LatencyModel(device_profile, mec_profile, mec_speedup=mec_speedup)
+    model = LatencyModel(device_profile, mec_profile, mec_speedup=mec_speedup,
+                         device_speed=device_speed)
     actions = SplitActions(model, device_memory_bytes=memory)
     s = spec.strip()
     if s == "local":
