@@ -4,17 +4,13 @@ run's scenario lies inside them.
 A policy trained with ranges (``python -m agent.train --ranges``) sees a new scenario at every
 episode, drawn from :class:`ScenarioRanges`:
 
-==============  ==========================================  ==================================
-knob            range (default)                             draw
-==============  ==========================================  ==================================
-``scale``       0.01 - 10 x the training traces' rates      log-uniform, on a 31-point log grid
-``delay_ms``    1 - 50 ms one way                           uniform
-``devices``     1 - 16 devices sharing the MEC              uniform integer
-``mec_slots``   1 - 4 concurrent MEC sessions               uniform integer
-``load``        0.05 - 1 (local latency / mean gap)         log-uniform
-``mec_speedup`` 3 - 30 x the MEC profile                    log-uniform, on a 5-point log grid
-``device_speed``0.3 - 3 x the device profile                log-uniform, on a 5-point log grid
-==============  ==========================================  ==================================
+* ``scale`` (trace rates x): 0.01 - 10, log-uniform on a 31-point log grid
+* ``delay_ms`` (one way): 1 - 50 ms, uniform
+* ``devices`` sharing the MEC: 1 - 16, uniform integer
+* ``mec_slots`` (concurrent MEC sessions): 1 - 4, uniform integer
+* ``load`` (local latency / mean inter-arrival gap): 0.05 - 1, log-uniform
+* ``mec_speedup`` (x the MEC profile): 3 - 30, log-uniform on a 5-point log grid
+* ``device_speed`` (x the device profile): 0.3 - 3, log-uniform on a 5-point log grid
 
 The grids keep the per-scenario tables (plans, per-action costs, scaled traces) few enough to
 build once. The scenario reaches the policy through its observation: the latency each action
@@ -38,7 +34,7 @@ __all__ = ["ScenarioRanges"]
 
 _FLAGS = {"scale": "--scale", "delay_ms": "--delay-ms", "devices": "--devices",
           "mec_slots": "--mec-slots", "load": "--load", "mec_speedup": "--mec-speedup",
-          "device_speed": "--device-speed"}
+          "device_speed": "device_speed"}
 
 
 def _grid(lo: float, hi: float, n: int) -> list[float]:
