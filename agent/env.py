@@ -11,7 +11,8 @@ Observation
     slots and expected wait, workload repeats, and the latency the shared model predicts for
     each action. The same encoder builds the vector from a live ``Observation``.
 Action
-    ``Discrete(N + 1)``: the split of the main pass (:mod:`agent.actions`). ``action_masks()``
+    ``Discrete(A)``: one of the model's plan templates (:mod:`agent.templates`, e.g. GPT-2's
+    ``offload``, ``split:k``, ``kv-down``, ``kv-up``, ``local``). ``action_masks()``
     marks infeasible actions (MEC queue at its limit, device memory, and with
     ``ScenarioConfig.mask_budget`` actions predicted to exceed that many times the local
     latency); an infeasible action taken anyway runs locally.

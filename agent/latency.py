@@ -104,7 +104,7 @@ class LatencyModel:
         if not (mec_speedup > 0 and mec_speedup < float("inf")):
             raise AgentError(f"--mec-speedup must be a positive number, got {mec_speedup!r}")
         if not (device_speed > 0 and device_speed < float("inf")):
-            raise AgentError(f"--device-speed must be a positive number, got {device_speed!r}")
+            raise AgentError(f"device_speed must be a positive number, got {device_speed!r}")
         self.device_profile = device
         self.mec_profile = mec
         self.mec_speedup = float(mec_speedup)
