@@ -7,12 +7,16 @@ Modules, one concept each::
     defaults      the default scenario, scenario files (--scenario FILE) and their resolution
     link          a device's link: traces + propagation delay, fast exact finish times
     latency       the latency model: timeline of one request (LatencyModel, simulate_request)
-    actions       the action space (split index -> Decision), per-action cost constants
+    templates     plan templates per model family (the actions: offload, split:k, kv-down, ...)
+    actions       the action space (template index -> Decision), per-action cost constants
     observation   the observation vector shared by the env and live RL policies
     scenario      devices, arrivals, MEC, running a policy with the exact model
     plan          the ordered steps of a request (computations and sends on each side)
     env           the Gymnasium env "AigcSplit-v0"
     oracle        per-request optimum with knowledge of the future
+    optimum       the exact offline optimum of a small instance (branch and bound)
+    ranges        scenario ranges a policy is trained over, and the check of a run against them
+    slo           per-request SLOs (end-to-end, TTFT, TPOT) and goodput
     policies      make_policy(spec, device_profile, mec_profile): local/offload/fixed/greedy/RL
     train         python -m agent.train
     evaluate      python -m agent.evaluate

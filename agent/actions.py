@@ -1,10 +1,11 @@
-"""The action space: one split index per request, and what it costs before it runs.
+"""The action space: one plan template per action, and what each costs before it runs.
 
-Action ``a`` in ``0..N`` (``N`` = blocks of the model's *main pass*: the pass with the largest
-device time per request, e.g. GPT-2's ``decode`` or SD's ``unet``) splits every pass that has
-the same blocks as the main pass at ``a`` (GPT-2: prefill and decode share their blocks and the
-KV cache stays consistent). Passes with other blocks (SD's text encoder and VAE decoder) run on
-the MEC when ``a == 0`` (full offload) and on the device otherwise. ``a == N`` is fully local.
+Action ``a`` is the ``a``-th plan template of the model's family that fits its profiles
+(:mod:`agent.templates`: e.g. GPT-2's ``offload``, ``split:k``, ``kv-down``, ``kv-up``,
+``local``; SD's ``offload``, VAE and text-encoder placements, ``hybrid:F`` step splits, UNet
+``split:k``, ``local``). Action ``0`` is full offload, the last action fully local. A template
+may depend on the request's workload (``hybrid:F`` puts ``round(F x S)`` of its ``S`` steps on
+the MEC), so :meth:`SplitActions.decision` takes the workload.
 
 :meth:`SplitActions.costs` gives per-action constants for one workload (compute, bytes, round
 trips), from which :meth:`ActionCosts.predict` is the latency the shared model predicts under
@@ -13,7 +14,8 @@ carries as features.
 
 Masks (:meth:`SplitActions.mask`): an action is infeasible when the MEC rejects new sessions
 (its queue is at its limit; then only the local action is allowed), or when the blocks it puts
-on the device need more weight memory than ``device_memory_bytes`` (optional).
+on the device need more weight memory than ``device_memory_bytes`` (optional; the largest
+weights of any one pass on the device).
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from agent.errors import AgentError
 from agent.latency import LatencyModel, MecState, run_plan
 from agent.link import Link
 from agent.plan import Plan
 from agent.policy import Decision, Workload
+from agent.templates import Template, action_set_id, family, fitting_templates
 
 __all__ = ["REF_BPS", "ActionCosts", "SplitActions"]
 
@@ -99,27 +103,58 @@ def _price(plan: Plan, link: Link, wait_s: float = 0.0) -> float:
 
 
 class SplitActions:
-    """Maps action indices to :class:`~agent.policy.Decision` s for one model."""
+    """Maps action indices to :class:`~agent.policy.Decision` s (plan templates) for one model.
 
-    def __init__(self, model: LatencyModel, *, device_memory_bytes: int | None = None) -> None:
+    :param names: keep only these templates (by name, in this order; ``local`` and
+        ``offload`` are added when missing); default: every template that fits.
+    :raises AgentError: a name is not a template of the model's family, or its plan does not
+        fit the profiles.
+    """
+
+    def __init__(self, model: LatencyModel, *, device_memory_bytes: int | None = None,
+                 names: list[str] | None = None) -> None:
         self.model = model
+        self.family = family(model)
+        fit, left = fitting_templates(model)
+        if names is not None:
+            by = {t.name: t for t in fit}
+            chosen: list[Template] = []
+            for nm in ["offload", *names, "local"]:
+                if nm in by and by[nm] not in chosen:
+                    chosen.append(by[nm])
+                elif nm in left:
+                    raise AgentError(f"plan template {nm!r} does not fit the {model.model!r} "
+                                     f"profiles: {left[nm]}")
+                elif nm not in by:
+                    raise AgentError(f"{nm!r} is not a plan template of the {model.model!r} "
+                                     f"({self.family}) action set; use one of "
+                                     f"{', '.join(by)} (agent/templates.py)")
+            loc = chosen.pop(chosen.index(by["local"]))
+            fit = [*chosen, loc]
+        self.templates: tuple[Template, ...] = tuple(fit)
+        self.names: tuple[str, ...] = tuple(t.name for t in fit)
+        self.left_out = left
+        self.action_set = (action_set_id(model) if names is None
+                           else f"{action_set_id(model)}|only:{','.join(self.names)}")
         default = Workload(model.model)
         reps = model.repeats(default)
         main = max(model.passes, key=lambda p: p.local_s * max(reps[p.name], 1))
         self.main_pass = main.name
         self.n_blocks = main.n_blocks
-        self.n_actions = main.n_blocks + 1
-        self.local_action = main.n_blocks
+        self.n_actions = len(fit)
+        self.local_action = self.n_actions - 1
         self.offload_action = 0
-        self._group = {p.name for p in model.passes if p.block_names == main.block_names}
-        self._decisions = [self._make_decision(a) for a in range(self.n_actions)]
+        self._dcache: dict[tuple[int, tuple[tuple[str, int], ...]], Decision] = {}
+        self._default_reps = reps
         self._cache: dict[tuple[tuple[str, int], ...], ActionCosts] = {}
         mask = np.ones(self.n_actions, dtype=bool)
         if device_memory_bytes is not None:
             for a in range(self.n_actions):
+                d = self.decision(a)
                 need = 0
                 for p, dp in zip(model.passes, model.device_profile.passes, strict=True):
-                    k = self._split(p.name, p.n_blocks, a)
+                    s = d.splits[p.name]
+                    k = max(s) if isinstance(s, tuple) else s
                     need = max(need, sum(b.weight_bytes for b in dp.blocks[:k]))
                 mask[a] = need <= device_memory_bytes
             if not mask.any():
@@ -130,18 +165,31 @@ class SplitActions:
         if not self._static_mask[self.local_action]:
             self._local_only = self._static_mask.copy()
 
-    def _split(self, name: str, n: int, a: int) -> int:
-        if name in self._group:
-            return a
-        return 0 if a == 0 else n
+    def index(self, name: str) -> int:
+        """The action index of template ``name``.
 
-    def _make_decision(self, a: int) -> Decision:
-        splits = {p.name: self._split(p.name, p.n_blocks, a) for p in self.model.passes}
-        return Decision(splits=splits, action=a)
+        :raises AgentError: no such template in this action set (the message lists them)."""
+        if name in self.names:
+            return self.names.index(name)
+        why = self.left_out.get(name)
+        if why is not None:
+            raise AgentError(f"plan template {name!r} does not fit the {self.model.model!r} "
+                             f"profiles: {why}")
+        raise AgentError(f"{name!r} is not a plan template of the {self.model.model!r} "
+                         f"({self.family}) action set; use one of {', '.join(self.names)} "
+                         f"(agent/templates.py)")
 
-    def decision(self, action: int) -> Decision:
-        """The decision for action index ``action``."""
-        return self._decisions[int(action)]
+    def decision(self, action: int, workload: Workload | None = None) -> Decision:
+        """The decision for action index ``action`` on ``workload`` (default: the profile's
+        repeats)."""
+        a = int(action)
+        reps = self._default_reps if workload is None else self.model.repeats(workload)
+        t = self.templates[a]
+        key = (a, tuple(sorted(reps.items())) if t.per_request else ())
+        hit = self._dcache.get(key)
+        if hit is None:
+            hit = self._dcache[key] = t.decision(reps, a)
+        return hit
 
     def mask(self, mec_accepts: bool = True) -> npt.NDArray[np.bool_]:
         """Feasible actions (a fresh boolean array)."""
@@ -163,7 +211,7 @@ class SplitActions:
         base, fast = _const_link(REF_BPS, 0.0), _const_link(2 * REF_BPS, 0.0)
         slow = _const_link(REF_BPS, _PROBE_DELAY_S)
         for a in range(n):
-            plan = self.model.plan(self._decisions[a], wl)
+            plan = self.model.plan(self.decision(a, wl), wl)
             f0 = _price(plan, base)
             per_bit = (f0 - _price(plan, fast)) / (8.0 / REF_BPS - 8.0 / (2 * REF_BPS))
             xfer[a] = max(per_bit, 0.0)

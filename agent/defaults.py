@@ -11,7 +11,8 @@ the training scenario of the model's shipped policy (``policies/<model>.zip``'s 
 the ``.zip`` being run), so that a baseline runs in the same scenario as ``default``; else
 :data:`DEFAULTS`. Every given value that differs from a trained policy's training scenario is
 reported as a warning (``--mec-speedup`` is an error in :class:`agent.policies.SB3Policy`: the
-policy's latency estimates depend on it).
+policy's latency estimates depend on it). A policy trained over scenario ranges (its sidecar
+has ``ranges``, :mod:`agent.ranges`) warns only for a knob outside its range, naming it.
 
 Scenario files (``--scenario FILE``, TOML, :data:`SCENARIO_KEYS`) describe a whole scenario:
 the knobs above plus model and workload, traces, cell sharing, seed and run length. A file's
@@ -96,11 +97,18 @@ def resolve_scenario(given: Mapping[str, float | None], spec: str, model: str
     out: dict[str, float] = {}
     warnings: list[str] = []
     is_trained = spec == "default" or spec.endswith(".zip")
+    ranges = found[1].get("ranges") if found else None
+    if is_trained and found and isinstance(ranges, dict):
+        from agent.ranges import ScenarioRanges
+
+        warnings += [f"warning: {found[0]}: {w}"
+                     for w in ScenarioRanges.from_json(ranges).outside(given)]
     for k, default in DEFAULTS.items():
         v = given.get(k)
         t = trained.get(k)
         out[k] = float(v) if v is not None else (t if t is not None else float(default))
-        if is_trained and found and v is not None and t is not None and abs(v - t) > 1e-9 * abs(t):
+        if (is_trained and found and not isinstance(ranges, dict) and v is not None
+                and t is not None and abs(v - t) > 1e-9 * abs(t)):
             warnings.append(f"warning: {found[0]} was trained with {FLAGS[k]} {t:g}; this run "
                             f"uses {v:g} (its decisions assume the training scenario)")
     source = f"the training scenario of {found[0]}" if found else "agent.defaults.DEFAULTS"

@@ -11,7 +11,8 @@ Observation
     slots and expected wait, workload repeats, and the latency the shared model predicts for
     each action. The same encoder builds the vector from a live ``Observation``.
 Action
-    ``Discrete(N + 1)``: the split of the main pass (:mod:`agent.actions`). ``action_masks()``
+    ``Discrete(A)``: one of the model's plan templates (:mod:`agent.templates`, e.g. GPT-2's
+    ``offload``, ``split:k``, ``kv-down``, ``kv-up``, ``local``). ``action_masks()``
     marks infeasible actions (MEC queue at its limit, device memory, and with
     ``ScenarioConfig.mask_budget`` actions predicted to exceed that many times the local
     latency); an infeasible action taken anyway runs locally.
@@ -23,7 +24,9 @@ Reward
 Episode
     A trace drawn from the training set, devices starting at seeded random points of it; the
     episode is ``truncated`` (never ``terminated``) when the next request would start after
-    ``horizon_s`` or the end of the trace.
+    ``horizon_s`` or the end of the trace. With ``ranges`` (:class:`agent.ranges.ScenarioRanges`)
+    every episode also draws its scenario: trace scale, delay, devices, MEC slots, load, MEC
+    speed-up and device speed (the reward is then in units of that scenario's local latency).
 
 The timeline of a request is the shared latency model, exactly: the action's plan
 (:meth:`agent.latency.LatencyModel.plan`, built once per action and workload variant) priced by
@@ -55,7 +58,9 @@ from agent.observation import (
     RTT_SCALE_S,
     ObservationEncoder,
 )
+from agent.plan import Plan
 from agent.policy import Workload
+from agent.ranges import ScenarioRanges
 from agent.scenario import Fleet, ScenarioConfig, make_links
 from profiler.schema import Profile, load_profile
 from traces import Trace
@@ -83,13 +88,21 @@ class AigcSplitEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
 
     def __init__(self, device_profile: Profile | str | Path, mec_profile: Profile | str | Path,
                  traces: Sequence[Trace] | None = None, config: ScenarioConfig | None = None,
-                 *, mec_speedup: float = 1.0) -> None:
+                 *, mec_speedup: float = 1.0, ranges: ScenarioRanges | None = None) -> None:
         super().__init__()
-        self.model = LatencyModel(_profile(device_profile), _profile(mec_profile),
-                                  mec_speedup=mec_speedup)
+        self._dev_p, self._mec_p = _profile(device_profile), _profile(mec_profile)
+        self.ranges = ranges
+        self.model = LatencyModel(self._dev_p, self._mec_p, mec_speedup=mec_speedup)
         self.actions = SplitActions(self.model)
         self.encoder = ObservationEncoder(self.actions)
         self.config = config or ScenarioConfig()
+        self._base_config = self.config
+        self._tables: dict[tuple[object, ...], Any] = {}
+        self._scaled: dict[tuple[int, float], Trace] = {}
+        self.scenario: dict[str, float] = {}
+        self._model_now: LatencyModel = self.model
+        self._actions_now: SplitActions = self.actions
+        """The scenario drawn for the current episode (empty without ``ranges``)."""
         if traces is None:
             from traces import DATA_DIR, load_traces
 
@@ -97,19 +110,17 @@ class AigcSplitEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
         self.traces = list(traces)
         if not self.traces:
             raise AgentError("the env needs at least one training trace")
-        local = self.model.local_latency(Workload(self.model.model))
         self.variants = self.config.variants(self.model)
-        self._costs: list[ActionCosts] = [self.actions.costs(w) for w in self.variants]
-        # python lists: numpy scalars would slow every later float operation of the step
-        self._plans = [[self.model.plan(self.actions.decision(a), w)
-                        for a in range(self.actions.n_actions)] for w in self.variants]
-        self._fast = [(c.offloads.tolist(), c.local_s) for c in self._costs]
+        self._costs: list[ActionCosts] = []
+        self._plans: list[list[Plan]] = []
+        self._fast: list[tuple[list[bool], float]] = []
         self.time_scale_s = self.encoder.time_scale_s
-        self._mean_gap = local / self.config.load
+        self._mean_gap = 0.0
         self.observation_space = spaces.Box(0.0, OBS_HIGH, shape=(self.encoder.size,),
                                             dtype=np.float32)
         self.action_space = spaces.Discrete(self.actions.n_actions)
         self._local = self.actions.local_action
+        self._use_tables()
         self._mask_all = self.actions.mask(True)
         self._mask_local = self.actions.mask(False)
         self._mask_all_l: list[bool] = self._mask_all.tolist()
@@ -141,14 +152,64 @@ class AigcSplitEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
     def share_tables(self, other: AigcSplitEnv) -> None:
         """Use ``other``'s per-action costs and plans (same profiles and scenario), so env
         copies stepped together build them once."""
-        if (other.model.model != self.model.model or other.config != self.config
-                or other.model.mec_speedup != self.model.mec_speedup):
+        if (other.model.model != self.model.model or other._base_config != self._base_config
+                or other.model.mec_speedup != self.model.mec_speedup
+                or other.ranges != self.ranges):
             raise AgentError("share_tables needs envs of the same profiles and scenario")
-        self._costs = other._costs
-        self._plans = other._plans
-        self._obs_consts()
+        self._tables = other._tables
+        self._scaled = other._scaled
+        self._use_tables()
 
     # ------------------------------------------------------------------ helpers
+    def _use_tables(self, mec_speedup: float | None = None,
+                    device_speed: float | None = None) -> None:
+        """Per-action costs and plans of every workload variant for the MEC speed-up and device
+        speed (built once per pair), and the scenario's mean inter-arrival gap."""
+        ms = self.model.mec_speedup if mec_speedup is None else mec_speedup
+        ds = self.model.device_speed if device_speed is None else device_speed
+        key = (ms, ds, tuple(tuple(sorted(w.items())) for w in self.config.workloads))
+        hit = self._tables.get(key)
+        if hit is None:
+            if (ms, ds) == (self.model.mec_speedup, self.model.device_speed):
+                model, actions = self.model, self.actions
+            else:
+                model = LatencyModel(self._dev_p, self._mec_p, mec_speedup=ms, device_speed=ds)
+                actions = SplitActions(model)
+            variants = self.config.variants(model)
+            costs = [actions.costs(w) for w in variants]
+            # python lists: numpy scalars would slow every later float operation of the step
+            plans = [[model.plan(actions.decision(a, w), w) for a in range(actions.n_actions)]
+                     for w in variants]
+            fast = [(c.offloads.tolist(), c.local_s) for c in costs]
+            local = model.local_latency(Workload(model.model))
+            hit = self._tables[key] = (model, actions, variants, costs, plans, fast, local)
+        (self._model_now, self._actions_now, self.variants, self._costs, self._plans,
+         self._fast, local) = hit
+        self.time_scale_s = max(local, 1e-6)
+        self._mean_gap = local / self.config.load
+        self._obs_consts()
+
+    def _draw_scenario(self, rng: np.random.Generator, trace_idx: int) -> Trace:
+        """With ``ranges``: this episode's scenario (config, tables) and scaled trace."""
+        trace = self.traces[trace_idx]
+        if self.ranges is None:
+            return trace
+        s = self.ranges.draw(rng)
+        base = self._base_config
+        self.config = ScenarioConfig(
+            n_devices=int(s["devices"]), mec_slots=int(s["mec_slots"]),
+            mec_queue_limit=base.mec_queue_limit, one_way_delay_s=s["delay_ms"] / 1e3,
+            load=s["load"], shared_cell=base.shared_cell, horizon_s=base.horizon_s,
+            probe_window_s=base.probe_window_s, mask_budget=base.mask_budget,
+            workloads=base.workloads)
+        self._use_tables(s["mec_speedup"], s["device_speed"])
+        key = (trace_idx, s["scale"])
+        scaled = self._scaled.get(key)
+        if scaled is None:
+            scaled = self._scaled[key] = trace.scaled(s["scale"])
+        self.scenario = s
+        return scaled
+
     def _obs_consts(self) -> None:
         """Per variant: the repeat features and the prediction basis (the encoder's)."""
         enc = self.encoder
@@ -236,7 +297,7 @@ class AigcSplitEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
         idx = int(rng.integers(len(self.traces)))
         if options and "trace_index" in options:
             idx = int(options["trace_index"])
-        trace = self.traces[idx]
+        trace = self._draw_scenario(rng, idx)
         self._links = links = make_links(trace, self.config, float(rng.random()))
         self._ups = [ln.fast_up for ln in links]
         self._offsets = [ln.offset_s for ln in links]

@@ -45,6 +45,7 @@ from agent.oracle import Oracle
 from agent.policies import make_policy
 from agent.policy import Policy
 from agent.scenario import FuturePolicy, ScenarioConfig, run_policy
+from agent.slo import Slo, goodput
 from traces import Trace
 
 __all__ = ["evaluate_policies", "main", "summarise"]
@@ -54,12 +55,14 @@ def evaluate_policies(model: LatencyModel, actions: SplitActions,
                       policies: Mapping[str, Policy | FuturePolicy], traces: Sequence[Trace],
                       config: ScenarioConfig, seed: int,
                       offloaded: dict[str, float] | None = None,
-                      metrics: dict[str, dict[str, list[float]]] | None = None
+                      metrics: dict[str, dict[str, list[float]]] | None = None,
+                      slo: Slo | None = None, goodputs: dict[str, float] | None = None
                       ) -> dict[str, list[list[float]]]:
     """Latencies of every request, per policy and per trace (same seed per trace). With
     ``offloaded`` given, it receives each policy's fraction of requests that offloaded; with
     ``metrics``, each policy's per-request ``ttft``, ``tpot`` (requests with two or more
-    outputs) and ``response`` (arrival to result) values."""
+    outputs) and ``response`` (arrival to result) values; with ``slo`` and ``goodputs``, each
+    policy's goodput (share of requests meeting the SLO, :mod:`agent.slo`)."""
     out: dict[str, list[list[float]]] = {}
     for name, pol in policies.items():
         runs = [run_policy(model, actions, pol, tr, config, seed + j, detail=False)
@@ -68,6 +71,8 @@ def evaluate_policies(model: LatencyModel, actions: SplitActions,
         if offloaded is not None:
             flags = [r.offloaded for rs in runs for r in rs]
             offloaded[name] = float(np.mean(flags)) if flags else 0.0
+        if slo is not None and goodputs is not None:
+            goodputs[name] = goodput(slo, [r for rs in runs for r in rs])
         if metrics is not None:
             flat = [r for rs in runs for r in rs]
             metrics[name] = {"ttft": [r.ttft_s for r in flat],
@@ -117,6 +122,9 @@ def format_table(summary: Mapping[str, Mapping[str, Any]], deadline: float | Non
         head += f" {'TTFT p50':>9} {'TTFT p95':>9} {'TPOT p50':>9} {'TPOT p95':>9}"
     if deadline is not None:
         head += f" {'miss':>6}"
+    slo = any("goodput" in d for d in summary.values())
+    if slo:
+        head += f" {'goodput':>7}"
     lines = [head, "-" * len(head)]
     nan = float("nan")
     for name, d in summary.items():
@@ -129,6 +137,8 @@ def format_table(summary: Mapping[str, Mapping[str, Any]], deadline: float | Non
                 "ttft_p50_s", "ttft_p95_s", "tpot_p50_s", "tpot_p95_s"))
         if deadline is not None:
             line += f" {d['deadline_miss_rate']:6.1%}"
+        if slo:
+            line += f" {d.get('goodput', nan):7.1%}"
         lines.append(line)
     return "\n".join(lines)
 
@@ -235,12 +245,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-traces", nargs="+",
                    help="traces on which 'fixed' picks its split (default: traces/data/train)")
     p.add_argument("--deadline", type=float, help="deadline in seconds: report the miss rate")
+    p.add_argument("--slo-e2e", type=float, metavar="S",
+                   help="SLO: end-to-end latency bound per request, seconds (goodput column)")
+    p.add_argument("--slo-ttft", type=float, metavar="S",
+                   help="SLO: time-to-first-token bound per request, seconds")
+    p.add_argument("--slo-tpot", type=float, metavar="S",
+                   help="SLO: mean time-per-output-token bound per request, seconds")
     p.add_argument("--seed", type=int, default=0, help="base seed (trace j uses seed + j)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     a, scenario_file = parse_with_scenario(p, argv)
     if a.deadline is not None and not a.deadline > 0:
         raise AgentError(f"--deadline must be > 0 s, got {a.deadline}")
+    slo = Slo(a.slo_e2e, a.slo_ttft, a.slo_tpot)
     dev, mec, prof_paths = load_profiles(a)
     resolve_args(a, dev.model.name, _scenario_spec(a.policies), "agent.evaluate")
     config = scenario_from_args(a)
@@ -260,13 +277,18 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     offl: dict[str, float] = {}
     extra: dict[str, dict[str, list[float]]] = {}
-    lat = evaluate_policies(model, actions, pols, traces, config, a.seed, offl, extra)
+    good: dict[str, float] = {}
+    lat = evaluate_policies(model, actions, pols, traces, config, a.seed, offl, extra,
+                            slo if slo.active else None, good)
     summary = summarise(lat, a.deadline, extra)
     for k, v in offl.items():
         summary[k]["offload_fraction"] = v
+    for k, v in good.items():
+        summary[k]["goodput"] = v
     scen = (f"model {model.model}, {len(traces)} traces, scale {a.scale:g}, mec-speedup "
             f"{a.mec_speedup:g}, {config.n_devices} devices, {config.mec_slots} MEC slot(s), "
-            f"delay {config.one_way_delay_s * 1e3:g} ms one-way, load {config.load:g}")
+            f"delay {config.one_way_delay_s * 1e3:g} ms one-way, load {config.load:g}"
+            + (f"; SLO {slo.describe()}" if slo.active else ""))
     print(scen)
     print(format_table(summary, a.deadline))
     a.out.mkdir(parents=True, exist_ok=True)
@@ -274,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     doc = {"policies": summary, "traces": names,
            "scenario": {**config.to_json(), "scale": a.scale, "mec_speedup": a.mec_speedup},
            "resolved_scenario": resolved_scenario(scenario_file, a, "agent"),
+           "slo": {"e2e_s": slo.e2e_s, "ttft_s": slo.ttft_s, "tpot_s": slo.tpot_s},
            "provenance": provenance(
                ["agent.evaluate", *(argv if argv is not None else sys.argv[1:])], seed=a.seed,
                model=model.model,

@@ -92,17 +92,23 @@ class LatencyModel:
     :param mec: the MEC-class profile of the same model and blocks.
     :param mec_speedup: divide every MEC block time by this (scenario knob, default 1; state it
         wherever a result is printed).
+    :param device_speed: divide every device block time by this (a device this many times as
+        fast as the profiled device class; default 1).
     :raises profiler.schema.ProfileError: the profiles are of different models or blocks.
-    :raises AgentError: ``mec_speedup`` is not a positive finite number.
+    :raises AgentError: ``mec_speedup`` or ``device_speed`` is not a positive finite number.
     """
 
-    def __init__(self, device: Profile, mec: Profile, *, mec_speedup: float = 1.0) -> None:
+    def __init__(self, device: Profile, mec: Profile, *, mec_speedup: float = 1.0,
+                 device_speed: float = 1.0) -> None:
         check_compatible(device, mec)
         if not (mec_speedup > 0 and mec_speedup < float("inf")):
             raise AgentError(f"--mec-speedup must be a positive number, got {mec_speedup!r}")
+        if not (device_speed > 0 and device_speed < float("inf")):
+            raise AgentError(f"device_speed must be a positive number, got {device_speed!r}")
         self.device_profile = device
         self.mec_profile = mec
         self.mec_speedup = float(mec_speedup)
+        self.device_speed = float(device_speed)
         self.model = device.model.name
         costs = []
         params = device.model.parameters
@@ -113,7 +119,7 @@ class LatencyModel:
             costs.append(PassCosts(
                 name=dp.name, n_blocks=n, block_names=tuple(b.name for b in dp.blocks),
                 repeat=dp.repeat,
-                device_s=tuple(sum(dms[:k]) / 1e3 for k in range(n + 1)),
+                device_s=tuple(sum(dms[:k]) / 1e3 / self.device_speed for k in range(n + 1)),
                 mec_s=tuple(sum(mms[k:]) / 1e3 / self.mec_speedup for k in range(n + 1)),
                 up_bytes=tuple(dp.upload_bytes(k) for k in range(n + 1)),
                 down_bytes=tuple(dp.download_bytes(k) for k in range(n + 1)),

@@ -6,7 +6,9 @@ With one device (or no MEC contention) this is a lower bound request by request 
 policy that sees the same arrivals: the model's completion time is non-decreasing in the start
 time, so by induction no policy's request can start or finish earlier. With several devices
 sharing the MEC it is myopic (it does not trade its own latency for others' waits), so it is a
-reference rather than a strict bound there.
+reference rather than a strict bound there: a *per-request* oracle. The exact optimum of a
+small instance (the best joint assignment) is :func:`agent.optimum.exact_optimum`; it searches
+the same action set (plan templates, :mod:`agent.templates`).
 """
 
 from __future__ import annotations
@@ -36,8 +38,8 @@ class Oracle:
         for a in range(self.actions.n_actions):
             if not mask[a] or a == self.actions.local_action:
                 continue
-            res = simulate_request(self.model, link, self.actions.decision(a), workload, t_start,
-                                   mec.copy(), detail=False)
+            res = simulate_request(self.model, link, self.actions.decision(a, workload),
+                                   workload, t_start, mec.copy(), detail=False)
             if res.t_end < best_end:
                 best, best_end = a, res.t_end
-        return self.actions.decision(best)
+        return self.actions.decision(best, workload)

@@ -4,17 +4,23 @@
 
 ``local``       every pass on the device.
 ``offload``     every pass on the MEC (split 0), unless the MEC rejects the session.
-``fixed:K``     split ``K`` of the main pass (see :mod:`agent.actions`) for every request.
-``fixed``       the single split with the lowest mean latency on the training traces
+``fixed:K``     the plan template ``split:K`` (``K`` = 0: ``offload``, ``K`` = N: ``local``) of the
+                model's action set (:mod:`agent.templates`) for every request.
+``fixed:NAME``  the plan template ``NAME`` (e.g. ``fixed:kv-down``, ``fixed:hybrid:1/2``) for
+                every request.
+``fixed``       the single template with the lowest mean latency on the training traces
                 (``traces=`` keyword, default the bundled ``traces/data/train``), found by
-                simulating every split with :func:`agent.scenario.run_policy`.
-``greedy``      Neurosurgeon-style: the split minimising the latency the shared model predicts
-                from the device's throughput estimate (the harmonic mean of its recent
-                transfers), its RTT and the MEC's expected wait.
+                simulating every template with :func:`agent.scenario.run_policy`.
+``greedy``      Neurosurgeon-style: the template minimising the latency the shared model
+                predicts from the device's throughput estimate (the harmonic mean of its recent
+                transfers), its RTT and the MEC's expected wait (the same set the oracle and
+                trained policies choose from).
 ``default``     the shipped RL policy of the model, ``policies/<model>.zip``.
 a path          an SB3 ``.zip`` (MaskablePPO, PPO, DQN or A2C) trained by ``python -m agent.train``.
 
-Keywords: ``mec_speedup`` (default 1.0) must match the scenario the policy runs in;
+Keywords: ``mec_speedup`` (default 1.0) must match the scenario the policy runs in (a policy
+trained over scenario ranges takes any value and warns, :class:`ScenarioWarning`, outside its
+range); ``device_speed`` (default 1.0) is the device's speed as a factor on its profile;
 ``device_memory_bytes`` masks splits whose device part needs more weight memory.
 Every failure is an :class:`~agent.errors.AgentError` (or a ``ProfileError``) naming the fix.
 """
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -36,6 +43,7 @@ from agent.latency import LatencyModel
 from agent.observation import ObservationEncoder, harmonic_mean
 from agent.plan import SEMANTICS
 from agent.policy import Decision, Observation, Policy
+from agent.ranges import ScenarioRanges
 from profiler.schema import Profile
 
 __all__ = [
@@ -44,6 +52,7 @@ __all__ = [
     "FixedPolicy",
     "GreedyPolicy",
     "SB3Policy",
+    "ScenarioWarning",
     "load_sidecar",
     "make_policy",
 ]
@@ -52,13 +61,17 @@ __all__ = [
 SPECS = ("local", "offload", "fixed", "fixed:K", "greedy", "default", "PATH.zip")
 
 
+class ScenarioWarning(UserWarning):
+    """A trained policy is asked for a scenario outside its training ranges."""
+
+
 class FixedPolicy:
     """The same action for every request (local, full offload, or a fixed split)."""
 
     def __init__(self, name: str, actions: SplitActions, action: int) -> None:
         if not 0 <= action < actions.n_actions:
-            raise AgentError(f"split {action} is out of range 0..{actions.n_blocks} for the "
-                             f"{actions.model.model!r} main pass {actions.main_pass!r}")
+            raise AgentError(f"action {action} is out of range 0..{actions.n_actions - 1} for "
+                             f"{actions.model.model!r} (templates {', '.join(actions.names)})")
         self.name = name
         self.actions = actions
         self.action = action
@@ -67,7 +80,7 @@ class FixedPolicy:
         a = self.action
         if not obs.mec_accepts and a != self.actions.local_action:
             a = self.actions.local_action
-        return self.actions.decision(a)
+        return self.actions.decision(a, obs.workload)
 
 
 class GreedyPolicy:
@@ -83,7 +96,7 @@ class GreedyPolicy:
             obs.recent_throughputs_bps)
         pred = costs.predict(est, obs.rtt_s, obs.mec_expected_wait_s)
         pred[~self.actions.mask(obs.mec_accepts)] = np.inf
-        return self.actions.decision(int(np.argmin(pred)))
+        return self.actions.decision(int(np.argmin(pred)), obs.workload)
 
 
 def load_sidecar(path: str | Path) -> dict[str, Any]:
@@ -141,8 +154,22 @@ class SB3Policy:
                 f"{side.get('semantics', 'before plans (every offloaded pass a round trip)')!r}"
                 f", not {SEMANTICS!r} (agent/plan.py); retrain it with the command in its "
                 f"sidecar {p.with_suffix('.json').name} (see policies/README.md)")
+        if side and side.get("action_set") != actions.action_set:
+            raise PolicyMismatchError(
+                f"{p}: policy was trained on action set "
+                f"{side.get('action_set', 'split indices of the main pass (before templates)')!r}"
+                f", not {actions.action_set!r} (agent/templates.py); retrain it with the "
+                f"command in its sidecar {p.with_suffix('.json').name} (see policies/README.md)")
         trained_speedup = side.get("mec_speedup")
-        if trained_speedup is not None and float(trained_speedup) != mec_speedup:
+        rng = side.get("ranges")
+        self.ranges = ScenarioRanges.from_json(rng) if isinstance(rng, dict) else None
+        self.warnings: list[str] = []
+        if self.ranges is not None:
+            self.warnings = [f"{p}: {w}" for w in self.ranges.outside(
+                {"mec_speedup": mec_speedup, "device_speed": actions.model.device_speed})]
+            for w in self.warnings:
+                warnings.warn(w, ScenarioWarning, stacklevel=3)
+        elif trained_speedup is not None and float(trained_speedup) != mec_speedup:
             raise PolicyMismatchError(f"{p}: policy was trained with --mec-speedup "
                                       f"{trained_speedup}, not {mec_speedup}; use the same value")
         self.encoder = ObservationEncoder(actions)
@@ -175,7 +202,7 @@ class SB3Policy:
         a = int(act)
         if not mask[a]:
             a = self.actions.local_action
-        return self.actions.decision(a)
+        return self.actions.decision(a, obs.workload)
 
 
 def make_policy(spec: str, device_profile: Profile, mec_profile: Profile, **kw: Any) -> Policy:
@@ -185,8 +212,10 @@ def make_policy(spec: str, device_profile: Profile, mec_profile: Profile, **kw: 
     :raises profiler.schema.ProfileError: the profiles do not fit each other.
     """
     mec_speedup = float(kw.pop("mec_speedup", 1.0))
+    device_speed = float(kw.pop("device_speed", 1.0))
     memory = kw.pop("device_memory_bytes", None)
-    model = LatencyModel(device_profile, mec_profile, mec_speedup=mec_speedup)
+    model = LatencyModel(device_profile, mec_profile, mec_speedup=mec_speedup,
+                         device_speed=device_speed)
     actions = SplitActions(model, device_memory_bytes=memory)
     s = spec.strip()
     if s == "local":
@@ -194,17 +223,21 @@ def make_policy(spec: str, device_profile: Profile, mec_profile: Profile, **kw: 
     if s == "offload":
         return FixedPolicy("offload", actions, actions.offload_action)
     if s.startswith("fixed:"):
-        try:
-            k = int(s.split(":", 1)[1])
-        except ValueError:
-            raise AgentError(f"policy spec {spec!r}: K in fixed:K must be an integer split "
-                             f"0..{actions.n_blocks}") from None
-        return FixedPolicy(f"fixed:{k}", actions, k)
+        arg = s.split(":", 1)[1]
+        if arg.isdigit():
+            k = int(arg)
+            name = {0: "offload", actions.n_blocks: "local"}.get(k, f"split:{k}")
+            if name not in actions.names and actions.family == "chain":
+                raise AgentError(f"policy spec {spec!r}: K in fixed:K must be a split "
+                                 f"0..{actions.n_blocks} of {model.model!r}")
+        else:
+            name = arg
+        return FixedPolicy(f"fixed:{arg}", actions, actions.index(name))
     if s == "fixed":
         from agent.scenario import best_fixed_split
 
         k = best_fixed_split(model, actions, **kw)
-        return FixedPolicy(f"fixed({k})", actions, k)
+        return FixedPolicy(f"fixed({actions.names[k]})", actions, k)
     if s == "greedy":
         return GreedyPolicy(actions)
     if s == "default":

@@ -182,11 +182,13 @@ def _mean_gap(model: LatencyModel, config: ScenarioConfig) -> float:
 
 def run_policy(model: LatencyModel, actions: SplitActions, policy: Policy | FuturePolicy,
                trace: Trace, config: ScenarioConfig, seed: int, *,
-               detail: bool = False) -> list[RequestResult]:
+               detail: bool = False, requests_per_device: int | None = None
+               ) -> list[RequestResult]:
     """Run ``policy`` on ``trace`` with the exact latency model: every request that arrives
     before ``config.horizon_s`` runs to completion (the trace loops when needed); returns them
     in start order. Arrivals and workloads depend only on ``seed``, so every policy gets the
-    same requests."""
+    same requests. With ``requests_per_device``, only each device's first that many requests
+    run (the small instances of :mod:`agent.optimum`)."""
     rng = np.random.default_rng(seed)
     phase = float(rng.random())
     links = make_links(trace, config, phase)
@@ -197,6 +199,7 @@ def run_policy(model: LatencyModel, actions: SplitActions, policy: Policy | Futu
     window = config.probe_window_s
     future = hasattr(policy, "decide_future")
     out: list[RequestResult] = []
+    count = [0] * fleet.n
     while True:
         i, t = fleet.next_device(horizon)
         if i < 0:
@@ -216,11 +219,14 @@ def run_policy(model: LatencyModel, actions: SplitActions, policy: Policy | Futu
                               time_s=t, mec_accepts=accepts)
             decision = policy.decide(obs)  # type: ignore[union-attr]
         if not accepts and decision.action != actions.local_action:
-            decision = actions.decision(actions.local_action)
+            decision = actions.decision(actions.local_action, wl)
         res = simulate_request(model, link, decision, wl, t, mec, device=f"device{i}",
                                detail=detail, t_arrival=fleet.arrival[i])
         out.append(res)
         fleet.done(i, res.t_end)
+        count[i] += 1
+        if requests_per_device is not None and count[i] >= requests_per_device:
+            fleet.arrival[i] = math.inf  # this device's share of the instance is done
     return out
 
 

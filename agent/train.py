@@ -38,6 +38,7 @@ from agent.defaults import HelpFormatter, resolved_scenario
 from agent.errors import AgentError
 from agent.observation import ObservationEncoder
 from agent.plan import SEMANTICS
+from agent.ranges import ScenarioRanges
 
 __all__ = ["ALGOS", "main", "make_algo"]
 
@@ -98,6 +99,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="use only the first S seconds of each training trace")
     p.add_argument("--val-fraction", type=float, default=0.2,
                    help="fraction of trace files held out for validation")
+    p.add_argument("--ranges", action="store_true",
+                   help="train over a distribution of scenarios (agent.ranges.ScenarioRanges: "
+                   "scale 0.01-10, delay 1-50 ms, 1-16 devices, 1-4 MEC slots, load 0.05-1, "
+                   "MEC speed-up 3-30, device speed 0.3-3), one drawn per episode; the "
+                   "scenario flags then only set the validation scenario")
     p.add_argument("--out", type=Path, required=True, help="output policy FILE.zip")
     p.add_argument("--tensorboard", default="runs/tb",
                    help="TensorBoard log folder ('' to disable)")
@@ -133,10 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     from agent.env import AigcSplitEnv
 
     torch.set_num_threads(1)
-    env = AigcSplitEnv(dev, mec, train, config, mec_speedup=a.mec_speedup)
+    ranges = ScenarioRanges() if a.ranges else None
+    env = AigcSplitEnv(dev, mec, train, config, mec_speedup=a.mec_speedup, ranges=ranges)
     envs = [env]
     for _ in range(a.n_envs - 1):
-        e = AigcSplitEnv(dev, mec, train, config, mec_speedup=a.mec_speedup)
+        e = AigcSplitEnv(dev, mec, train, config, mec_speedup=a.mec_speedup, ranges=ranges)
         e.share_tables(env)
         envs.append(e)
     vec = DummyVecEnv([lambda e=e: Monitor(e) for e in envs])  # type: ignore[misc]
@@ -158,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         scale=a.scale, mec_speedup=a.mec_speedup, scenario=config.to_json(),
         obs_scales=enc.scales(), obs_size=enc.size, n_actions=env.actions.n_actions,
         main_pass=env.actions.main_pass, semantics=SEMANTICS,
+        action_set=env.actions.action_set, actions=list(env.actions.names),
+        ranges=ranges.to_json() if ranges else None,
         profiles={show_path(q): file_sha256(q) for q in prof_paths},
         train_traces={q.name: t.sha256() for q, t in zip(train_paths, train, strict=True)},
         val_traces={q.name: t.sha256() for q, t in zip(val_paths, val, strict=True)},

@@ -26,7 +26,7 @@ def test_evaluate_end_to_end(tmp_path: Path) -> None:
     r = _run("agent.evaluate", *LLM, "--traces", str(TRAIN / "cellular_300s_s100.csv"),
              "--train-traces", str(TRAIN / "cellular_300s_s101.csv"), "--horizon", "40",
              "--policies", "greedy,local,offload,fixed,oracle", "--mec-speedup", "4",
-             "--deadline", "2", "--out", str(tmp_path), "--no-plots")
+             "--deadline", "2", "--slo-e2e", "2", "--out", str(tmp_path), "--no-plots")
     assert r.returncode == 0, r.stderr
     assert "mec-speedup 4" in r.stdout
     s = json.loads((tmp_path / "summary.json").read_text())
@@ -44,6 +44,9 @@ def test_evaluate_end_to_end(tmp_path: Path) -> None:
     assert local["ratio_to_oracle"] == pytest.approx(1.3632 / orc, rel=1e-9)
     for name, d in pols.items():
         assert 0.0 <= d["deadline_miss_rate"] <= 1.0, name
+        # an end-to-end SLO alone: goodput is the share within the deadline
+        assert d["goodput"] == pytest.approx(1.0 - d["deadline_miss_rate"], abs=1e-12), name
+    assert "SLO e2e <= 2 s" in r.stdout and "goodput" in r.stdout
     assert s["scenario"]["mec_speedup"] == 4.0
     assert "command" in s["provenance"] and s["provenance"]["trace_sha256"]
 
@@ -63,6 +66,8 @@ BAD = [
      "--devices"),
     (["agent.evaluate", *LLM, "--traces", str(TRAIN), "--policies", "gredy", "--out", "/tmp/x"],
      "Did you mean"),
+    (["agent.evaluate", *LLM, "--traces", str(TRAIN), "--slo-ttft", "-1", "--out", "/tmp/x"],
+     "--slo-ttft must be a positive number"),
     (["agent.evaluate", "--model", "nosuchmodel", "--traces", str(TRAIN), "--out", "/tmp/x"],
      "no profiles"),
     # an SB3 file with another observation space

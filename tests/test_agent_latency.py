@@ -122,14 +122,17 @@ def test_bad_inputs() -> None:
 
 def test_actions_and_masks() -> None:
     acts = SplitActions(_model("diffusion"))
-    assert acts.main_pass == "unet" and acts.n_actions == 7
+    assert acts.main_pass == "unet" and acts.n_actions == 11
     d0 = acts.decision(0)
     assert d0.splits == {"text_encoder": 0, "unet": 0, "vae_decoder": 0}
-    d3 = acts.decision(3)
+    d3 = acts.decision(acts.index("split:3"))
     assert d3.splits == {"text_encoder": 2, "unet": 3, "vae_decoder": 2}
-    assert acts.mask(False).tolist() == [False] * 6 + [True]
+    assert acts.mask(False).tolist() == [False] * 10 + [True]
     small = SplitActions(_model("diffusion"), device_memory_bytes=250_000_000)
-    assert small.mask().tolist()[:2] == [True, True] and not small.mask()[6]
+    # full offload and the placements that keep only the small text encoder or VAE on the
+    # device fit; local and the hybrid plans (every UNet block on the device) do not
+    m = dict(zip(small.names, small.mask().tolist(), strict=True))
+    assert m["offload"] and not m["local"] and not m["hybrid:1/2"], m
 
 
 def test_predict_matches_simulation_on_constant_trace() -> None:

@@ -42,9 +42,16 @@ def test_a_mismatch_with_the_training_scenario_is_a_warning() -> None:
     given = {**_NONE, "scale": 0.1, "delay_ms": 20.0}
     values, warns, _ = resolve_scenario(given, "default", "sd15")
     assert values["scale"] == 0.1 and values["delay_ms"] == 20.0
-    assert len(warns) == 2
-    assert any("--scale 0.01; this run uses 0.1" in w for w in warns)
-    assert any("--delay-ms 10; this run uses 20" in w for w in warns)
+    if "ranges" in json.loads((POLICIES_DIR / "sd15.json").read_text()):
+        # trained over scenario ranges: inside them no warning, outside one naming the range
+        assert warns == []
+        _, warns, _ = resolve_scenario({**given, "delay_ms": 200.0}, "default", "sd15")
+        assert len(warns) == 1 and "--delay-ms 200 is outside the policy's training range " \
+            "1-50" in warns[0]
+    else:
+        assert len(warns) == 2
+        assert any("--scale 0.01; this run uses 0.1" in w for w in warns)
+        assert any("--delay-ms 10; this run uses 20" in w for w in warns)
     # a baseline told otherwise runs as told, without a warning
     values, warns, _ = resolve_scenario(given, "offload", "sd15")
     assert values["scale"] == 0.1 and warns == []
