@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from agent.actions import SplitActions
-from agent.defaults import POLICIES_DIR
+from agent.defaults import POLICIES_DIR  # the shipped policies: <model>.zip plus <model>.json
 from agent.errors import AgentError, PolicyMismatchError
 from agent.latency import LatencyModel
 from agent.observation import ObservationEncoder, harmonic_mean
@@ -57,7 +57,6 @@ __all__ = [
     "make_policy",
 ]
 
-#: where the shipped default policies live (``<model>.zip`` plus ``<model>.json``)
 SPECS = ("local", "offload", "fixed", "fixed:K", "greedy", "default", "PATH.zip")
 
 

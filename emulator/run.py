@@ -438,6 +438,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 128 + signal.SIGTERM if got and code == 130 else code
 
     prev = signal.signal(signal.SIGTERM, _on_term)
+    # SIGINT always stops the run as Ctrl-C does, also when it was started with SIGINT ignored
+    # (a background job of a non-interactive shell inherits that)
+    prev_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return _code(_run(args, argv))
     except EmulatorError as e:
@@ -448,6 +451,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _code(130)
     finally:
         signal.signal(signal.SIGTERM, prev)
+        signal.signal(signal.SIGINT, prev_int)
 
 
 if __name__ == "__main__":

@@ -22,16 +22,19 @@ def test_lognormal_has_the_profile_median_and_std() -> None:
 
 
 def test_wait_until_is_close() -> None:
-    errs = []
-    for target in (0.001, 0.005, 0.02):
-        tries = []
-        for _ in range(5):  # best of 5: another job on the shared cores can delay any one wait
+    # never early, in any round; late by < 5 ms in the best of five rounds (one preemption on
+    # a shared, loaded CPU costs more than that: seen 8 and 10 ms in full-suite runs on a fresh
+    # machine; a wait_until that is always late still fails); the benchmark gives real figures
+    worst = []
+    for _ in range(5):
+        errs = []
+        for target in (0.001, 0.005, 0.02):
             t0 = time.perf_counter()
             wait_until(t0 + target)
-            tries.append(time.perf_counter() - t0 - target)
-        assert min(tries) >= 0  # never early
-        errs.append(min(tries))
-    assert max(errs) < 0.005  # loose: CI shares its cores; the benchmark gives real figures
+            errs.append(time.perf_counter() - t0 - target)
+        assert min(errs) >= 0
+        worst.append(max(errs))
+    assert min(worst) < 0.005, worst
 
 
 def test_sampling_is_seeded_and_centred() -> None:

@@ -115,3 +115,22 @@ def test_help_shows_every_default(name: str, monkeypatch: pytest.MonkeyPatch) ->
                 missing.append(f"{p.prog} {act.option_strings[-1]}")
     assert missing == [], missing
 
+
+
+def test_emulator_baselines_and_default_get_one_scenario(tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]
+                                                         ) -> None:
+    from emulator.run import _plan, build_parser
+
+    plans = {}
+    for pol in ("default", "offload", "local"):
+        args = build_parser().parse_args(["--policy", pol, "--out", str(tmp_path / pol)])
+        plan, _, _ = _plan(args)
+        plans[pol] = (plan.mec_speedup, plan.n_devices, plan.mec_slots, args.delay_ms,
+                      round(plan.rate or 0, 3), args.scale)
+    assert set(plans.values()) == {(10.0, 4, 1, 10.0, 0.297, 1.0)}, plans
+    args = build_parser().parse_args(["--model", "sd15", "--scale", "0.1",
+                                      "--out", str(tmp_path / "sd")])
+    plan, _, _ = _plan(args)
+    assert args.scale == 0.1 and plan.mec_speedup == 10.0
+    assert "sd15.zip was trained with --scale 0.01; this run uses 0.1" in capsys.readouterr().err

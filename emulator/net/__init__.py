@@ -16,7 +16,8 @@ Modules: :mod:`~emulator.net.config` (NetConfig, names, rates), :mod:`~emulator.
 (build/teardown), :mod:`~emulator.net.shaper` (live replay, measurement), :mod:`~emulator.net.tc`
 (HTB plumbing), :mod:`~emulator.net.delay` and :mod:`~emulator.net.tunrelay` (propagation
 delay), :mod:`~emulator.net.cleanup` (state files, exact cleanup), :mod:`~emulator.net.cpu`
-(CPU saturation watch). Errors: :class:`NetError`.
+(CPU saturation watch), :mod:`~emulator.net.host` and :mod:`~emulator.net.start` (bounded
+host and helper starts, with the likely cause of a failure). Errors: :class:`NetError`.
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ class BoundedHost(Host):  # type: ignore[misc]
         self._start_out = ""
         try:
             super().startShell(mnopts)
-        except NetError:
+        except BaseException:  # NetError, or Ctrl-C while waiting
             self._discard_shell()
             raise
         finally:
@@ -56,7 +56,8 @@ class BoundedHost(Host):  # type: ignore[misc]
         deadline = getattr(self, "_start_deadline", None)
         if deadline is None:
             return str(super().read(size))
-        fd = self.stdout.fileno()
+        node: Any = self
+        fd = node.stdout.fileno()
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -87,8 +88,25 @@ class BoundedHost(Host):  # type: ignore[misc]
             shell.kill()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 shell.wait(timeout=2.0)
-        for fd in (getattr(self, "master", None), getattr(self, "slave", None)):
-            if fd is not None:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+        # the pty's master end is owned by the file object Mininet wrapped it in: close it
+        # through that object, once (a bare os.close would let the object close the number
+        # again later, by then perhaps another file's); the slave end is a bare fd
+        node: Any = self  # Mininet's attributes, untyped
+        if node.stdin is not None:  # and drop Mininet's fd -> node maps of this pty
+            with contextlib.suppress(OSError, ValueError):
+                fd = node.stdin.fileno()
+                if Host.outToNode.get(fd) is self:
+                    del Host.outToNode[fd]
+                if Host.inToNode.get(fd) is self:
+                    del Host.inToNode[fd]
+        if node.stdin is not None:
+            with contextlib.suppress(OSError):
+                node.stdin.close()
+        elif node.master is not None:
+            with contextlib.suppress(OSError):
+                os.close(node.master)
+        if node.slave is not None:
+            with contextlib.suppress(OSError):
+                os.close(node.slave)
+        node.stdin = node.stdout = node.master = node.slave = None
         self.shell = None

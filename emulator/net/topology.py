@@ -244,7 +244,7 @@ class EmulatedNetwork:
             self._say(delay_line(self.delay_method, cfg.one_way_delay_s))
 
     def _add_host(self, name: str, ip: str) -> Any:
-        """Start one host shell (bounded: :class:`~emulator.net.start.BoundedHost`), tracked."""
+        """Start one host shell (bounded: :class:`~emulator.net.host.BoundedHost`), tracked."""
         assert self._state is not None
         h = self._net.addHost(name, ip=f"{ip}/{_PREFIX}")
         self._state.track(h.pid, f"mininet:{h.name}")
