@@ -33,7 +33,7 @@ from .hardware import HardwareClass, pinned
 from .schema import Block, ModelInfo, Pass, Profile, ProfileError, TensorInfo
 from .timing import PassTiming, compare_outputs, run_chain, run_whole, time_pass
 from .torch_timing import time_pass_torch
-from .zoo import BlockKey, get_model
+from .zoo import BlockKey, PassSpec, get_model
 
 __all__ = ["DEFAULT_TOLERANCE", "profile_onnx", "profile_pass", "profile_zoo"]
 
@@ -206,14 +206,17 @@ def profile_zoo(model: str, params: Mapping[str, int], hw: HardwareClass, work_r
     zm = get_model(model)
     full = {**zm.defaults, **{k: v for k, v in params.items() if v is not None}}
     declared = zm.state(full)
+    # torch times batches on the batch-1 modules (inputs repeated along the batch axis)
+    base = _build(zm.name, full, passes) if hw.torch_device is not None else None
     out = _zoo_batch(zm.name, full, 1, hw, work_root, warmup=warmup, runs=runs,
                      min_seconds=min_seconds, reuse=reuse, tolerance=tolerance, quiet=quiet,
-                     passes=passes, declared=declared, blocks_of=None)
+                     passes=passes, declared=declared, blocks_of=None, specs=base)
     for b in sizes[1:]:
         names = {p.name: [blk.name for blk in p.blocks] for p in out}
         at_b = _zoo_batch(zm.name, full, b, hw, work_root, warmup=warmup, runs=runs,
                           min_seconds=min_seconds, reuse=reuse, tolerance=tolerance,
-                          quiet=quiet, passes=passes, declared=declared, blocks_of=names)
+                          quiet=quiet, passes=passes, declared=declared, blocks_of=names,
+                          specs=base)
         out = [with_batch(p1, b, pb) for p1, pb in zip(out, at_b, strict=True)]
     for p in out:
         for b in p.batch_sizes[1:]:
@@ -229,16 +232,11 @@ def profile_zoo(model: str, params: Mapping[str, int], hw: HardwareClass, work_r
                    passes=tuple(out), created=_now(), command=command)
 
 
-def _zoo_batch(model: str, full: Mapping[str, int], batch: int, hw: HardwareClass,
-               work_root: Path, *, warmup: int, runs: int, min_seconds: float, reuse: bool,
-               tolerance: float, quiet: bool, passes: Sequence[str] | None,
-               declared: Mapping[str, Mapping[str, tuple[int, int]]],
-               blocks_of: Mapping[str, Sequence[str]] | None) -> list[Pass]:
-    """The passes of a zoo model at one batch size (``blocks_of``: block names at batch 1)."""
-    zm = get_model(model)
-    bparams = dict(full) if batch == 1 else {**full, "batch": batch}
+def _build(model: str, params: Mapping[str, int], passes: Sequence[str] | None
+           ) -> list[PassSpec]:
+    """The zoo model's passes (only ``passes`` when given), errors as ProfileError."""
     try:
-        specs = zm.build(bparams)
+        specs = get_model(model).build(params)
     except ValueError as e:
         raise ProfileError(f"model {model!r}: {e}") from None
     if passes:
@@ -247,6 +245,26 @@ def _zoo_batch(model: str, full: Mapping[str, int], batch: int, hw: HardwareClas
             raise ProfileError(f"model {model!r} has no pass {unknown[0]!r} (passes: "
                                f"{', '.join(s.name for s in specs)})")
         specs = [s for s in specs if s.name in passes]
+    return specs
+
+
+def _zoo_batch(model: str, full: Mapping[str, int], batch: int, hw: HardwareClass,
+               work_root: Path, *, warmup: int, runs: int, min_seconds: float, reuse: bool,
+               tolerance: float, quiet: bool, passes: Sequence[str] | None,
+               declared: Mapping[str, Mapping[str, tuple[int, int]]],
+               blocks_of: Mapping[str, Sequence[str]] | None,
+               specs: Sequence[PassSpec] | None = None) -> list[Pass]:
+    """The passes of a zoo model at one batch size (``blocks_of``: block names at batch 1).
+
+    ``specs`` (torch timing): the batch-1 passes, whose inputs are repeated ``batch`` times
+    along their first (batch) axis instead of building the model again.
+    """
+    bparams = dict(full) if batch == 1 else {**full, "batch": batch}
+    if specs is None:
+        specs = _build(model, bparams, passes)
+    elif batch > 1:
+        specs = [dataclasses.replace(s, inputs=tuple(
+            x.repeat(batch, *([1] * (x.dim() - 1))) for x in s.inputs)) for s in specs]
     tag = "" if batch == 1 else f" at batch {batch}"
     if blocks_of is not None and hw.torch_device is not None:
         # torch times the same modules on a batch: the cut was exported and checked at batch 1
@@ -275,7 +293,7 @@ def _zoo_batch(model: str, full: Mapping[str, int], batch: int, hw: HardwareClas
         if hw.torch_device is None:  # ONNX Runtime times it: the torch module can go
             spec = dataclasses.replace(spec, module=torch.nn.Identity(), inputs=())
         todo.append((spec, path, feeds))
-    del specs
+    specs = []
     gc.collect()
     out = []
     for spec, path, feeds in todo:

@@ -142,6 +142,14 @@ def test_profile_zoo_batch_curve(gpt2_tiny, tmp_path: Path) -> None:  # type: ig
     assert prof.model.parameters["batch"] == 1
     with pytest.raises(ProfileError, match="must include 1"):
         profile_zoo("gpt2-tiny", {}, resolve_class("mec"), root, batch_sizes=(2, 4))
+    # torch timing (what a GPU uses): batch 2 times the batch-1 modules, nothing exported
+    hw = resolve_class("mec", backend="torch")
+    prof = profile_zoo("gpt2-tiny", {}, hw, root, warmup=0, runs=1, min_seconds=0.0,
+                       quiet=True, passes=["decode"], batch_sizes=(1, 2))
+    (dec,) = prof.passes
+    assert prof.hardware.backend == "torch-cpu" and dec.batch_sizes == (1, 2)
+    assert [b.name for b in dec.blocks] == ["embed", "h.0", "h.1", "head"]
+    assert dec.whole_at(2).runs == 1 and dec.blocks[1].state_bytes_per_token == 6144
 
 
 def test_unknown_model_suggests() -> None:
