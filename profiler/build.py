@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .batch import check_batch_sizes, sum_vs_whole, with_batch
 from .cut import Piece, build_pieces, partition_auto, partition_by_scope
 from .export import export_pass, work_dir_for
 from .graph import (
@@ -32,7 +33,7 @@ from .hardware import HardwareClass, pinned
 from .schema import Block, ModelInfo, Pass, Profile, ProfileError, TensorInfo
 from .timing import PassTiming, compare_outputs, run_chain, run_whole, time_pass
 from .torch_timing import time_pass_torch
-from .zoo import BlockKey, get_model
+from .zoo import BlockKey, PassSpec, get_model
 
 __all__ = ["DEFAULT_TOLERANCE", "profile_onnx", "profile_pass", "profile_zoo"]
 
@@ -192,47 +193,121 @@ def profile_zoo(model: str, params: Mapping[str, int], hw: HardwareClass, work_r
                 warmup: int = 2, runs: int = 10, min_seconds: float = 3.0, reuse: bool = True,
                 command: str = "",
                 tolerance: float = DEFAULT_TOLERANCE, quiet: bool = False,
-                passes: Sequence[str] | None = None) -> Profile:
-    """Export, cut and time every pass of a zoo model."""
+                passes: Sequence[str] | None = None,
+                batch_sizes: Sequence[int] = (1,)) -> Profile:
+    """Export, cut and time every pass of a zoo model, at every batch size in ``batch_sizes``.
+
+    Batch 1 is profiled first (export, cut, chain check, timing: the profile's main
+    statistics and byte counts); each larger batch size then times the same blocks and the
+    whole pass on a batch of that many requests, in this process, and is added as the
+    block's and the pass's ``batch_ms`` (see :func:`profiler.batch.with_batch`).
+    """
+    sizes = check_batch_sizes(batch_sizes)
     zm = get_model(model)
     full = {**zm.defaults, **{k: v for k, v in params.items() if v is not None}}
+    declared = zm.state(full)
+    # torch times batches on the batch-1 modules (inputs repeated along the batch axis)
+    base = _build(zm.name, full, passes) if hw.torch_device is not None else None
+    out = _zoo_batch(zm.name, full, 1, hw, work_root, warmup=warmup, runs=runs,
+                     min_seconds=min_seconds, reuse=reuse, tolerance=tolerance, quiet=quiet,
+                     passes=passes, declared=declared, blocks_of=None, specs=base)
+    for b in sizes[1:]:
+        names = {p.name: [blk.name for blk in p.blocks] for p in out}
+        at_b = _zoo_batch(zm.name, full, b, hw, work_root, warmup=warmup, runs=runs,
+                          min_seconds=min_seconds, reuse=reuse, tolerance=tolerance,
+                          quiet=quiet, passes=passes, declared=declared, blocks_of=names,
+                          specs=base)
+        out = [with_batch(p1, b, pb) for p1, pb in zip(out, at_b, strict=True)]
+    for p in out:
+        for b in p.batch_sizes[1:]:
+            _info(f"{p.name} batch {b}: {sum_vs_whole(p, b)}", quiet)
+    info = zm.describe(full)
+    if len(sizes) > 1:
+        info["batch_sizes"] = list(sizes)
+    how = (f"cold first run kept apart, {warmup} warm-up, then >= {runs} timed runs per "
+           f"session (more within {min_seconds:g} s)")
+    if len(sizes) > 1:
+        how += f"; batch sizes {', '.join(map(str, sizes))} timed one after another"
+    return Profile(model=ModelInfo(zm.name, zm.source, info), hardware=hw.describe(how),
+                   passes=tuple(out), created=_now(), command=command)
+
+
+def _build(model: str, params: Mapping[str, int], passes: Sequence[str] | None
+           ) -> list[PassSpec]:
+    """The zoo model's passes (only ``passes`` when given), errors as ProfileError."""
     try:
-        specs = zm.build(full)
+        specs = get_model(model).build(params)
     except ValueError as e:
         raise ProfileError(f"model {model!r}: {e}") from None
-    wd = work_dir_for(work_root, model, full)
     if passes:
         unknown = sorted(set(passes) - {s.name for s in specs})
         if unknown:
             raise ProfileError(f"model {model!r} has no pass {unknown[0]!r} (passes: "
                                f"{', '.join(s.name for s in specs)})")
+        specs = [s for s in specs if s.name in passes]
+    return specs
+
+
+def _zoo_batch(model: str, full: Mapping[str, int], batch: int, hw: HardwareClass,
+               work_root: Path, *, warmup: int, runs: int, min_seconds: float, reuse: bool,
+               tolerance: float, quiet: bool, passes: Sequence[str] | None,
+               declared: Mapping[str, Mapping[str, tuple[int, int]]],
+               blocks_of: Mapping[str, Sequence[str]] | None,
+               specs: Sequence[PassSpec] | None = None) -> list[Pass]:
+    """The passes of a zoo model at one batch size (``blocks_of``: block names at batch 1).
+
+    ``specs`` (torch timing): the batch-1 passes, whose inputs are repeated ``batch`` times
+    along their first (batch) axis instead of building the model again.
+    """
+    bparams = dict(full) if batch == 1 else {**full, "batch": batch}
+    if specs is None:
+        specs = _build(model, bparams, passes)
+    elif batch > 1:
+        specs = [dataclasses.replace(s, inputs=tuple(
+            x.repeat(batch, *([1] * (x.dim() - 1))) for x in s.inputs)) for s in specs]
+    tag = "" if batch == 1 else f" at batch {batch}"
+    if blocks_of is not None and hw.torch_device is not None:
+        # torch times the same modules on a batch: the cut was exported and checked at batch 1
+        out = []
+        for spec in specs:
+            _info(f"{spec.name}{tag}: timing {warmup} warm-up + {runs} runs [{hw.label}]", quiet)
+            with pinned(hw):
+                tt = time_pass_torch(spec.name, spec.module, spec.inputs, spec.block_key,
+                                     blocks_of[spec.name], torch.device(hw.torch_device),
+                                     warmup=warmup, runs=runs, min_seconds=min_seconds,
+                                     threads=hw.intra_threads, progress=not quiet)
+            blocks = tuple(Block(name=n, latency=st, out_bytes=0, weight_bytes=0,
+                                 cold_ms=c)
+                           for n, st, c in zip(blocks_of[spec.name], tt.blocks,
+                                               tt.blocks_cold_ms, strict=True))
+            out.append(Pass(name=spec.name, repeat=spec.repeat, blocks=blocks, whole=tt.whole,
+                            input_bytes=0, output_bytes=0, cold_ms=tt.whole_cold_ms))
+        return out
+    wd = work_dir_for(work_root, model, bparams)
     todo = []
     for spec in specs:  # export everything first, then free the torch modules before timing
-        if passes and spec.name not in passes:
-            continue
-        _info(f"{spec.name}: exporting to {wd / (spec.name + '.onnx')}", quiet)
+        _info(f"{spec.name}{tag}: exporting to {wd / (spec.name + '.onnx')}", quiet)
         path = export_pass(spec, wd / f"{spec.name}.onnx", reuse=reuse)
         feeds = {n: x.detach().numpy().copy()
                  for n, x in zip(spec.input_names, spec.inputs, strict=True)}
         if hw.torch_device is None:  # ONNX Runtime times it: the torch module can go
             spec = dataclasses.replace(spec, module=torch.nn.Identity(), inputs=())
         todo.append((spec, path, feeds))
-    del specs
+    specs = []
     gc.collect()
-    out: list[Pass] = []
+    out = []
     for spec, path, feeds in todo:
-        out.append(profile_pass(spec.name, spec.repeat, path, feeds, hw,
+        # state bytes are per request: derived from the graph at batch 1 only
+        out.append(profile_pass(spec.name + tag, spec.repeat, path, feeds, hw,
                                 wd / f"{spec.name}.pieces", state=spec.state_inputs,
                                 returns=spec.output_names[:1], warmup=warmup, runs=runs,
                                 min_seconds=min_seconds,
                                 tolerance=tolerance, note=spec.note, quiet=quiet,
                                 block_key=spec.block_key, module=spec.module,
-                                module_inputs=spec.inputs, past_inputs=spec.past_inputs,
-                                block_state=zm.state(full).get(spec.name, {})))
-    return Profile(model=ModelInfo(zm.name, zm.source, zm.describe(full)),
-                   hardware=hw.describe(f"cold first run kept apart, {warmup} warm-up, then >= {runs} "
-                                       f"timed runs per session (more within {min_seconds:g} s)"),
-                   passes=tuple(out), created=_now(), command=command)
+                                module_inputs=spec.inputs,
+                                past_inputs=spec.past_inputs if batch == 1 else None,
+                                block_state=declared.get(spec.name, {})))
+    return [dataclasses.replace(p, name=s.name) for p, (s, _, _) in zip(out, todo, strict=True)]
 
 
 def profile_onnx(path: Path, shapes: Mapping[str, Sequence[int]], hw: HardwareClass,

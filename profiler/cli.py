@@ -25,7 +25,9 @@ _EPILOG = """examples:
   python -m profiler show profiles/gpt2.device.json
   python -m profiler upgrade old.device.json --out new.device.json
   python -m profiler curve profiles/gpt2.device.json --mec profiles/gpt2.mec-cpu.json \\
-      --bandwidth-mbps 20 --rtt-ms 30 -o curve.png"""
+      --bandwidth-mbps 20 --rtt-ms 30 -o curve.png
+  python -m profiler model gpt2 --class mec --batch-sizes 1,2,4,8 --out gpt2.mec.json
+  python -m profiler curve gpt2.mec.json --batch -o batch.png"""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -76,6 +78,10 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--steps", type=int, default=None, help="sd15*: denoising steps S")
     m.add_argument("--passes", nargs="+", default=None, help="profile only these passes")
     m.add_argument("--fresh", action="store_true", help="re-export even if cached")
+    m.add_argument("--batch-sizes", default="1", metavar="B1,B2,...",
+                   help="also time every block and the whole pass on a batch of B requests "
+                   "for each B (must include 1, the main statistics), e.g. 1,2,4,8; stored "
+                   "per block and pass as batch_ms (default 1)")
     timing_opts(m)
 
     p = sub.add_parser("profile", help="cut and time any ONNX model",
@@ -101,17 +107,19 @@ def _parser() -> argparse.ArgumentParser:
     u.add_argument("--out", type=Path, default=None, help="where to write (default: in place)")
 
     c = sub.add_parser("curve", help="latency of every split point at a bandwidth "
-                       "(Neurosurgeon curve)")
+                       "(Neurosurgeon curve), or with --batch the batch-size curve")
     c.add_argument("profile", type=Path, help="device profile")
     c.add_argument("--mec", type=Path, default=None,
                    help="MEC profile of the same model (default: MEC = device times)")
-    c.add_argument("--bandwidth-mbps", type=float, required=True,
-                   help="link bandwidth, Mbit/s each way")
+    c.add_argument("--bandwidth-mbps", type=float, default=None,
+                   help="link bandwidth, Mbit/s each way (needed unless --batch)")
+    c.add_argument("--batch", action="store_true",
+                   help="the batch curve instead: whole-pass latency per measured batch size")
     c.add_argument("--rtt-ms", type=float, default=0.0,
-                   help="round-trip time per pass (ms; default 0)")
+                   help="round-trip time per pass (ms)")
     c.add_argument("--mec-speedup", type=float, default=1.0,
                    help="divide the MEC profile's block times by X, as the agent and the "
-                   "emulator do (default 1; their default scenario uses 10, agent/defaults.py)")
+                   "emulator do (their default scenario uses 10, agent/defaults.py)")
     c.add_argument("-o", "--output", type=Path, default=None, help="write a PNG plot here")
     return ap
 
@@ -169,9 +177,20 @@ def _run(a: argparse.Namespace, argv: Sequence[str]) -> int:
         save_profile(upgrade_profile(old, command), out)
         print(f"wrote {out} (schema 2: state bytes added, timings unchanged)")
         return 0
+    if a.cmd == "curve" and a.batch:
+        from .report import format_batch_curve, plot_batch_curve
+
+        prof = load_profile(a.profile)
+        print(format_batch_curve(prof))
+        if a.output:
+            plot_batch_curve(prof, a.output)
+            print(f"wrote {a.output}")
+        return 0
     if a.cmd == "curve":
         from .report import format_curve, plot_curve
 
+        if a.bandwidth_mbps is None:
+            raise ProfileError("curve needs --bandwidth-mbps (or --batch for the batch curve)")
         dev = load_profile(a.profile)
         mec = load_profile(a.mec) if a.mec else None
         print(format_curve(dev, mec, a.bandwidth_mbps, a.rtt_ms, a.mec_speedup))
@@ -207,10 +226,13 @@ def _run(a: argparse.Namespace, argv: Sequence[str]) -> int:
             raise ProfileError(f"model {a.name!r} takes no --{extra[0].replace('_', '-')} "
                                f"(its parameters: {', '.join(zm.defaults)})")
         params = {k: v for k, v in given.items() if v is not None}
+        from .batch import parse_batch_sizes
+
+        sizes = parse_batch_sizes(a.batch_sizes)
         prof = profile_zoo(a.name, params, hw, work, warmup=a.warmup, runs=a.runs,
                            min_seconds=a.min_seconds,
                            reuse=not a.fresh, command=command, tolerance=a.tolerance,
-                           quiet=a.quiet, passes=a.passes)
+                           quiet=a.quiet, passes=a.passes, batch_sizes=sizes)
     else:
         prof = profile_onnx(a.model, _parse_inputs(a.input), hw, work, blocks=a.blocks,
                             warmup=a.warmup, runs=a.runs, min_seconds=a.min_seconds,
@@ -234,6 +256,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("profiler: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except MemoryError:
         print("profiler: error: out of memory (try fewer passes or another machine)",
               file=sys.stderr)

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from .schema import Pass, Profile, ProfileError, check_compatible
 
-__all__ = ["SplitPoint", "format_curve", "format_table", "plot_curve", "split_curve"]
+__all__ = ["SplitPoint", "batch_rows", "format_batch_curve", "format_curve", "format_table",
+           "plot_batch_curve", "plot_curve", "split_curve"]
 
 
 def _mb(n: int) -> str:
@@ -65,7 +66,78 @@ def format_table(p: Profile) -> str:
                          f"{_mb(b.out_bytes):>11} {len(b.out_tensors):>7} "
                          f"{_mb(b.weight_bytes):>11} {_opt_mb(b.state_bytes_per_token):>11} "
                          f"{_opt_mb(b.state_bytes_fixed):>11}")
+        if len(ps.batch_sizes) > 1:
+            lines += _batch_lines(ps)
     return "\n".join(x for x in lines if x is not None)
+
+
+def batch_rows(ps: Pass) -> list[tuple[int, float, float, float]]:
+    """Per measured batch size: (batch, whole median, whole p95, sum of block medians), ms."""
+    return [(b, ps.whole_at(b).median, ps.whole_at(b).p95,
+             sum(x.latency_at(b).median for x in ps.blocks)) for b in ps.batch_sizes]
+
+
+def _batch_lines(ps: Pass) -> list[str]:
+    sizes = ps.batch_sizes
+    out = [f"  batch curve of {ps.name} (every size measured; a batch runs B requests at once):",
+           f"  {'batch':>5} {'whole median':>12} {'p95':>10} {'runs':>4} {'ms/request':>10} "
+           f"{'x batch 1':>9} {'sum of blocks':>13} {'vs whole':>8}"]
+    base = ps.whole.median
+    for b, med, p95, total in batch_rows(ps):
+        out.append(f"  {b:>5} {med:>12.2f} {p95:>10.2f} {ps.whole_at(b).runs:>4} "
+                   f"{med / b:>10.2f} {med / base if base > 0 else 0:>9.2f} {total:>13.2f} "
+                   f"{100 * (total / med - 1) if med > 0 else 0:>+7.1f}%")
+    out.append(f"  block medians (ms) at batch {', '.join(map(str, sizes))}:")
+    for x in ps.blocks:
+        out.append(f"      {x.name[:30]:<30} " + " ".join(f"{x.latency_at(b).median:>9.2f}"
+                                                         for b in sizes))
+    return out
+
+
+def format_batch_curve(p: Profile) -> str:
+    """The batch curve of every pass (whole pass per measured batch size)."""
+    lines = [f"{p.model.name} on {p.hardware.hw_class} ({p.hardware.backend}, "
+             f"{p.hardware.threads} threads): latency per batch size"]
+    for ps in p.passes:
+        if len(ps.batch_sizes) == 1:
+            lines += ["", f"pass {ps.name}: batch 1 only (profile with --batch-sizes 1,2,4,8)"]
+        else:
+            lines += ["", f"pass {ps.name} x{ps.repeat}", *_batch_lines(ps)[1:]]
+    return "\n".join(lines)
+
+
+def plot_batch_curve(p: Profile, out: str | Path) -> None:
+    """Whole-pass median (p95 as a band) and ms per request against batch size, per pass."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(p.passes), 2, figsize=(10, 3.0 * len(p.passes)), squeeze=False)
+    for (ax, ax2), ps in zip(axes, p.passes, strict=True):
+        rows = batch_rows(ps)
+        bs = [r[0] for r in rows]
+        ax.plot(bs, [r[1] for r in rows], "o-", label="whole median")
+        ax.fill_between(bs, [r[1] for r in rows], [r[2] for r in rows], alpha=0.2, label="to p95")
+        ax.plot(bs, [r[3] for r in rows], "x--", label="sum of block medians")
+        ax.plot(bs, [ps.whole.median * b for b in bs], ":", color="gray", label="linear (B x batch 1)")
+        ax.set_title(f"{ps.name}: latency of one batched pass", fontsize=10)
+        ax2.plot(bs, [r[1] / r[0] for r in rows], "o-")
+        ax2.set_title(f"{ps.name}: ms per request", fontsize=10)
+        for a in (ax, ax2):
+            a.set_xscale("log", base=2)
+            a.set_xticks(bs, [str(b) for b in bs])
+            a.set_xlabel("batch size")
+            a.set_ylabel("ms")
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{p.model.name} on {p.hardware.hw_class} ({p.hardware.backend})", fontsize=10)
+    fig.tight_layout()
+    try:
+        fig.savefig(str(out), dpi=110)
+    except OSError as e:
+        raise ProfileError(f"{out}: cannot write the plot: {e.strerror or e}") from None
+    finally:
+        plt.close(fig)
 
 
 @dataclass(frozen=True)

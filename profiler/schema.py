@@ -37,6 +37,14 @@ request means moving it. Pass outputs (a diffusion latent, a prompt embedding) a
 Schema-1 files still load, with ``Block.state_bytes_per_token`` and ``state_bytes_fixed`` None;
 :meth:`Pass.state_bytes` then raises :class:`ProfileError` saying how to upgrade the file
 (``python -m profiler upgrade FILE`` for a zoo model).
+
+Optional ``batch_ms`` on blocks and passes (``profiler model --batch-sizes 1,2,4,8``): the
+latency statistics of the block (of the whole pass) run on a batch of ``B`` requests at once,
+``{"2": {...}, "4": {...}}``; batch 1 is ``latency_ms`` / ``whole_ms``. Every block of a pass
+has the same batch sizes as the pass. Byte counts stay per request (batch 1).
+:meth:`Block.latency_at` and :meth:`Pass.whole_at` interpolate linearly between measured sizes
+(the result has ``runs == 0``: nothing was run at that size) and refuse a size above the largest
+measured one.
 """
 
 from __future__ import annotations
@@ -105,6 +113,34 @@ class LatencyStats:
                 "runs": self.runs}
 
 
+def _at(by_batch: Mapping[int, LatencyStats], batch: int, what: str) -> LatencyStats:
+    """Statistics at ``batch``: measured, else linear between the nearest measured sizes."""
+    if batch < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch}")
+    if batch in by_batch:
+        return by_batch[batch]
+    sizes = sorted(by_batch)
+    if batch > sizes[-1]:
+        raise ProfileError(f"{what}: batch size {batch} is above the largest measured "
+                           f"({', '.join(map(str, sizes))}); profile it with `python -m "
+                           f"profiler model ... --batch-sizes {','.join(map(str, sizes))},"
+                           f"{batch}`")
+    hi = next(b for b in sizes if b > batch)
+    lo = max(b for b in sizes if b < batch)
+    w = (batch - lo) / (hi - lo)
+    a, c = by_batch[lo], by_batch[hi]
+
+    def mix(x: float, y: float) -> float:
+        return x + w * (y - x)
+
+    return LatencyStats(median=mix(a.median, c.median), p95=mix(a.p95, c.p95),
+                        mean=mix(a.mean, c.mean), std=mix(a.std, c.std), runs=0)
+
+
+def _batch_json(by_batch: Mapping[int, LatencyStats]) -> dict[str, Any]:
+    return {str(b): by_batch[b].to_json() for b in sorted(by_batch)}
+
+
 @dataclass(frozen=True)
 class TensorInfo:
     """One tensor crossing a cut."""
@@ -133,6 +169,18 @@ class Block:
     state_bytes_per_token: int | None = 0
     #: persistent state bytes that do not grow with the context; None: read from schema 1
     state_bytes_fixed: int | None = 0
+    #: latency of the block run on a batch of B requests, for measured B > 1
+    batch_latency: Mapping[int, LatencyStats] = field(default_factory=dict)
+
+    def latency_at(self, batch: int) -> LatencyStats:
+        """Latency statistics at batch size ``batch``.
+
+        Measured sizes give their statistics; a size between two measured ones is linear
+        interpolation between them (``runs == 0`` marks it); batch 1 is :attr:`latency`.
+
+        :raises ProfileError: ``batch`` is above the largest measured size.
+        """
+        return _at({1: self.latency, **self.batch_latency}, batch, f"block {self.name!r}")
 
     @property
     def has_state(self) -> bool:
@@ -151,6 +199,8 @@ class Block:
         if self.cold_ms is not None:
             d["cold_ms"] = self.cold_ms
         d["state"] = {"per_token": self.state_bytes_per_token, "fixed": self.state_bytes_fixed}
+        if self.batch_latency:
+            d["batch_ms"] = _batch_json(self.batch_latency)
         return d
 
 
@@ -170,10 +220,27 @@ class Pass:
     #: what to say when state bytes are missing: the file and how to upgrade it (set by the
     #: loader of a schema-1 file; not part of the profile's value)
     missing_state_hint: str = field(default="", compare=False, repr=False)
+    #: latency of the whole pass run on a batch of B requests, for measured B > 1
+    batch_whole: Mapping[int, LatencyStats] = field(default_factory=dict)
 
     @property
     def n_blocks(self) -> int:
         return len(self.blocks)
+
+    @property
+    def batch_sizes(self) -> tuple[int, ...]:
+        """The measured batch sizes, ascending (``(1,)`` without a batch curve)."""
+        return (1, *sorted(self.batch_whole))
+
+    def whole_at(self, batch: int) -> LatencyStats:
+        """The whole pass's latency statistics at batch size ``batch``.
+
+        Measured sizes give their statistics; a size between two measured ones is linear
+        interpolation between them (``runs == 0`` marks it); batch 1 is :attr:`whole`.
+
+        :raises ProfileError: ``batch`` is above the largest measured size.
+        """
+        return _at({1: self.whole, **self.batch_whole}, batch, f"pass {self.name!r}")
 
     def state_bytes(self, lo: int, hi: int, tokens: int) -> int:
         """Persistent state of blocks ``[lo, hi)`` holding ``tokens`` tokens of context, bytes.
@@ -228,6 +295,8 @@ class Pass:
             d["note"] = self.note
         if self.chain_max_error is not None:
             d["chain_max_error"] = self.chain_max_error
+        if self.batch_whole:
+            d["batch_ms"] = _batch_json(self.batch_whole)
         return d
 
 
@@ -400,6 +469,24 @@ def _missing_state_hint(model: ModelInfo, command: str, path: Path | None) -> st
     return f"{what} of a model outside the zoo; profile it again: {again}"
 
 
+def _batch(d: Any, where: str) -> dict[int, LatencyStats]:
+    """The optional ``batch_ms`` object: batch sizes > 1 (as strings) to statistics."""
+    if not isinstance(d, dict) or "batch_ms" not in d:
+        return {}
+    raw = _get(d, "batch_ms", dict, where)
+    out: dict[int, LatencyStats] = {}
+    for k, v in raw.items():
+        try:
+            b = int(k)
+        except ValueError:
+            b = 0
+        if b < 2 or str(b) != k:
+            raise ProfileError(f"{where} batch_ms: key {k!r} must be a batch size >= 2 "
+                               "written as an integer (batch 1 is latency_ms / whole_ms)")
+        out[b] = _stats(v, f"{where} batch_ms[{k!r}]")
+    return out
+
+
 def _parse_profile(data: Any, where: str, path: Path | None = None) -> Profile:
     if not isinstance(data, dict):
         raise ProfileError(f"{where}: a profile must be a JSON object")
@@ -448,14 +535,20 @@ def _parse_profile(data: Any, where: str, path: Path | None = None) -> Profile:
                                 out_bytes=_nonneg_int(rb, "out_bytes", bw),
                                 weight_bytes=_nonneg_int(rb, "weight_bytes", bw),
                                 out_tensors=tensors, cold_ms=_opt_float(rb, "cold_ms", bw),
-                                state_bytes_per_token=per_token, state_bytes_fixed=fixed))
+                                state_bytes_per_token=per_token, state_bytes_fixed=fixed,
+                                batch_latency=_batch(rb, bw)))
+        batch_whole = _batch(rp, pw)
+        for j, b in enumerate(blocks):
+            if sorted(b.batch_latency) != sorted(batch_whole):
+                raise ProfileError(f"{pw} blocks[{j}]: batch sizes {sorted(b.batch_latency)} in "
+                                   f"'batch_ms' differ from the pass's {sorted(batch_whole)}")
         passes.append(Pass(name=name, repeat=repeat, blocks=tuple(blocks),
                            whole=_stats(_get(rp, "whole_ms", dict, pw), f"{pw} whole_ms"),
                            input_bytes=_nonneg_int(rp, "input_bytes", pw),
                            output_bytes=_nonneg_int(rp, "output_bytes", pw),
                            cold_ms=_opt_float(rp, "cold_ms", pw), note=str(rp.get("note", "")),
                            chain_max_error=_opt_float(rp, "chain_max_error", pw),
-                           missing_state_hint=hint))
+                           missing_state_hint=hint, batch_whole=batch_whole))
     return Profile(model=model, hardware=hw, passes=tuple(passes),
                    created=str(data.get("created", "")), command=command,
                    schema=schema, path=path)

@@ -122,6 +122,36 @@ def test_profile_zoo_writes_a_valid_profile(gpt2_tiny, tmp_path: Path) -> None: 
     assert load_profile(out) == prof
 
 
+def test_profile_zoo_batch_curve(gpt2_tiny, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # batch 1 reuses the fixture's export; batch 2 is exported, cut, checked and timed too
+    _specs, wd = gpt2_tiny
+    from profiler.export import work_dir_for
+
+    root = tmp_path / "root"
+    target = work_dir_for(root, "gpt2-tiny", MODELS["gpt2-tiny"].defaults)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.symlink_to(wd)
+    prof = profile_zoo("gpt2-tiny", {}, resolve_class("mec"), root, warmup=0, runs=2,
+                       min_seconds=0.0, quiet=True, passes=["decode"], batch_sizes=(1, 2))
+    (dec,) = prof.passes
+    assert dec.batch_sizes == (1, 2) and dec.whole_at(2).runs == 2
+    assert all(b.latency_at(2).runs == 2 for b in dec.blocks)
+    # bytes and state stay per request (batch 1): the decode's input is one token id
+    assert dec.input_bytes == 8 and dec.blocks[1].state_bytes_per_token == 6144
+    assert prof.model.parameters["batch_sizes"] == [1, 2]
+    assert prof.model.parameters["batch"] == 1
+    with pytest.raises(ProfileError, match="must include 1"):
+        profile_zoo("gpt2-tiny", {}, resolve_class("mec"), root, batch_sizes=(2, 4))
+    # torch timing (what a GPU uses): batch 2 times the batch-1 modules, nothing exported
+    hw = resolve_class("mec", backend="torch")
+    prof = profile_zoo("gpt2-tiny", {}, hw, root, warmup=0, runs=1, min_seconds=0.0,
+                       quiet=True, passes=["decode"], batch_sizes=(1, 2))
+    (dec,) = prof.passes
+    assert prof.hardware.backend == "torch-cpu" and dec.batch_sizes == (1, 2)
+    assert [b.name for b in dec.blocks] == ["embed", "h.0", "h.1", "head"]
+    assert dec.whole_at(2).runs == 1 and dec.blocks[1].state_bytes_per_token == 6144
+
+
 def test_unknown_model_suggests() -> None:
     with pytest.raises(ProfileError, match=r"Did you mean 'gpt2'\?"):
         get_model("gtp2")

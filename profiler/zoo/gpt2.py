@@ -158,6 +158,9 @@ _CONFIGS = {
 def _build(name: str, params: Mapping[str, int]) -> list[PassSpec]:
     c = _CONFIGS[name]
     p, t = int(params["prompt_tokens"]), int(params["new_tokens"])
+    b = int(params.get("batch", 1))  # B sequences at once, all at the same length
+    if b < 1:
+        raise ValueError(f"need a batch of at least 1 sequence (got {b})")
     if p < 1 or t < 1 or p + t > c.positions:
         raise ValueError(f"need 1 <= prompt tokens, 1 <= new tokens and their sum <= "
                          f"{c.positions} (got {p} + {t})")
@@ -167,12 +170,12 @@ def _build(name: str, params: Mapping[str, int]) -> list[PassSpec]:
     kv_names = tuple(f"{kind}.{i}" for i in range(c.layers) for kind in ("past_key", "past_value"))
     out_kv = tuple(f"{kind}.{i}" for i in range(c.layers)
                    for kind in ("present_key", "present_value"))
-    ids = torch.zeros(1, p, dtype=torch.long)
-    kv = tuple(torch.randn(1, c.heads, past, hd) * 0.1 for _ in kv_names)
+    ids = torch.zeros(b, p, dtype=torch.long)
+    kv = tuple(torch.randn(b, c.heads, past, hd) * 0.1 for _ in kv_names)
     return [
         PassSpec("prefill", 1, model, (ids,), ("input_ids",), ("next_token", *out_kv), _KEY,
                  note=f"{p} prompt tokens"),
-        PassSpec("decode", t, model, (torch.zeros(1, 1, dtype=torch.long), *kv),
+        PassSpec("decode", t, model, (torch.zeros(b, 1, dtype=torch.long), *kv),
                  ("input_ids", *kv_names), ("next_token", *out_kv), _KEY,
                  state_inputs=frozenset(kv_names), past_inputs={k: 2 for k in kv_names},
                  note=f"one token with a KV cache of {past} past tokens (P + T/2)"),
@@ -193,7 +196,7 @@ def _describe(name: str, params: Mapping[str, int]) -> dict[str, int]:
     c = _CONFIGS[name]
     return {**dict(params), "layers": c.layers, "d_model": c.d_model, "heads": c.heads,
             "vocab": c.vocab, "decode_past_tokens": int(params["prompt_tokens"])
-            + int(params["new_tokens"]) // 2, "batch": 1}
+            + int(params["new_tokens"]) // 2, "batch": int(params.get("batch", 1))}
 
 
 GPT2_MODELS = [

@@ -1,7 +1,7 @@
 """Stable Diffusion 1.5 from configs: CLIP-L text encoder, UNet, VAE decoder (random weights).
 
 Passes of a request: ``text_encoder`` once (77 token ids -> prompt embedding), ``unet`` once per
-denoising step (batch 1, no classifier-free guidance, 64x64 latent), ``vae_decoder`` once
+denoising step (no classifier-free guidance, 64x64 latent; batch 1 unless ``batch`` is given), ``vae_decoder`` once
 (latent -> 8-bit RGB image, so the pass returns what a phone would display). The prompt
 embedding is a *state* input of the UNet: it crosses the link at most once per request (as the
 text encoder's output), not at every step or cut. No block has persistent state (schema 2
@@ -118,8 +118,11 @@ def _build(name: str, params: Mapping[str, int]) -> list[PassSpec]:
     from transformers import CLIPTextConfig, CLIPTextModel
 
     steps = int(params["steps"])
+    b = int(params.get("batch", 1))  # B requests at once: B prompts, B latents
     if steps < 1:
         raise ValueError(f"need at least 1 denoising step (got {steps})")
+    if b < 1:
+        raise ValueError(f"need a batch of at least 1 request (got {b})")
     c = _configs(name)
     torch.manual_seed(0)  # diffusers/transformers initialise with the global generator;
     text = CLIPTextModel(CLIPTextConfig(**c["text"])).eval()  # weights are then reseeded below
@@ -131,12 +134,12 @@ def _build(name: str, params: Mapping[str, int]) -> list[PassSpec]:
         _seeded_init(m, i)
     n, lat, hid = c["shape"]["tokens"], c["shape"]["latent"], c["text"]["hidden_size"]
     img = lat * 2 ** (len(c["vae"]["block_out_channels"]) - 1)
-    latent = torch.randn(1, 4, lat, lat, generator=torch.Generator().manual_seed(1))
-    prompt = torch.randn(1, n, hid, generator=torch.Generator().manual_seed(2))
+    latent = torch.randn(b, 4, lat, lat, generator=torch.Generator().manual_seed(1))
+    prompt = torch.randn(b, n, hid, generator=torch.Generator().manual_seed(2))
     return [
-        PassSpec("text_encoder", 1, _Text(text), (torch.zeros(1, n, dtype=torch.long),),
+        PassSpec("text_encoder", 1, _Text(text), (torch.zeros(b, n, dtype=torch.long),),
                  ("input_ids",), ("prompt_embedding",), _TEXT_KEY, note=f"{n} token ids"),
-        PassSpec("unet", steps, _UNet(unet), (latent, torch.tensor([500]), prompt),
+        PassSpec("unet", steps, _UNet(unet), (latent, torch.tensor([500] * b), prompt),
                  ("latent", "timestep", "prompt_embedding"), ("noise_pred",), _UNET_KEY,
                  state_inputs=frozenset({"prompt_embedding"}),
                  note=f"one denoising step at a {lat}x{lat} latent"),
@@ -149,7 +152,8 @@ def _describe(name: str, params: Mapping[str, int]) -> dict[str, Any]:
     c = _configs(name)
     img = c["shape"]["latent"] * 2 ** (len(c["vae"]["block_out_channels"]) - 1)
     return {**dict(params), "latent": c["shape"]["latent"], "image": img,
-            "prompt_tokens": c["shape"]["tokens"], "batch": 1, "guidance": "none (batch 1)",
+            "prompt_tokens": c["shape"]["tokens"], "batch": int(params.get("batch", 1)),
+            "guidance": "none (batch 1)",
             "unet_channels": list(c["unet"]["block_out_channels"]),
             "vae_channels": list(c["vae"]["block_out_channels"])}
 
