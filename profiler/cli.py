@@ -116,10 +116,10 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--batch", action="store_true",
                    help="the batch curve instead: whole-pass latency per measured batch size")
     c.add_argument("--rtt-ms", type=float, default=0.0,
-                   help="round-trip time per pass (ms)")
+                   help="round-trip time per pass (ms; default 0)")
     c.add_argument("--mec-speedup", type=float, default=1.0,
                    help="divide the MEC profile's block times by X, as the agent and the "
-                   "emulator do (their default scenario uses 10, agent/defaults.py)")
+                   "emulator do (default 1; their default scenario uses 10, agent/defaults.py)")
     c.add_argument("-o", "--output", type=Path, default=None, help="write a PNG plot here")
     return ap
 
