@@ -129,8 +129,15 @@ def test_emulator_baselines_and_default_get_one_scenario(tmp_path: Path,
         plans[pol] = (plan.mec_speedup, plan.n_devices, plan.mec_slots, args.delay_ms,
                       round(plan.rate or 0, 3), args.scale)
     assert set(plans.values()) == {(10.0, 4, 1, 10.0, 0.297, 1.0)}, plans
+    # the shipped sd15 policy was trained over scenario ranges (agent/ranges.py): a scale inside
+    # its range runs without a word, one outside is a warning naming the range
     args = build_parser().parse_args(["--model", "sd15", "--scale", "0.1",
                                       "--out", str(tmp_path / "sd")])
     plan, _, _ = _plan(args)
     assert args.scale == 0.1 and plan.mec_speedup == 10.0
-    assert "sd15.zip was trained with --scale 0.01; this run uses 0.1" in capsys.readouterr().err
+    assert "warning" not in capsys.readouterr().err
+    args = build_parser().parse_args(["--model", "sd15", "--scale", "100",
+                                      "--out", str(tmp_path / "sd100")])
+    _plan(args)
+    assert ("--scale 100 is outside the policy's training range 0.01-10"
+            in capsys.readouterr().err)
