@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .schema import Pass, Profile, ProfileError, check_compatible
 
@@ -131,13 +132,7 @@ def plot_batch_curve(p: Profile, out: str | Path) -> None:
             a.set_ylabel("ms")
         ax.legend(fontsize=7)
     fig.suptitle(f"{p.model.name} on {p.hardware.hw_class} ({p.hardware.backend})", fontsize=10)
-    fig.tight_layout()
-    try:
-        fig.savefig(str(out), dpi=110)
-    except OSError as e:
-        raise ProfileError(f"{out}: cannot write the plot: {e.strerror or e}") from None
-    finally:
-        plt.close(fig)
+    _save(fig, out)
 
 
 @dataclass(frozen=True)
@@ -242,6 +237,13 @@ def plot_curve(dev: Profile, mec: Profile | None, bandwidth_mbps: float, rtt_ms:
         ax.legend(fontsize=8)
     fig.suptitle(f"{bandwidth_mbps:g} Mbit/s, RTT {rtt_ms:g} ms, MEC speedup {mec_speedup:g}",
                  fontsize=10)
+    _save(fig, out)
+
+
+def _save(fig: Any, out: str | Path) -> None:
+    """Write ``fig`` to ``out`` (PNG) and close it; an unwritable path is a ProfileError."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     try:
         fig.savefig(str(out), dpi=110)

@@ -174,6 +174,21 @@ def lag_summary(values_ms: list[float]) -> dict[str, float]:
     }
 
 
+
+def _packet_socket(socks: dict[str, socket.socket], ifname: str) -> socket.socket:
+    """A raw packet socket bound to ``ifname``, opened once and kept in ``socks``."""
+    sock = socks.get(ifname)
+    if sock is None:
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+        try:
+            sock.bind((ifname, 0))
+        except OSError:
+            sock.close()
+            raise
+        socks[ifname] = sock
+    return sock
+
+
 class _Child:
     """Runs inside the shaper process."""
 
@@ -233,16 +248,7 @@ class _Child:
     def _kick(self, socks: dict[str, socket.socket], c: ShapedClass) -> None:
         """Run the qdisc of ``c``'s interface now (see the module docstring: opening a gate)."""
         try:
-            sock = socks.get(c.ifname)
-            if sock is None:
-                sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
-                try:
-                    sock.bind((c.ifname, 0))
-                except OSError:
-                    sock.close()
-                    raise
-                socks[c.ifname] = sock
-            sock.send(KICK_FRAME)
+            _packet_socket(socks, c.ifname).send(KICK_FRAME)
         except OSError as exc:  # a missed kick costs at most the stale watchdog's delay
             self.kick_errors += 1
             if self.kick_errors == 1:
@@ -256,15 +262,7 @@ class _Child:
         frames). Without it a closed gate would still pass up to one frame of whatever arrives
         first during the outage (measured: ~500 bytes of a reply in a 30 s outage)."""
         try:
-            sock = socks.get(c.ifname)
-            if sock is None:
-                sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
-                try:
-                    sock.bind((c.ifname, 0))
-                except OSError:
-                    sock.close()
-                    raise
-                socks[c.ifname] = sock
+            sock = _packet_socket(socks, c.ifname)
             for (ifindex, _q, cls), (src, dst) in zip(c.gates, c.fill, strict=True):
                 for key in {(ifindex, cls), (c.ifindex, c.classid)}:  # its class (and cell)
                     self.fill_bytes[key] = self.fill_bytes.get(key, 0) + FRAME_BYTES
