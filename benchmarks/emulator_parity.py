@@ -52,10 +52,11 @@ def main() -> int:
     if not TRACE.is_file():
         print(f"missing input: {TRACE} (the real traces live in ../shared/traces)")
         return 1
-    common = ["--trace", str(TRACE), "--devices", "4", "--mec-slots", "1", "--mec-speedup",
-              "10", "--delay-ms", "10", "--duration", str(args.duration), "--seed",
+    common = ["--trace", str(TRACE), "--scale", "1", "--devices", "4", "--mec-slots", "1",
+              "--mec-speedup", "10", "--delay-ms", "10", "--duration", str(args.duration), "--seed",
               str(args.seed), "--jitter", "none", "--quiet"]
-    print(f"scenario: 4 devices, 1 MEC slot, --mec-speedup 10, 10 ms one-way, trace {TRACE.name}"
+    print(f"scenario: 4 devices, 1 MEC slot, --mec-speedup 10, 10 ms one-way, trace {TRACE.name} "
+          f"x1"
           f", {args.duration:g} s of arrivals, seed {args.seed}")
     print(f"{'scenario':20} {'n':>4} {'mean emu s':>11} {'median':>8} {'p95':>8}  target")
     ok = True
