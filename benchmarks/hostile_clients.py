@@ -5,7 +5,9 @@ devices notice nothing?
 
 Starts ``emulator.run`` (Mininet, 2 devices, gpt2 profiles with 8 tokens, full offload so every
 request uses the MEC, a constant 20 Mbit/s trace, 10 ms delay, block-time jitter off, closed
-loop), finds its MEC process
+loop, 2 MEC slots: with one slot the two closed-loop devices fall into queueing patterns that
+move the mean latency by +-7% between windows with no probe at all, measured), finds its MEC
+process
 and namespace from the run's state file, and runs one probe per time window from inside the
 MEC's namespace (the probes reach the MEC port without crossing the devices' shaped links, so
 what is measured is the MEC, not link contention):
@@ -18,7 +20,7 @@ what is measured is the MEC, not link contention):
 ``many``       200 connections at once, each sending a wrong-token HELLO and echoes
 ``churn``      connect / close as fast as one thread can
 ``types``      malformed fields: device "abc", 1.5, true; model 7; wrong version; JSON
-               nested 10 000 deep; expected_hold_s 1e308 before HELLO; garbage bytes
+               nested 10 000 deep; a PLAN with a seed of 1e308 before HELLO; garbage bytes
 =============  =======================================================================
 
 It prints, per window, the MEC's peak RSS and threads, the real devices' mean echo RTT and mean
@@ -149,7 +151,8 @@ def run_probe(name: str, addr: tuple[str, int], seconds: float) -> dict[str, Any
             _frame(1, {"device": "abc", "model": "gpt2"}), _frame(1, {"device": 1.5}),
             _frame(1, {"device": True, "model": "gpt2"}), _frame(1, {"device": 0, "model": 7}),
             _frame(1, {"device": 0}, version=9), _frame(1, b"[" * 10_000 + b"]" * 10_000),
-            _frame(5, {"expected_hold_s": 1e308}, 5000), b"GET / HTTP/1.1\r\n\r\n" * 3,
+            _frame(12, {"splits": {"prefill": 0}, "seed": 1e308}, 5000),
+            b"GET / HTTP/1.1\r\n\r\n" * 3,
             _frame(1, b"\xff\xfe not json"),
         ]
         while time.monotonic() < stop:
@@ -237,7 +240,8 @@ def main() -> int:
     duration = 4.0 + len(schedule) * args.window + 2.0
     cmd = [sys.executable, "-m", "emulator.run", "--model", "gpt2", "--tokens", "8",
            "--policy", "offload",
-           "--mec-speedup", "10", "--devices", "2", "--closed-loop", "--trace", str(trace),
+           "--mec-speedup", "10", "--devices", "2", "--mec-slots", "2", "--closed-loop",
+           "--trace", str(trace),
            "--delay-ms", "10", "--jitter", "none", "--duration", f"{duration:g}", "--quiet",
            "--out", str(tmp / "run")]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
