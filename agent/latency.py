@@ -72,8 +72,6 @@ class PassCosts:
     repeat: int
     device_s: tuple[float, ...]
     mec_s: tuple[float, ...]
-    up_bytes: tuple[int, ...]
-    down_bytes: tuple[int, ...]
     input_bytes: int = 0
     output_bytes: int = 0
     cut_bytes: tuple[int, ...] = ()
@@ -121,8 +119,6 @@ class LatencyModel:
                 repeat=dp.repeat,
                 device_s=tuple(sum(dms[:k]) / 1e3 / self.device_speed for k in range(n + 1)),
                 mec_s=tuple(sum(mms[k:]) / 1e3 / self.mec_speedup for k in range(n + 1)),
-                up_bytes=tuple(dp.upload_bytes(k) for k in range(n + 1)),
-                down_bytes=tuple(dp.download_bytes(k) for k in range(n + 1)),
                 input_bytes=dp.input_bytes, output_bytes=dp.output_bytes,
                 cut_bytes=(0, *(b.out_bytes for b in dp.blocks[:-1]), 0),
                 state=tuple((getattr(b, "state_bytes_per_token", None),

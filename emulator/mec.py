@@ -583,8 +583,9 @@ def max_upload(model: LatencyModel, repeats: dict[str, int]) -> int:
     the largest pass input, cut or output, plus every block's state at the longest length."""
     tokens = sum(p.tokens_appended * repeats.get(p.name, p.repeat) for p in model.passes)
     biggest = max(max(p.input_bytes, p.output_bytes, *p.cut_bytes) for p in model.passes)
-    state = sum((fixed or 0) + (per or 0) * tokens for p in model.passes[:1]
-                for per, fixed in p.state)
+    per_block = {name: (fixed or 0) + (per or 0) * tokens for p in model.passes
+                 for name, (per, fixed) in zip(p.block_names, p.state, strict=True)}
+    state = sum(per_block.values())  # a block's state counts once, whichever passes run it
     return biggest + state
 
 

@@ -32,13 +32,13 @@ from typing import Any
 
 import numpy as np
 
-from agent.latency import LatencyModel, MecState, simulate_request
+from agent.latency import LatencyModel, MecState, RequestResult, simulate_request
 from agent.link import Link
 from agent.policy import Decision, Workload
 from profiler.schema import Profile
 from traces import Trace
 
-__all__ = ["Pair", "averaged", "compare", "replay", "replay_with"]
+__all__ = ["Pair", "averaged", "compare", "replay", "replay_with", "simulate_record"]
 
 
 @dataclass(frozen=True)
@@ -87,6 +87,17 @@ def replay(records: Iterable[Mapping[str, Any]], device: Profile, mec: Profile, 
     return replay_with(model, link, records, mec_slots=mec_slots, mec_sessions=mec_sessions)
 
 
+def simulate_record(model: LatencyModel, link: Link, rec: Mapping[str, Any],
+                    mec: MecState | None = None, *, detail: bool = False) -> RequestResult:
+    """The simulator's timeline of one emulator record: its decision, workload and start time
+    (clamped at trace time 0) on ``link``, with ``mec`` (``None``: an idle MEC)."""
+    splits = {k: tuple(v) if isinstance(v, list) else int(v) for k, v in rec["splits"].items()}
+    return simulate_request(model, link, Decision(splits, int(rec.get("split", -1))),
+                            Workload(rec["workload"], dict(rec["repeats"])),
+                            max(float(rec["t_start"]), 0.0), mec, device=str(rec["device"]),
+                            detail=detail)
+
+
 def replay_with(model: LatencyModel, link: Link, records: Iterable[Mapping[str, Any]], *,
                 mec_slots: int, mec_sessions: str = "measured") -> list[Pair]:
     """:func:`replay` with a ready latency model and link."""
@@ -95,12 +106,7 @@ def replay_with(model: LatencyModel, link: Link, records: Iterable[Mapping[str, 
     recs = list(records)
 
     def run(rec: Mapping[str, Any], state: MecState | None, detail: bool = False) -> Any:
-        splits = {k: tuple(v) if isinstance(v, list) else int(v)
-                  for k, v in rec["splits"].items()}
-        return simulate_request(model, link, Decision(splits, int(rec.get("split", -1))),
-                                Workload(rec["workload"], dict(rec["repeats"])),
-                                float(rec["t_start"]), state, device=str(rec["device"]),
-                                detail=detail)
+        return simulate_record(model, link, rec, state, detail=detail)
 
     if mec_sessions == "predicted":  # FIFO by when each session's first MEC computation is ready
         key = []

@@ -206,20 +206,10 @@ class _Simulator:
         self.link = Link(up=up, down=down if downlink else up.scaled(1e6),
                          one_way_delay_s=delay_s)
 
-    def _simulate(self, rec: dict[str, Any], mec: Any, detail: bool = False) -> Any:
-        from agent.latency import simulate_request
-        from agent.policy import Decision, Workload
-
-        splits = {k: tuple(v) if isinstance(v, list) else int(v)
-                  for k, v in rec["splits"].items()}
-        return simulate_request(self.model, self.link,
-                                Decision(splits, int(rec.get("split", -1))),
-                                Workload(rec["workload"], dict(rec["repeats"])),
-                                max(float(rec["t_start"]), 0.0), mec,
-                                device=str(rec["device"]), detail=detail)
-
     def __call__(self, rec: dict[str, Any]) -> dict[str, Any]:
-        r = self._simulate(rec, None).to_record()
+        from emulator.parity import simulate_record
+
+        r = simulate_record(self.model, self.link, rec).to_record()
         return {"latency_s": r["latency_s"], "ttft_s": r["ttft_s"], "tpot_s": r["tpot_s"],
                 "phases": r["phases"]}
 
