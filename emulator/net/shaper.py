@@ -106,6 +106,10 @@ class ShapedClass:
     gates: tuple[tuple[int, int, int], ...] = ()
     #: per gate, IPv4 ``(source, destination)`` of a frame the interface's filter puts in it
     fill: tuple[tuple[str, str], ...] = ()
+    #: the class replays its trace this many seconds late (trace time ``t`` at ``t0 + t +
+    #: lag_s``): a downlink whose propagation delay comes before its shaper (see the module
+    #: docstring); until then it sits at the trace's time-0 rate
+    lag_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -280,19 +284,21 @@ class _Child:
         kick_socks: dict[str, socket.socket] = {}
         try:
             with HtbRateSetter() as setter:
-                t_now = max(0.0, time.monotonic() - t0)
+                # heap entries: (seconds after t0 a change is due, class, rate)
                 heap: list[tuple[float, int, float]] = []
                 iters = []
-                prev: list[tuple[float, float]] = []  # per class: (time, rate) of its last change
+                prev: list[tuple[float, float]] = []  # per class: trace (time, rate) last set
 
                 def push(k: int, nxt: tuple[float, float] | None) -> None:
                     if nxt is None:
                         return
                     t_p, r_p = prev[k]
-                    heapq.heappush(heap, (nxt[0] - self._close_lead(t_p, r_p, *nxt), k, nxt[1]))
+                    lead = self._close_lead(t_p, r_p, *nxt)
+                    heapq.heappush(heap, (nxt[0] + live[k].lag_s - lead, k, nxt[1]))
                     prev[k] = nxt
 
                 for k, c in enumerate(live):
+                    t_now = max(0.0, time.monotonic() - t0 - c.lag_s)  # the class's trace time
                     cap = float(c.trace.capacity_at(t_now))
                     for m in self._msgs(setter, k, c, cap):
                         setter.send(m)
@@ -397,7 +403,10 @@ class _Child:
             if key not in cur or key not in prev:
                 continue
             wire = max(0, cur[key] - prev[key]) * 8.0 / span  # a filler taken out early
-            cap = float(c.trace.bytes_between(max(a, 0.0), max(b, 1e-9))) * 8.0 / span
+            # trace time lags the wall clock by lag_s; before that the class sat at the rate at 0
+            head = max(0.0, min(b, c.lag_s) - max(a, 0.0)) * float(c.trace.capacity_at(0.0)) / 8
+            ta, tb = max(a - c.lag_s, 0.0), max(b - c.lag_s, 0.0)
+            cap = (head + float(c.trace.bytes_between(ta, tb) if tb > ta else 0.0)) * 8.0 / span
             new.append(
                 {
                     "t_s": round(a, 4),

@@ -19,6 +19,16 @@ pass unshaped. ``downlink=None`` leaves MEC->device unshaped (veth/relay line ra
 
 Until :meth:`EmulatedNetwork.start_shaping` each class sits at its trace's rate at time 0 (at
 least ``outage_below_bps``).
+
+Where the delay sits: uplink frames are shaped at the AP, then delayed (relay or netem towards
+the MEC), as the simulator prices a send: the trace delivers its bytes, which arrive one
+one-way delay later. Downlink frames are delayed first (the MEC's side) and shaped at the AP
+after, so a frame sent at ``t`` meets the shaper at ``t + d``. The downlink classes therefore
+replay their trace ``d`` late (:attr:`ShapedClass.lag_s`): the frame meets the capacity the
+trace had at ``t`` and reaches the device when the simulator says. Without this, on a trace whose
+capacity comes in short bursts, a reply sent within ``d`` of a burst's end missed the burst
+and waited for the next (measured: 1-byte replies to 200 KB uploads on a 0.1 s-open, 0.4 s-closed
+trace took 0.95 s against 0.56 s simulated in 8 of 14 transfers, 10 ms one-way delay).
 """
 
 from __future__ import annotations
@@ -325,6 +335,9 @@ class EmulatedNetwork:
             _sh(["ip", "link", "set", ifb, "up"])
             idx = self._ifindex(ifb)
             match = "src" if direction == "up" else "dst"
+            # the downlink's delay (relay or netem on the MEC's side) comes before its shaper:
+            # the shaper replays the downlink that much later (see the module docstring)
+            lag = cfg.one_way_delay_s if direction == "down" else 0.0
             lines.append(f"qdisc add dev {ifb} root handle 1: htb default fff")
             parent = handle(1, 0)
             floor = cfg.outage_below_bps
@@ -382,6 +395,7 @@ class EmulatedNetwork:
                         tr,
                         () if cfg.shared_cell else (gate,),
                         () if cfg.shared_cell else (fill,),
+                        lag,
                     )
                 )
             if cfg.shared_cell:
@@ -397,6 +411,7 @@ class EmulatedNetwork:
                         traces[0],
                         tuple(cell_gates),
                         tuple(cell_fill),
+                        lag,
                     )
                 )
             for port in ports:
