@@ -11,6 +11,15 @@ file is skipped with a message, they are not part of the repository):
    the queue never empties: what the shaper delivers, without TCP's reaction to outages;
 5. ``delay``: UDP echo (and ping) RTT / 2 for 10 ms and 50 ms one-way targets.
 
+7. ``burst``: a Mahimahi file written here whose deliveries all come in bursts (100 packets in
+   the first 0.1 s of every 0.5 s, nothing in the other 0.4 s: 11.6 Mbit/s open, 2.3 Mbit/s
+   mean), shaping both directions, 10 ms one-way delay: timed transfers of 10 KB, 200 KB and
+   2 MB on one TCP connection (each answered by one byte, the receiver's window clamped to 90% of
+   the queue as ``emulator.run`` does), started at phases spread over the period, against the
+   simulator's price of the same transfer (:class:`agent.link.Link`: fluid finish times of the
+   trace, one one-way delay each way). The connection's first transfer (slow start, not
+   modelled) is a warm-up and not counted.
+
 6. ``step``: a square-wave trace (4 <-> 16 Mbit/s every second, built here) under paced UDP,
    the receiver counting bytes per 1 ms: the rate-change lag on the wire.
 
@@ -26,7 +35,8 @@ time the new rate shows on the wire; their slopes are the delivered rates. The s
 Targets (exit status 1 when one is missed): TCP and UDP goodput within 5% of the file's trace in
 >= 95% of 1 s windows with capacity (>= 0.1 Mbit/s); step response: median lag <= 20 ms (up and
 down steps) and delivered rates within 5% of the trace's; one-way delay within 1 ms of target
-(median). A missing trace file is one line ``missing input: ...`` and exit status 2 (nothing
+(median); burst: per size, the median transfer time within 5% of the simulator's and 90% of the
+transfers within 5%. A missing trace file is one line ``missing input: ...`` and exit status 2 (nothing
 is reported as met). Prints one line per figure and writes ``results.json`` to ``--out``.
 
     sudo .venv/bin/python benchmarks/emulator_fidelity.py --out runs/fidelity
@@ -169,6 +179,57 @@ def _step_run(seconds: float, out: Path) -> dict[str, Any]:
     return {"steps": steps, "lag_up_ms": ups, "lag_down_ms": downs}
 
 
+def burst_mahimahi(path: Path, seconds: float = 60.0) -> Path:
+    """Write a Mahimahi file whose 100 deliveries per 0.5 s all fall in its first 0.1 s (ms
+    1-100 of each period: the 0.1 s bins the emulator averages onto are exactly open or
+    closed)."""
+    lines = [str(500 * k + j) for k in range(int(seconds / 0.5)) for j in range(1, 101)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+BURST_SIZES = (10_000, 200_000, 2_000_000)
+
+
+def _burst_run(out: Path, delay_s: float = 0.010) -> dict[str, Any]:
+    from agent.link import Link
+    from emulator.net.measure import transfer_times
+
+    trace = load_trace(burst_mahimahi(out / "burst.up"))
+    plan: list[tuple[float, int]] = [(0.2, 200_000)]  # warm-up: slow start, not counted
+    t = 1.0
+    for n, step in ((10_000, 1.0), (200_000, 1.5), (2_000_000, 8.0)):
+        for i in range(10 if n < 2_000_000 else 3):
+            plan.append((t + (0.137 * i + 0.05) % 0.5, n))
+            t += step
+    cfg = NetConfig(uplink=trace, downlink=trace, one_way_delay_s=delay_s)
+    with EmulatedNetwork(cfg, verbose=False) as net, CpuWatch(1.0) as cpu:
+        rows = transfer_times(net, plan)
+        link = Link(up=net.up_traces[0], down=net.down_traces[0], one_way_delay_s=delay_s)
+        rto = net.rto_min_s()
+    res: dict[str, Any] = {"transfers": [], "rto_min_s": rto}
+    for a, b, n in rows[1:]:
+        sim = link.down_finish(link.up_finish(a, n + 8) + delay_s, 1) + delay_s - a
+        res["transfers"].append({"start_s": a, "bytes": n, "emulated_s": b - a,
+                                 "simulated_s": sim, "error": (b - a) / sim - 1})
+    parts = []
+    for n in BURST_SIZES:
+        errs = [x["error"] for x in res["transfers"] if x["bytes"] == n]
+        med = statistics.median(abs(e) for e in errs) if errs else float("nan")
+        within = sum(abs(e) <= 0.05 for e in errs)
+        ok = bool(errs) and med <= 0.05 and within >= 0.9 * len(errs)
+        res[f"{n}"] = {"median_abs_error": med, "within_5pct": within, "count": len(errs),
+                       "max_abs_error": max((abs(e) for e in errs), default=float("nan"))}
+        parts.append(
+            f"{n / 1e3:g} KB: median |error| {med:.1%}, {within}/{len(errs)} within 5%, max "
+            f"{res[f'{n}']['max_abs_error']:.1%} [{_check(f'burst {n / 1e3:g} KB', ok)}]")
+    print(f"burst     {trace.name} (0.1 s open of every 0.5 s, {trace.mean_bps() / 1e6:.2f} Mbit/s "
+          f"mean, both directions, {delay_s * 1e3:g} ms delay, min RTO {rto:.2f} s): transfer time "
+          f"against the simulator's: " + "; ".join(parts)
+          + f"; CPU-saturated windows {cpu.saturated()}/{len(cpu.busy)}", flush=True)
+    return res
+
+
 def _delay_run(target_s: float) -> dict[str, Any]:
     trace = Trace(np.array([0.0]), np.array([100e6]), 10.0, name="const100")
     with EmulatedNetwork(
@@ -216,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-delay-bulk", action="store_true", help="skip the lte+10ms run")
     ap.add_argument("--only", default=None,
                     help="comma-separated runs to do (lte, lte-udp, lte+10ms, 5g, 5g-udp, step, "
-                    "delay); default all")
+                    "burst, delay); default all")
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         print(
@@ -257,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
             results["5g-udp"] = _udp_run("5g-udp", g5, min(seconds, 30.0), args.out)
         if want("step"):
             results["step"] = _step_run(min(seconds, 12.0), args.out)
+        if want("burst"):
+            results["burst"] = _burst_run(args.out)
         if want("delay"):
             results["delay"] = [_delay_run(0.010), _delay_run(0.050)]
     except NetError as exc:

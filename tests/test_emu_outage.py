@@ -1,5 +1,7 @@
 """As root: a 30 s outage delivers nothing, and a request that needs the link waits for it
-exactly as the simulator says (synthetic LLM profiles, prefill cut 200 000 bytes, 10 ms delay).
+exactly as the simulator says (synthetic LLM profiles, prefill cut 200 000 bytes, 10 ms delay);
+on a Mahimahi trace whose deliveries all come in bursts (0.1 s of every 0.5 s) requests take
+what the simulator says too.
 
 Measured on the shared 2-core build machine: 0 bytes in all 58 1-s windows (both directions)
 inside the outage; the request caught by it took 30.440 s against 30.292 s simulated (+0.5 %),
@@ -26,20 +28,37 @@ pytestmark = [pytest.mark.root, pytest.mark.slow,
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")]
 
 
-def test_outage_delivers_nothing_and_requests_wait(tmp_path: Path) -> None:
-    trace = tmp_path / "outage.csv"
-    trace.write_text(f"time_s,mbps\n0,10\n{OUTAGE[0]:g},0\n{OUTAGE[1]:g},10\n# period_s=60\n")
+DELAY_S = 0.010
+
+
+def _run(tmp_path: Path, trace: Path, duration_s: float) -> Path:
+    """``emulator.run`` on ``trace`` (both directions), one closed-loop device, fixed split 2."""
     dev, mec = write_synthetic_pair(tmp_path)
     out = tmp_path / "run"
     res = subprocess.run(
         [sys.executable, "-m", "emulator.run", "--trace", str(trace), "--model", str(dev),
          "--mec-profile", str(mec), "--policy", "fixed:2", "--devices", "1", "--closed-loop",
-         "--duration", "36", "--delay-ms", "10", "--seed", "3", "--quiet", "--out", str(out)],
+         "--duration", f"{duration_s:g}", "--delay-ms", f"{DELAY_S * 1e3:g}", "--seed", "3",
+         "--quiet", "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=180)
     assert res.returncode == 0, res.stderr
+    return out
+
+
+def _rel(r: dict[str, float]) -> float:
+    return r["latency_s"] / r["predicted_latency_s"] - 1.0
+
+
+def test_outage_delivers_nothing_and_requests_wait(tmp_path: Path) -> None:
+    trace = tmp_path / "outage.csv"
+    trace.write_text(f"time_s,mbps\n0,10\n{OUTAGE[0]:g},0\n{OUTAGE[1]:g},10\n# period_s=60\n")
+    out = _run(tmp_path, trace, 36)
     rows = list(csv.DictReader((out / "link.csv").open()))
+    # the downlink replays its trace one delay late (its delay comes before its shaper)
+    lag = {"up": 0.0, "down": DELAY_S}
     inside = [r for r in rows
-              if OUTAGE[0] <= float(r["t_s"]) and float(r["t_s"]) + 1.0 <= OUTAGE[1]]
+              if OUTAGE[0] + lag[r["direction"]] <= float(r["t_s"])
+              and float(r["t_s"]) + 1.0 <= OUTAGE[1] + lag[r["direction"]]]
     assert len(inside) >= 2 * 28  # up and down, every whole second of the outage
     assert all(float(r["capacity_mbps"]) == 0.0 for r in inside)
     leaked = [(r["t_s"], r["direction"], r["goodput_mbps"]) for r in inside
@@ -52,10 +71,26 @@ def test_outage_delivers_nothing_and_requests_wait(tmp_path: Path) -> None:
     # the connection's first transfer (slow start, not modelled; as in test_emulator_e2e), 90 %
     # of the others within 5 % and their median within 2 % (on a quiet machine all were within
     # 1 %; with a load average of 7-10 from other jobs one of 18 came out at +7 %)
-    def rel(r: dict[str, float]) -> float:
-        return r["latency_s"] / r["predicted_latency_s"] - 1.0
+    assert abs(_rel(caught[0])) < 0.05, caught[0]
+    rest = [_rel(r) for r in recs[1:]]
+    assert sum(abs(x) < 0.05 for x in rest) >= 0.9 * len(rest), rest
+    assert abs(float(np.median(rest))) < 0.02, rest
 
-    assert abs(rel(caught[0])) < 0.05, caught[0]
-    rest = [rel(r) for r in recs[1:]]
+
+def test_burst_trace_requests_match_the_simulator(tmp_path: Path) -> None:
+    """Every delivery of a Mahimahi file in the first 0.1 s of each 0.5 s (11.6 Mbit/s open,
+    nothing for 0.4 s), both directions: the 200 KB prefill upload spans bursts, each token's
+    exchange waits for one. Before the downlink replayed its trace one delay late and the hosts
+    got a minimum RTO above the 0.4 s gaps (and cubic instead of BBR), requests took up to 2.3 x
+    the simulator's time (a reply sent in a burst's last 10 ms met a closed downlink; spurious
+    timeouts inside the gaps restarted the upload from one segment)."""
+    trace = tmp_path / "burst.up"
+    trace.write_text("".join(f"{500 * k + j}\n" for k in range(120) for j in range(1, 101)))
+    out = _run(tmp_path, trace, 25)
+    recs = [json.loads(x) for x in (out / "requests.jsonl").read_text().splitlines()]
+    rest = [_rel(r) for r in recs[1:]]  # the first: slow start, not modelled
+    assert len(rest) >= 10, recs
+    # measured on a quiet machine: all within 5 % (see the README); under load from other jobs a
+    # request may miss a burst by a few ms and take 0.4 s more
     assert sum(abs(x) < 0.05 for x in rest) >= 0.9 * len(rest), rest
     assert abs(float(np.median(rest))) < 0.02, rest

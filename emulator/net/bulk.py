@@ -5,7 +5,10 @@ prints one JSON line: the application bytes received in each window ``[T + kW, T
 of the monotonic clock (shared by all network namespaces). ``python -I bulk.py send --host H
 --port P --seconds N`` connects (TCP_NODELAY) and writes 256 KB buffers until ``N`` seconds
 have passed. ``echo``/``uping`` measure UDP round trips with the monotonic clock (finer than
-ping's printed 3 significant digits). Used by ``python -m emulator.calibrate``, the fidelity
+ping's printed 3 significant digits). ``xserve``/``xsend`` time whole transfers: the sender
+writes a length-prefixed message of ``n`` bytes at a given monotonic time and waits for the
+receiver's 1-byte reply (one connection, TCP_NODELAY, 4 MB buffers, the receiver's window
+optionally clamped as the emulator's own processes clamp it). Used by ``python -m emulator.calibrate``, the fidelity
 benchmark and the tests.
 """
 
@@ -17,7 +20,70 @@ import socket
 import sys
 import time
 
-__all__ = ["echo", "main", "receive", "send", "udp_receive", "udp_send", "uping"]
+__all__ = ["echo", "main", "receive", "send", "udp_receive", "udp_send", "uping", "xsend",
+           "xserve"]
+
+_XBUF = 4 << 20
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(min(1 << 20, n - len(buf)))
+        if not chunk:
+            raise EOFError
+        buf += chunk
+    return bytes(buf)
+
+
+def _tune(sock: socket.socket, clamp: int) -> None:
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _XBUF)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _XBUF)
+    if clamp > 0:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_WINDOW_CLAMP, clamp)
+
+
+def xserve(port: int, clamp: int, seconds: float) -> None:
+    """Accept one connection; answer each length-prefixed message with one byte."""
+    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind(("0.0.0.0", port))
+    ls.listen(1)
+    ls.settimeout(seconds)
+    print("listening", flush=True)
+    conn, _ = ls.accept()
+    conn.settimeout(seconds)
+    _tune(conn, clamp)
+    try:
+        while True:
+            n = int.from_bytes(_recv_exact(conn, 8), "big")
+            _recv_exact(conn, n)
+            conn.sendall(b"k")
+    except (EOFError, OSError):
+        pass
+    finally:
+        conn.close()
+        ls.close()
+
+
+def xsend(host: str, port: int, t0: float, plan: list[tuple[float, int]]) -> list[list[float]]:
+    """For each ``(at, n)``: at ``t0 + at`` (or as soon as the previous one is done) send ``n``
+    bytes and wait for the reply. Returns ``[start, end, n]`` (seconds after ``t0``)."""
+    sock = socket.create_connection((host, port), timeout=30.0)
+    _tune(sock, 0)
+    out: list[list[float]] = []
+    try:
+        for at, n in plan:
+            while (rem := t0 + at - time.monotonic()) > 0:
+                time.sleep(min(rem, 0.01) if rem > 0.002 else 0.0)
+            a = time.monotonic()
+            sock.sendall(n.to_bytes(8, "big") + bytes(n))
+            _recv_exact(sock, 1)
+            out.append([a - t0, time.monotonic() - t0, float(n)])
+    finally:
+        sock.close()
+    return out
 
 
 def receive(port: int, t0: float, window_s: float, seconds: float) -> list[int]:
@@ -211,7 +277,23 @@ def main(argv: list[str] | None = None) -> int:
     us.add_argument("--seconds", type=float, required=True, help="send until t0 + seconds")
     us.add_argument("--dt", type=float, required=True, help="schedule step, s")
     us.add_argument("--rates", required=True, help="comma-separated frame bytes/s per step")
+    xs = sub.add_parser("xserve", help="answer each length-prefixed message with one byte")
+    xs.add_argument("--port", type=int, default=5004, help="TCP port (default 5004)")
+    xs.add_argument("--clamp", type=int, default=0, help="TCP_WINDOW_CLAMP, bytes (0: none)")
+    xs.add_argument("--seconds", type=float, required=True, help="give up after this long idle")
+    xc = sub.add_parser("xsend", help="timed transfers to xserve (JSON [start, end, n] rows)")
+    xc.add_argument("--host", required=True, help="xserve address")
+    xc.add_argument("--port", type=int, default=5004, help="TCP port (default 5004)")
+    xc.add_argument("--t0", type=float, required=True, help="time.monotonic() of time 0")
+    xc.add_argument("--plan", required=True, help="comma-separated AT:BYTES (AT s after t0)")
     args = ap.parse_args(argv)
+    if args.mode == "xserve":
+        xserve(args.port, args.clamp, args.seconds)
+        return 0
+    if args.mode == "xsend":
+        plan = [(float(a), int(n)) for a, n in (x.split(":") for x in args.plan.split(","))]
+        print(json.dumps(xsend(args.host, args.port, args.t0, plan)), flush=True)
+        return 0
     if args.mode == "urecv":
         counts = udp_receive(args.port, args.t0, args.window, args.seconds)
         print(json.dumps({"window_s": args.window, "bytes": counts}), flush=True)

@@ -30,6 +30,7 @@ __all__ = [
     "bulk_goodput",
     "fidelity",
     "ping_one_way",
+    "transfer_times",
     "udp_flood",
     "udp_one_way",
     "write_link_csv",
@@ -102,6 +103,46 @@ def bulk_goodput(
     send_args = ["send", "--host", MEC_IP, "--port", str(port),
                  "--seconds", repr(t0 - time.monotonic() + seconds + 1.0)]
     return _measure(net, device, "bulk", recv_args, send_args, t0, seconds, window_s, 1.0)
+
+
+def transfer_times(
+    net: EmulatedNetwork,
+    plan: Sequence[tuple[float, int]],
+    *,
+    device: int = 0,
+    clamp: int | None = None,
+    lead_s: float = 1.0,
+) -> list[tuple[float, float, int]]:
+    """Time whole transfers from ``device`` to the MEC on one TCP connection: for each
+    ``(at, n)``, ``n`` bytes sent at trace time ``at`` (or when the previous transfer is done),
+    answered by one byte. Starts the replay ``lead_s`` from now; returns ``(start, end, n)`` in
+    trace time, ``end`` being when the reply arrived. ``clamp``: the receiver's window clamp
+    (default 90 % of the queue, as ``emulator.run`` sets it)."""
+    port = 5004
+    t0 = time.monotonic() + lead_s
+    clamp_b = int(0.9 * net.queue_bytes) if clamp is None else clamp
+    py = sys.executable
+    last = max((a for a, _ in plan), default=0.0)
+    srv = net.popen(net.mec, [*_NICE, py, "-I", _BULK, "xserve", "--port", str(port), "--clamp",
+                              str(clamp_b), "--seconds", repr(last + lead_s + 120.0)],
+                    stdout=subprocess.PIPE, text=True)
+    wait_line(srv, "listening", 15.0, "the transfer server on the MEC host")
+    spec = ",".join(f"{a!r}:{int(n)}" for a, n in plan)
+    cli = net.popen(net.devices[device], [*_NICE, py, "-I", _BULK, "xsend", "--host", MEC_IP,
+                                          "--port", str(port), "--t0", repr(t0), "--plan", spec],
+                    stdout=subprocess.PIPE, text=True)
+    net.start_shaping(t0)
+    try:
+        out, _ = cli.communicate(timeout=last + lead_s + 300.0)
+    except subprocess.TimeoutExpired as exc:
+        cli.kill()
+        raise NetError("the transfer client did not finish within 300 s of its plan") from exc
+    srv.wait(timeout=10)
+    try:
+        rows = json.loads(out.strip().splitlines()[-1])
+    except (ValueError, IndexError) as exc:
+        raise NetError(f"the transfer client gave no result: {out!r}") from exc
+    return [(float(a), float(b), int(n)) for a, b, n in rows]
 
 
 def udp_flood(
