@@ -165,3 +165,33 @@ def test_changes_end_for_a_constant_trace() -> None:
     assert list(_changes(_trace([5e6]), 0.0)) == []
     stop = Trace(np.array([0.0]), np.array([5e6]), 2.0, end="stop")
     assert list(_changes(stop, 0.0)) == [(2.0, 0.0)]
+
+
+def test_longest_closed_stretch_wraps_around_a_looping_trace() -> None:
+    from emulator.net.topology import _longest_closed
+
+    outage = Trace(np.array([0.0, 3.0, 33.0]), np.array([10e6, 0.0, 10e6]), 60.0)
+    assert _longest_closed(outage, 100e3) == pytest.approx(30.0)
+    burst = Trace(np.array([0.0, 0.1]), np.array([11.6e6, 0.0]), 0.5)
+    assert _longest_closed(burst, 100e3) == pytest.approx(0.4)
+    # closed [0, 0.2) and [0.4, 0.5): one stretch of 0.3 s across the loop; 50 kbit/s is closed
+    wrap = Trace(np.array([0.0, 0.2, 0.4]), np.array([0.0, 5e6, 50e3]), 0.5)
+    assert _longest_closed(wrap, 100e3) == pytest.approx(0.3)
+    assert _longest_closed(_trace([1e6, 2e6]), 100e3) == 0.0
+    assert _longest_closed(_trace([0.0, 0.0]), 100e3) == np.inf
+
+
+def test_a_lagging_class_reports_the_capacity_it_replays() -> None:
+    from emulator.net.shaper import ShapedClass, ShaperSettings, _Child
+
+    tr = Trace(np.array([0.0, 3.0, 33.0]), np.array([10e6, 0.0, 10e6]), 60.0)
+    key = (1, 0x10010)
+    rows = []
+    for lag in (0.0, 0.5):
+        c = ShapedClass("x", 1, 0x10010, 0x10000, "leaf", 0, "down", tr, lag_s=lag)
+        child = _Child([c], ShaperSettings(), None)
+        child._rows({key: 0}, {key: 0}, 3.0, 4.0)  # window [3, 4): outage from 3 (+ lag)
+        child._rows({key: 0}, {key: 0}, 0.0, 1.0)  # before the lag ends: the rate at time 0
+        rows.append([r["capacity_mbps"] for r in child.rows])
+    assert rows[0] == [0.0, 10.0]
+    assert rows[1] == [5.0, 10.0]
