@@ -44,7 +44,7 @@ import numpy as np
 
 from agent.errors import AgentError
 from agent.latency import LatencyModel
-from agent.plan import COMPUTE, DEVICE, MEC, SEND, Plan
+from agent.plan import COMPUTE, DEVICE, SEND, Plan
 from agent.policy import Policy, Workload
 from emulator.compute import JITTERS, ProfiledCompute, realtime_thread
 from emulator.errors import EmulatorError, ProtocolError
@@ -238,13 +238,13 @@ class Device:
                 if st.kind == COMPUTE:
                     t_ready = inbox.wait(st.needs, self.data_timeout_s, t_start)
                     t_s = time.monotonic()
-                    _, tensors = self.steps.run(st, seed)
+                    _, tensors = self.steps.run(st, seed, self.steps.gather(inbox, st.needs))
                     t_e = time.monotonic()
-                    inbox.put(st.makes, t_e, tensors)
+                    self.steps.store(inbox, st, t_e, tensors)
                     rows[idx] = {"t_ready": t_ready, "t_start": t_s, "t_end": t_e}
                 else:
                     t_ready = max(inbox.time(it) or t_start for it in st.items)
-                    meta, payload = self.steps.payload(st, inbox.data(st.items[0]))
+                    meta, payload = self.steps.payload(st, self.steps.gather(inbox, st.items))
                     meta.update(step=idx, items=list(st.items))
                     row: dict[str, Any] = {"t_ready": t_ready}
                     rows[idx] = row
@@ -267,10 +267,7 @@ class Device:
                 self.est.add_upload(row["nbytes"], row["t_end"] - row["t_start"], t_end)
         check = None
         if self.steps.runner is not None:
-            outs = [(self.steps.pass_index(st.pass_name), st.rep, inbox.data(st.items[0]))
-                    for st in plan.steps if st.kind == SEND and st.side == MEC
-                    and st.what == "output" and isinstance(inbox.data(st.items[0]), dict)]
-            check = self.steps.check(outs, seed)
+            check = self.steps.check_request(plan, inbox.data, seed, self.reps)
             if not check["ok"]:
                 print(f"device {self.index}: split outputs differ from local execution "
                       f"(max |diff| {check['max_abs_diff']:.3g})", file=sys.stderr)
