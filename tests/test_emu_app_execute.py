@@ -266,5 +266,5 @@ def test_fixed_past_pieces_refused(tmp_path: Path) -> None:
         build_pieces(info, partition_by_scope(info, spec.block_key), tmp_path,
                      tmp_path / f"{spec.name}.pieces", spec.state_inputs)
     prof = _profile("gpt2-tiny")
-    with pytest.raises(EmulatorError, match="fixed past length.*--fresh"):
+    with pytest.raises(EmulatorError, match=r"fixed past length.*--fresh"):
         PieceRunner(prof, find_pieces_dir(prof, tmp_path))
