@@ -15,6 +15,13 @@ loop stays on the MEC, tokens stream, the slot is contended), gpt2 with a split 
 medians (``--jitter none``): the simulator prices medians, so what is compared is the execution
 semantics, the link and the MEC queue, not the modelled compute noise.
 
+Execute mode runs real ONNX Runtime pieces, which no ``--mec-speedup`` can make faster: its
+scenario first exports and profiles gpt2-tiny here (``python -m profiler model gpt2-tiny
+--class device``, into the run's temporary directory), so the times the simulator prices are
+those of the very pieces both sides run, on this machine, at one ORT thread as both sides run
+them; that profile is the device's and the MEC's, at ``--mec-speedup 1``. Run the whole
+benchmark under ``flock /tmp/quiet.lock`` on a shared machine.
+
 Usage: ``sudo .venv/bin/python benchmarks/emulator_parity.py [--duration 60] [--only NAME]``.
 """
 
@@ -37,9 +44,23 @@ SCENARIOS: dict[str, list[str]] = {
     "gpt2-split7": ["--model", "gpt2", "--policy", "fixed:7", "--rate", "0.3"],
     "sd15-offload": ["--model", "sd15", "--policy", "offload", "--steps", "4", "--rate",
                      "0.15"],
-    "gpt2-tiny-execute": ["--model", "gpt2-tiny", "--compute", "execute", "--policy", "fixed:2",
-                          "--rate", "1.0"],
+    "gpt2-tiny-execute": ["--compute", "execute", "--policy", "fixed:2", "--rate", "1.0",
+                          "--mec-speedup", "1"],  # + the exact pieces' profile (see above)
 }
+
+
+def exact_profile(tmp: Path) -> list[str] | str:
+    """Export and profile gpt2-tiny into ``tmp``; the run arguments that use them (or why
+    that failed)."""
+    prof = tmp / "gpt2-tiny.exact.json"
+    cache = tmp / "cache"
+    res = subprocess.run([sys.executable, "-m", "profiler", "model", "gpt2-tiny", "--class",
+                          "device", "--work-dir", str(cache), "--out", str(prof), "-q"],
+                         cwd=ROOT, capture_output=True, text=True)
+    dirs = sorted(p.parent.parent for p in cache.glob("gpt2-tiny/*/decode.pieces/000.onnx"))
+    if res.returncode != 0 or len(dirs) != 1:
+        return f"profiling gpt2-tiny failed ({res.returncode}): {res.stderr.strip()[-400:]}"
+    return ["--model", str(prof), "--mec-profile", str(prof), "--pieces", str(dirs[0])]
 
 
 def main() -> int:
@@ -63,7 +84,16 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="parity_"))
     for name in args.only or list(SCENARIOS):
         out = tmp / name
-        cmd = [sys.executable, "-m", "emulator.run", *common, *SCENARIOS[name], "--out", str(out)]
+        extra: list[str] = []
+        if name.endswith("execute"):
+            got = exact_profile(tmp)
+            if isinstance(got, str):
+                print(f"{name:20} {got}")
+                ok = False
+                continue
+            extra = got
+        cmd = [sys.executable, "-m", "emulator.run", *common, *SCENARIOS[name], *extra,
+               "--out", str(out)]
         res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
         if res.returncode != 0:
             print(f"{name:20} run failed ({res.returncode}): {res.stderr.strip()[-400:]}")

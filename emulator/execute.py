@@ -182,6 +182,8 @@ class PieceRunner:
             self.past_axis.append(axes)
             free = [n for n in ginputs if n not in axes]
             self.chain_input.append(free[0] if len(free) == 1 else None)
+        self._io = [[(s, [i.name for i in s.get_inputs()], [o.name for o in s.get_outputs()])
+                     for s in sess] for sess in self.sessions]
         self.threaded = any(self.past_axis)
         """An LLM: the KV cache and the tokens are threaded through the generation."""
         params = profile.model.parameters
@@ -223,10 +225,8 @@ class PieceRunner:
     def run(self, pass_index: int, lo: int, hi: int,
             env: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run pieces ``[lo, hi)`` on ``env`` (updated in place with their outputs)."""
-        for s in self.sessions[pass_index][lo:hi]:
-            feed = {i.name: env[i.name] for i in s.get_inputs()}
-            names = [o.name for o in s.get_outputs()]
-            env.update(zip(names, s.run(names, feed), strict=True))
+        for s, ins, outs in self._io[pass_index][lo:hi]:
+            env.update(zip(outs, s.run(outs, {n: env[n] for n in ins}), strict=True))
         return env
 
     def cut_names(self, pass_index: int, k: int) -> list[str]:

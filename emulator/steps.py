@@ -95,7 +95,7 @@ class StepRunner:
                 else:
                     env[state_input(name)] = v
             axes = r.past_axis[pi]
-            if step.lo == 0:
+            if step.lo == 0 and chain not in env:  # the first pass: the seeded prompt
                 env.update(r.inputs(pi, seed, skip=[*env, *axes]))
             have = [env[n].shape[a] for n, a in axes.items() if n in env]
             length = have[0] if have else r.past_len(pi, step.rep)
@@ -165,31 +165,41 @@ class StepRunner:
     def check_request(self, plan: Plan, data: Callable[[int], Any], request_seed: int,
                       repeats: Mapping[str, int]) -> dict[str, Any]:
         """The check of one executed request (``data(item)``: its tensors on the device):
-        an LLM's tokens against :meth:`PieceRunner.generate`; otherwise every pass output
-        the MEC sent against local execution of its instance."""
+        an LLM's tokens against :meth:`PieceRunner.generate` (:meth:`user_tokens`, then
+        :meth:`check_tokens`); otherwise every pass output the MEC sent against local
+        execution of its instance."""
         assert self.runner is not None
         if not self.runner.threaded:
             outs = [(self._pass_index[st.pass_name], st.rep, data(st.items[0]))
                     for st in plan.steps if st.kind == SEND and st.side == MEC
                     and st.what == "output" and isinstance(data(st.items[0]), dict)]
             return self.check(outs, request_seed)
+        return self.check_tokens(self.user_tokens(plan, data), request_seed, repeats)
+
+    def user_tokens(self, plan: Plan, data: Callable[[int], Any]) -> list[np.ndarray | None]:
+        """The tokens the user got (an LLM request's visible outputs, in order)."""
+        assert self.runner is not None
+        out: list[np.ndarray | None] = []
+        for it in plan.outputs:  # items "out:PASS:REP"
+            name = self.runner.output_names(self._pass_index[plan.item_names[it].split(":")[1]])[0]
+            got = data(it)
+            out.append(got.get(name) if isinstance(got, dict) else None)
+        return out
+
+    def check_tokens(self, tokens: list[np.ndarray | None], request_seed: int,
+                     repeats: Mapping[str, int]) -> dict[str, Any]:
+        """``tokens`` against the same generation with every piece run here."""
+        assert self.runner is not None
         reps = [int(repeats.get(p.name, p.repeat)) for p in self.compute.profile.passes]
         seeds = [instance_seed(request_seed, pi, r) for pi, n in enumerate(reps)
                  for r in range(n)]
         want = self.runner.generate(seeds, reps)
-        have = [data(it) for it in plan.outputs]
-        names = [self.runner.output_names(self._pass_index[plan.item_names[it].split(":")[1]])[0]
-                 for it in plan.outputs]  # items "out:PASS:REP"
-        ok = len(have) == len(want)
-        got: list[int] = []
-        for h, w, nm in zip(have, want, names, strict=False):
-            arr = h.get(nm) if isinstance(h, dict) else None
-            if arr is None or arr.shape != w.shape or not np.array_equal(arr, w):
-                ok = False
-            if arr is not None:
-                got.append(int(np.asarray(arr).ravel()[0]))
-        return {"passes_checked": len(have), "max_abs_diff": 0.0, "ok": ok,
-                "tokens": got, "reference": [int(w.ravel()[0]) for w in want]}
+        ok = len(tokens) == len(want) and all(
+            h is not None and h.shape == w.shape and np.array_equal(h, w)
+            for h, w in zip(tokens, want, strict=False))
+        return {"passes_checked": len(tokens), "max_abs_diff": 0.0, "ok": ok,
+                "tokens": [int(np.asarray(h).ravel()[0]) for h in tokens if h is not None],
+                "reference": [int(w.ravel()[0]) for w in want]}
 
     def check(self, outputs: list[tuple[int, int, dict[str, np.ndarray]]],
               request_seed: int) -> dict[str, Any]:
