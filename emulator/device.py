@@ -298,12 +298,11 @@ class Device:
         }
 
     def finish_checks(self, recs: list[dict[str, Any]]) -> None:
-        """Check the tokens of the requests in ``recs`` (held since they ran), at the lowest
-        priority: other devices' requests may still be running."""
+        """Check the tokens of the requests in ``recs`` (held since they ran), below the
+        real-time priority of compute: other devices' requests may still be running."""
         if recs:
             with contextlib.suppress(OSError, AttributeError):
                 os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
-                os.nice(19)
         for rec in recs:
             tokens, seed = self.pending_checks.pop(rec["request"])
             rec["check"] = self.steps.check_tokens(tokens, seed, self.reps)
