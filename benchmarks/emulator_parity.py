@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -151,6 +152,7 @@ def main() -> int:
         cmd = [sys.executable, "-m", "emulator.run", *common, *SCENARIOS[name], *extra,
                "--out", str(out)]
         res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        shutil.rmtree(tmp / "cache", ignore_errors=True)  # the exported pieces (~360 MB)
         if res.returncode != 0:
             print(f"{name:20} run failed ({res.returncode}): {res.stderr.strip()[-400:]}")
             ok = False
