@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import queue
 import signal
 import sys
@@ -44,7 +45,7 @@ import numpy as np
 
 from agent.errors import AgentError
 from agent.latency import LatencyModel
-from agent.plan import COMPUTE, DEVICE, MEC, SEND, Plan
+from agent.plan import COMPUTE, DEVICE, SEND, Plan
 from agent.policy import Policy, Workload
 from emulator.compute import JITTERS, ProfiledCompute, realtime_thread
 from emulator.errors import EmulatorError, ProtocolError
@@ -129,6 +130,7 @@ class Device:
         self._replies: queue.SimpleQueue[Message | str] = queue.SimpleQueue()
         self._inboxes: dict[int, Inbox] = {}
         self._reports: dict[int, queue.SimpleQueue[Message | str]] = {}
+        self.pending_checks: dict[int, tuple[list[Any], int]] = {}
         self._reader = threading.Thread(target=self._read, name=f"device-{index}-read",
                                         daemon=True)
         self._reader.start()
@@ -238,13 +240,13 @@ class Device:
                 if st.kind == COMPUTE:
                     t_ready = inbox.wait(st.needs, self.data_timeout_s, t_start)
                     t_s = time.monotonic()
-                    _, tensors = self.steps.run(st, seed)
+                    _, tensors = self.steps.run(st, seed, self.steps.gather(inbox, st.needs))
                     t_e = time.monotonic()
-                    inbox.put(st.makes, t_e, tensors)
+                    self.steps.store(inbox, st, t_e, tensors)
                     rows[idx] = {"t_ready": t_ready, "t_start": t_s, "t_end": t_e}
                 else:
                     t_ready = max(inbox.time(it) or t_start for it in st.items)
-                    meta, payload = self.steps.payload(st, inbox.data(st.items[0]))
+                    meta, payload = self.steps.payload(st, self.steps.gather(inbox, st.items))
                     meta.update(step=idx, items=list(st.items))
                     row: dict[str, Any] = {"t_ready": t_ready}
                     rows[idx] = row
@@ -266,14 +268,13 @@ class Device:
             if row["kind"] == "send" and row["side"] == "up" and row["nbytes"] > 0:
                 self.est.add_upload(row["nbytes"], row["t_end"] - row["t_start"], t_end)
         check = None
-        if self.steps.runner is not None:
-            outs = [(self.steps.pass_index(st.pass_name), st.rep, inbox.data(st.items[0]))
-                    for st in plan.steps if st.kind == SEND and st.side == MEC
-                    and st.what == "output" and isinstance(inbox.data(st.items[0]), dict)]
-            check = self.steps.check(outs, seed)
-            if not check["ok"]:
-                print(f"device {self.index}: split outputs differ from local execution "
-                      f"(max |diff| {check['max_abs_diff']:.3g})", file=sys.stderr)
+        if self.steps.runner is not None and self.steps.runner.threaded:
+            # the reference generation runs after the run (finish_checks), not between
+            # requests: it would take the CPU the emulated requests are timed on
+            self.pending_checks[rid] = (self.steps.user_tokens(plan, inbox.data), seed)
+        elif self.steps.runner is not None:
+            check = self.steps.check_request(plan, inbox.data, seed, self.reps)
+            _report_check(self.index, check)
         rel = [x - self.t0 for x in tokens]
         ttft = tokens[0] - t_start
         tpot = (tokens[-1] - tokens[0]) / (len(tokens) - 1) if len(tokens) > 1 else None
@@ -295,6 +296,17 @@ class Device:
             "phases": phases, "steps": steps, "probe": self.est.take_probe(),
             **({"check": check} if check is not None else {}),
         }
+
+    def finish_checks(self, recs: list[dict[str, Any]]) -> None:
+        """Check the tokens of the requests in ``recs`` (held since they ran), below the
+        real-time priority of compute: other devices' requests may still be running."""
+        if recs:
+            with contextlib.suppress(OSError, AttributeError):
+                os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        for rec in recs:
+            tokens, seed = self.pending_checks.pop(rec["request"])
+            rec["check"] = self.steps.check_tokens(tokens, seed, self.reps)
+            _report_check(self.index, rec["check"])
 
     def _report(self, rid: int) -> dict[str, Any]:
         q = self._reports.setdefault(rid, queue.SimpleQueue())
@@ -330,6 +342,12 @@ class Device:
                         "pass_name": st.pass_name, "rep": st.rep, "lo": st.lo, "hi": st.hi,
                         "what": st.what, "nbytes": st.nbytes, **t})
         return out
+
+
+def _report_check(index: int, check: dict[str, Any]) -> None:
+    if not check["ok"]:
+        print(f"device {index}: split outputs differ from local execution "
+              f"(max |diff| {check['max_abs_diff']:.3g})", file=sys.stderr)
 
 
 def _phases(steps: list[dict[str, Any]]) -> dict[str, float]:
@@ -407,6 +425,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     done = started = 0
+    held: list[dict[str, Any]] = []
     sock = None
     try:
         profile = load_profile(args.profile)
@@ -450,11 +469,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             _sleep_until(t_arr)
             started += 1
             rec = dev.run_request(t_arr)
+            done += 1
+            if rec["request"] in dev.pending_checks:  # written once checked, after the run
+                held.append(rec)
+                continue
             sys.stdout.write(json.dumps(rec, separators=(",", ":")) + "\n")
             sys.stdout.flush()
-            done += 1
         dev.sender.send(Message(MsgType.BYE))
         dev.sender.close()
+        dev.finish_checks(held)
     except _Stop:
         pass
     except (EmulatorError, ProfileError) as e:
@@ -467,6 +490,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if sock is not None:
             sock.close()
         try:  # the run command checks that every finished request was recorded
+            for rec in held:  # unchecked when the run was stopped before the checks
+                sys.stdout.write(json.dumps(rec, separators=(",", ":")) + "\n")
             sys.stdout.write(json.dumps({"exit": True, "device": args.index, "started": started,
                                          "done": done}) + "\n")
             sys.stdout.flush()

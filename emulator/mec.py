@@ -479,11 +479,11 @@ class MecServer:
                                               conn.rx.get)
                     if sess.slot is None:
                         self._acquire(sess)
-                    received = self._tensors(sess, st.needs)
+                    received = self.steps.gather(sess.inbox, st.needs)
                     t0 = time.monotonic()
                     _, tensors = self.steps.run(st, sess.seed, received)
                     t1 = time.monotonic()
-                    sess.inbox.put(st.makes, t1, tensors)
+                    self.steps.store(sess.inbox, st, t1, tensors)
                     rows.append({"step": idx, "t_ready": t_ready, "t_start": t0, "t_end": t1})
                     with self._cv:
                         self.jobs_done += 1
@@ -492,7 +492,7 @@ class MecServer:
                 else:
                     t_ready = max(sess.inbox.wait(st.items, self.idle_timeout_s, sess.t_plan,
                                                   conn.rx.get), sess.t_plan)
-                    meta, payload = self.steps.payload(st, sess.inbox.data(st.items[0]))
+                    meta, payload = self.steps.payload(st, self.steps.gather(sess.inbox, st.items))
                     meta.update(step=idx, items=list(st.items))
                     row: dict[str, Any] = {"step": idx, "t_ready": t_ready}
                     conn.sender.send(
@@ -520,16 +520,6 @@ class MecServer:
         finally:
             sess.done = True
             self._release(sess)
-
-    def _tensors(self, sess: _Session, items: tuple[int, ...]) -> dict[str, Any] | None:
-        if self.steps.runner is None:
-            return None
-        out: dict[str, Any] = {}
-        for it in items:
-            got = sess.inbox.data(it)
-            if isinstance(got, dict) and sess.plan.item_names[it].startswith("cut:"):
-                out.update(got)
-        return out
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -143,7 +143,9 @@ def _block_state(pass_name: str, pieces: Sequence[Piece], feeds: Mapping[str, np
     """(per_token, fixed) state bytes of every piece, from the graph's past-state inputs."""
     derived = {p.name: (0, 0) for p in pieces}
     for name, axis in past_inputs.items():
-        reader = next((p for p in pieces if name in p.inputs), None)
+        # the last reader: an earlier one may read it for its length only (a dynamic past
+        # axis: the embedding's positions), the layer that holds it reads its values
+        reader = next((p for p in reversed(pieces) if name in p.inputs), None)
         if reader is None or name not in feeds:
             continue
         x = feeds[name]

@@ -1,7 +1,10 @@
 """Exporting zoo passes to ONNX files, cached in a work directory outside git.
 
 ``torch.onnx.export(dynamo=True)`` records each node's module scope, which
-:func:`profiler.cut.partition_by_scope` groups into blocks. Models with more than ~1.8 GB of
+:func:`profiler.cut.partition_by_scope` groups into blocks. A pass's ``past_inputs`` (an LLM
+layer's past keys and values) are exported with a dynamic token axis (one symbolic dimension,
+``past``, shared by all of them), so the same pieces run at every cache length: execute mode
+(:mod:`emulator.execute`) threads the real KV cache through a generation with them. Models with more than ~1.8 GB of
 weights are written with external data (``PASS.onnx.data`` next to ``PASS.onnx``).
 """
 
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import io
 import json
 import logging
@@ -25,7 +29,7 @@ from .zoo import PassSpec
 
 __all__ = ["default_work_dir", "export_pass", "work_dir_for"]
 
-_EXPORT_VERSION = 2  # bump when the zoo or the export settings change
+_EXPORT_VERSION = 3  # bump when the zoo or the export settings change
 _EXTERNAL_LIMIT = 1_800_000_000
 
 
@@ -47,6 +51,29 @@ def work_dir_for(root: Path, model: str, params: Mapping[str, object]) -> Path:
     return root / model / hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
+def _dynamic_shapes(spec: PassSpec) -> tuple[object, ...] | None:
+    """torch.export ``dynamic_shapes`` giving every ``past_inputs`` tensor a dynamic token axis
+    (one shared ``Dim``), in the structure of the module's positional parameters."""
+    if not spec.past_inputs:
+        return None
+    past = torch.export.Dim("past", min=1, max=1 << 16)
+    per_input = [{spec.past_inputs[n]: past} if n in spec.past_inputs else None
+                 for n in spec.input_names]
+    params = list(inspect.signature(spec.module.forward).parameters.values())
+    out: list[object] = []
+    i = 0
+    for prm in params:
+        if i >= len(per_input):
+            break
+        if prm.kind == inspect.Parameter.VAR_POSITIONAL:
+            out.append(tuple(per_input[i:]))
+            i = len(per_input)
+        else:
+            out.append(per_input[i])
+            i += 1
+    return tuple(out)
+
+
 def export_pass(spec: PassSpec, path: Path, reuse: bool = True) -> Path:
     """Export ``spec`` to ``path`` (skipped when ``reuse`` and the file exists); returns it."""
     done = path.with_name(path.name + ".ok")
@@ -65,7 +92,8 @@ def export_pass(spec: PassSpec, path: Path, reuse: bool = True) -> Path:
             torch.onnx.export(spec.module, spec.inputs, str(path), dynamo=True,
                               input_names=list(spec.input_names),
                               output_names=list(spec.output_names),
-                              external_data=nbytes > _EXTERNAL_LIMIT, optimize=True)
+                              external_data=nbytes > _EXTERNAL_LIMIT, optimize=True,
+                              dynamic_shapes=_dynamic_shapes(spec))
     except OSError as e:
         raise ProfileError(f"{path}: cannot write the exported model: {e.strerror or e}") from e
     except Exception as e:

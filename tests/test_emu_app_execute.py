@@ -1,4 +1,5 @@
-"""Execute mode: tensor framing; split execution against a plain torch run of the same model.
+"""Execute mode: tensor framing; split execution against a plain torch run of the same model;
+a real generation (KV cache threaded, migrated between sides) against torch's generation.
 
 Runs on every clean clone: the module fixture exports the zoo's gpt2-tiny and sd15-tiny into a
 temporary cache with the profiler's own export and cut code (``export_pass``,
@@ -19,7 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.plan import COMPUTE, MEC, Step
+from agent.latency import LatencyModel
+from agent.plan import COMPUTE, MEC, SEND, Step
+from agent.policy import Decision, Workload
 from emulator.compute import ProfiledCompute
 from emulator.errors import EmulatorError, ProtocolError
 from emulator.execute import (
@@ -29,6 +32,7 @@ from emulator.execute import (
     find_pieces_dir,
 )
 from emulator.steps import StepRunner, instance_seed
+from emulator.transport import Inbox
 from profiler.schema import Profile, load_profile
 from profiler.timing import compare_outputs
 
@@ -114,12 +118,14 @@ def _profile(model: str) -> Profile:
 def test_split_execution_matches_torch(model: str, cache: Path) -> None:
     """Device pieces [0, k), the cut's tensors encoded as on the wire, the MEC's step runner
     runs [k, N) and encodes its output: equal to the torch module's on the same seeded inputs,
-    for every split."""
+    for every split (gpt2-tiny: its prefill; its decodes are tested in a generation below)."""
     prof = _profile(model)
     pieces = find_pieces_dir(prof, cache / model / _only_key(cache / model))
     runner = PieceRunner(prof, pieces)
     mec = StepRunner(ProfiledCompute(prof, np.random.default_rng(0)), PieceRunner(prof, pieces))
     for pi, p in enumerate(prof.passes):
+        if runner.past_axis[pi]:
+            continue
         seed = instance_seed(11, pi, 0)  # what both sides draw for request seed 11
         feeds = runner.inputs(pi, seed)
         ref = _torch_outputs(model, pi, feeds)
@@ -164,5 +170,101 @@ def test_split_run_equals_local(tmp_path: Path, cache: Path) -> None:
     # split 2 of 4 every pass: the prefill's cut and every decode's cut go up as real tensors,
     # and each token the MEC computed comes down and is checked (1 prefill + 8 decodes)
     assert rec["check"]["passes_checked"] == 9
+    assert rec["check"]["tokens"] == rec["check"]["reference"]
     ups = [s for s in rec["steps"] if s["kind"] == "send" and s["side"] == "up"]
     assert [s["what"] for s in ups] == ["cut"] * 9
+
+
+def _torch_generation(prompt: np.ndarray, decodes: int, zero_cache: bool = False) -> list[int]:
+    """Greedy tokens of the zoo's gpt2-tiny in torch: prefill, then ``decodes`` passes, each
+    fed the last token and the cache (all zeros, of the right length, with ``zero_cache``)."""
+    import torch
+
+    from profiler.zoo import get_model
+
+    z = get_model("gpt2-tiny")
+    module = z.build(z.defaults)[0].module
+    with torch.no_grad():
+        tok, *cache = module(torch.from_numpy(prompt))
+        out = [int(tok.ravel()[0])]
+        for _ in range(decodes):
+            past = [torch.zeros_like(c) for c in cache] if zero_cache else cache
+            tok, *cache = module(tok, *past)
+            out.append(int(tok.ravel()[0]))
+    return out
+
+
+#: plans of gpt2-tiny (4 blocks: embed, h.0, h.1, head): local, full offload, a split every
+#: pass, prefill on the MEC then decode here (both layers' caches move down), and decode
+#: splits that move at every step (caches migrate both ways, embed's side lacks the cache)
+PLANS = {
+    "local": {"prefill": 4, "decode": 4},
+    "offload": {"prefill": 0, "decode": 0},
+    "split2": {"prefill": 2, "decode": 2},
+    "mec-prefill": {"prefill": 0, "decode": 4},
+    "moving": {"prefill": 4, "decode": (1, 3, 2, 0, 4, 2, 2, 1)},
+}
+
+
+@pytest.mark.onnx
+@pytest.mark.parametrize("name", sorted(PLANS))
+def test_generation_matches_torch(name: str, cache: Path) -> None:
+    """A request's plan run step by step by a device and a MEC step runner (each with its own
+    inbox, sends encoded and decoded as on the wire): the tokens the user gets equal torch's
+    greedy generation from the same prompt; every send carries exactly the plan's bytes (a
+    migrated cache at its current length); the device's own check agrees."""
+    prof = _profile("gpt2-tiny")
+    pieces = find_pieces_dir(prof, cache / "gpt2-tiny" / _only_key(cache / "gpt2-tiny"))
+    sides = [StepRunner(ProfiledCompute(prof, np.random.default_rng(0)), PieceRunner(prof, pieces))
+             for _ in range(2)]
+    decodes = 8
+    wl = Workload("gpt2-tiny", {"prefill": 1, "decode": decodes})
+    plan = LatencyModel(prof, prof).plan(Decision(PLANS[name]), wl)
+    boxes = [Inbox(), Inbox()]
+    boxes[0].put(plan.initial, 0.0)
+    kinds = set()
+    for st in plan.steps:
+        r, box = sides[st.side], boxes[st.side]
+        if st.kind == COMPUTE:
+            _, out = r.run(st, 5, r.gather(box, st.needs))
+            r.store(box, st, 0.0, out)
+            continue
+        assert st.kind == SEND
+        meta, payload = r.payload(st, r.gather(box, st.items))
+        if st.what != "input":  # the prompt is drawn from the seed on both sides
+            assert len(payload) == st.nbytes, (st.what, st.pass_name, st.rep)
+        kinds.add(st.what)
+        boxes[1 - st.side].put(st.items, 0.0, sides[1 - st.side].received(meta, bytes(payload)))
+    if name in ("mec-prefill", "moving"):
+        assert "state" in kinds
+    tokens = [int(boxes[0].data(it)["next_token"].ravel()[0]) for it in plan.outputs]
+    prompt = sides[0].runner.inputs(0, instance_seed(5, 0, 0))["input_ids"]  # type: ignore[union-attr]
+    want = _torch_generation(prompt, decodes)
+    assert tokens == want
+    # the comparison can fail: the same model with its cache zeroed generates other tokens
+    assert _torch_generation(prompt, decodes, zero_cache=True) != want
+    check = sides[0].check_request(plan, boxes[0].data, 5, {"prefill": 1, "decode": decodes})
+    assert check["ok"] and check["tokens"] == want
+
+
+@pytest.mark.onnx
+def test_fixed_past_pieces_refused(tmp_path: Path) -> None:
+    """Decode pieces exported with a fixed past length cannot carry a growing cache: execute
+    mode says which pieces and how to re-export them."""
+    import dataclasses
+
+    from profiler.cut import build_pieces, partition_by_scope
+    from profiler.export import export_pass
+    from profiler.graph import analyse, load_onnx
+    from profiler.zoo import get_model
+
+    z = get_model("gpt2-tiny")
+    for spec in z.build(z.defaults):
+        fixed = dataclasses.replace(spec, past_inputs={})  # no dynamic axis
+        path = export_pass(fixed, tmp_path / f"{spec.name}.onnx")
+        info = analyse(load_onnx(path))
+        build_pieces(info, partition_by_scope(info, spec.block_key), tmp_path,
+                     tmp_path / f"{spec.name}.pieces", spec.state_inputs)
+    prof = _profile("gpt2-tiny")
+    with pytest.raises(EmulatorError, match=r"fixed past length.*--fresh"):
+        PieceRunner(prof, find_pieces_dir(prof, tmp_path))
