@@ -319,10 +319,11 @@ def _plan(args: argparse.Namespace) -> tuple[RunPlan, Any, Any]:
         raise EmulatorError(f"--trace: {e}", 2) from e
     from emulator.policies import load_policy
 
-    policy, note = load_policy(args.policy, dev, mec, mec_speedup=args.mec_speedup)
+    # as the device processes load it: a trained policy's network in numpy (no torch)
+    policy, note = load_policy(args.policy, dev, mec, light=True, mec_speedup=args.mec_speedup)
     if note:
         print(f"emulator: {note}", file=sys.stderr)
-    spec = "greedy" if note else args.policy
+    spec = "greedy" if policy.name == "greedy" and args.policy == "default" else args.policy
     if args.out:
         out = Path(args.out)
         if (out / "requests.jsonl").exists():
@@ -399,7 +400,10 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
             return "-"
         return f"mean {st['mean_s']:.3f} s, p95 {st['p95_s']:.3f} s"
 
-    print(f"emulator: {summary['status']}: {n} requests; service latency {_fig('latency')}; "
+    unf = (f" ({summary['unfinished']} unfinished when the run stopped)"
+           if summary.get("unfinished") else "")
+    print(f"emulator: {summary['status']}: {n} requests{unf}; "
+          f"service latency {_fig('latency')}; "
           f"response time {_fig('response')}; results in {plan.out_dir}", file=sys.stderr)
     return 130 if summary["status"] == "interrupted" else 0
 

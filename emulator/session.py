@@ -82,6 +82,7 @@ def _env(token: str) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_ROOT), env.get("PYTHONPATH")]))
     env["PYTHONUNBUFFERED"] = "1"
     env.setdefault("OMP_NUM_THREADS", "1")
+    env["AIGC_AGENT_NO_GYM"] = "1"  # device and MEC never make the Gymnasium env (agent/)
     return env
 
 
@@ -96,6 +97,7 @@ class _Proc:
         self.ready = threading.Event()
         self.info: dict[str, Any] = {}
         self.exit_info: dict[str, Any] = {}
+        self.unfinished: list[dict[str, Any]] = []
         self.bad_lines = 0
         self._on_line = on_line
         self.thread = threading.Thread(target=self._read, name=f"read-{name}", daemon=True)
@@ -114,6 +116,8 @@ class _Proc:
                 self.ready.set()
             elif isinstance(obj, dict) and obj.get("exit") is True:
                 self.exit_info = obj
+            elif isinstance(obj, dict) and obj.get("unfinished") is True:
+                self.unfinished.append(obj)
             elif isinstance(obj, dict):
                 self._on_line(self, obj)
 
@@ -284,8 +288,8 @@ def _follow(plan: RunPlan, net: Any, devices: list[_Proc], sink: RecordSink,
             break
         if now > deadline:
             print(f"emulator: {len(alive)} device(s) still busy {plan.grace_s:.0f} s after the "
-                  "end; stopping them (their unfinished requests are not recorded)",
-                  file=sys.stderr)
+                  "end; stopping them (their unfinished requests are recorded as such in "
+                  "summary.json)", file=sys.stderr)
             break
         if plan.progress and now >= next_print:
             next_print += 1.0
@@ -316,6 +320,7 @@ def _write_outputs(plan: RunPlan, net: Any, sink: RecordSink, prov: dict[str, An
     could not be written (None: all of it)."""
     out = plan.out_dir
     records = sink.snapshot()
+    unfinished = [u for pr in procs for u in pr.unfinished]
     try:
         rows = net.link_rows()
         stats = net.shaper_stats()
@@ -350,6 +355,11 @@ def _write_outputs(plan: RunPlan, net: Any, sink: RecordSink, prov: dict[str, An
         "exit_codes": {pr.name: pr.p.returncode for pr in procs},
         "device_counts": {pr.name: pr.exit_info for pr in procs if pr.name != "mec"},
         "unrecorded": sum(int(pr.exit_info.get("done", 0)) for pr in procs) - len(records),
+        "unfinished": len(unfinished),
+        # started, neither recorded nor unfinished (a device killed without its exit line)
+        "lost": max(0, sum(int(pr.exit_info.get("started", 0)) for pr in procs)
+                    - len(records) - len(unfinished)),
+        "unfinished_requests": unfinished,
         "unparsable_lines": sum(pr.bad_lines for pr in procs),
         **({"records_dropped": sink.dropped, "output_error": sink.error} if sink.error else {}),
         "prediction_errors": sink.prediction_errors,
