@@ -39,6 +39,7 @@ from emulator.figures import figures, progress_text
 from emulator.guard import TOKEN_ENV, new_token
 from emulator.plots import plot_run
 from emulator.records import RecordSink, summarize, write_atomic, write_link_csv
+from emulator.transport import PAYLOAD_SCALE_ENV
 from traces import Trace
 
 __all__ = ["RunPlan", "run_session"]
@@ -74,10 +75,17 @@ class RunPlan:
     pieces: Path | None = None
     window_clamp: int | None = None
     """TCP_WINDOW_CLAMP of both ends; None: the network's shaped queue size; 0: off."""
+    payload_scale: float = 1.0
+    """High-rate mode's factor (emulator.transport): < 1 shrinks payloads and the link."""
+    high_rate: dict[str, Any] = field(default_factory=dict)
+    """What decided the payload scale (emulator.run.high_rate), for summary.json."""
 
 
-def _env(token: str) -> dict[str, str]:
+def _env(token: str, payload_scale: float = 1.0) -> dict[str, str]:
     env = dict(os.environ)
+    env.pop(PAYLOAD_SCALE_ENV, None)
+    if payload_scale < 1.0:  # high-rate mode: every device's and the MEC's Sender shrinks
+        env[PAYLOAD_SCALE_ENV] = repr(payload_scale)
     env[TOKEN_ENV] = token  # the MEC accepts only devices that present it (emulator.guard)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_ROOT), env.get("PYTHONPATH")]))
     env["PYTHONUNBUFFERED"] = "1"
@@ -178,7 +186,8 @@ def run_session(plan: RunPlan, net: Any, predictor: Any, provenance: dict[str, A
         log_files.append(log)
         p = net.popen(host, [sys.executable, *argv], stdout=subprocess.PIPE,
                       stdin=subprocess.PIPE if stdin else subprocess.DEVNULL, stderr=log,
-                      text=True, bufsize=1, cwd=str(_ROOT), env=_env(token))
+                      text=True, bufsize=1, cwd=str(_ROOT),
+                      env=_env(token, plan.payload_scale))
         pr = _Proc(name, p, log, on_record)
         procs.append(pr)
         return pr
@@ -293,7 +302,7 @@ def _follow(plan: RunPlan, net: Any, devices: list[_Proc], sink: RecordSink,
             break
         if plan.progress and now >= next_print:
             next_print += 1.0
-            _progress(net, sink, now - t0, len(alive))
+            _progress(net, sink, now - t0, len(alive), plan.payload_scale)
         time.sleep(0.1)
     failed = [d for d in devices if d.p.poll() not in (None, 0)]
     if sink.error:
@@ -304,9 +313,9 @@ def _follow(plan: RunPlan, net: Any, devices: list[_Proc], sink: RecordSink,
                             f"(log: {d.log.name})")
 
 
-def _progress(net: Any, sink: RecordSink, t: float, alive: int) -> None:
+def _progress(net: Any, sink: RecordSink, t: float, alive: int, scale: float = 1.0) -> None:
     recs = sink.snapshot()
-    cap = net.capacity_at(0, t) / 1e6
+    cap = net.capacity_at(0, t) / 1e6 / scale  # the trace's rate (high-rate mode: unscaled)
     last = [r["latency_s"] for r in recs[-5:]]
     print(f"emulator: t={t:6.1f} s  requests done {len(recs):4d}  devices busy {alive}  "
           f"capacity {cap:7.2f} Mbit/s  {progress_text(recs)}  "
@@ -326,6 +335,9 @@ def _write_outputs(plan: RunPlan, net: Any, sink: RecordSink, prov: dict[str, An
         stats = net.shaper_stats()
     except Exception as e:
         rows, stats = [], {"error": f"{type(e).__name__}: {e}"}
+    if plan.payload_scale < 1.0:  # high-rate mode: link.csv in the trace's real rates
+        rows = [{k: (v / plan.payload_scale if k.endswith("_mbps") and isinstance(v, float)
+                     else v) for k, v in r.items()} for r in rows]
     failure: str | None = None
     try:
         write_link_csv(out / "link.csv", rows)
@@ -343,6 +355,8 @@ def _write_outputs(plan: RunPlan, net: Any, sink: RecordSink, prov: dict[str, An
         "compute": plan.compute,
         "jitter": plan.jitter,
         "realtime_compute": plan.realtime,
+        "high_rate": plan.high_rate or {"payload_scale": plan.payload_scale,
+                                        "active": plan.payload_scale < 1.0},
         "tcp_window_clamp": plan.window_clamp if plan.window_clamp is not None else
         int(0.9 * int(getattr(net, "queue_bytes", 0) or 0)),
         "arrivals": "closed-loop" if plan.rate is None else f"poisson {plan.rate}/s per device",
@@ -374,7 +388,8 @@ def _write_outputs(plan: RunPlan, net: Any, sink: RecordSink, prov: dict[str, An
         failure = f"cannot write {out / 'summary.json'}: {e.strerror or e}"
     if records and not (failure or sink.error):
         try:
-            plot_run(out, records, lambda t: net.capacity_at(0, t), plan.duration_s, rows)
+            plot_run(out, records, lambda t: net.capacity_at(0, t) / plan.payload_scale,
+                     plan.duration_s, rows)
         except OSError as e:  # a half-written image is worse than none
             for png in ("latency_timeline.png", "latency_cdf.png"):
                 with contextlib.suppress(OSError):

@@ -42,3 +42,66 @@ def test_requests_in_flight_at_the_end_are_recorded_as_unfinished(
     for u in summary["unfinished_requests"]:
         assert isinstance(u["split"], int) and u["t_stopped"] >= u["t_start"] >= u["t_arrival"]
     assert "(3 unfinished when the run stopped)" in res.stderr.splitlines()[-1]
+
+
+def test_high_rate_mode_sends_a_scaled_payload_and_nothing_else_changes() -> None:
+    import math
+    import socket
+
+    from emulator.protocol import Message, MsgType, recv_message
+    from emulator.transport import Sender, wire_payload
+
+    a, b = socket.socketpair()
+    try:
+        s = Sender(a, payload_scale=0.01)
+        sizes = [1, 99, 100, 12_345, 1_000_000]
+        zeros = bytearray(max(sizes))
+        for n in sizes:
+            s.send(Message(MsgType.DATA, 7, meta={"items": [1]},
+                           payload=memoryview(zeros)[:n]))
+        s.send(Message(MsgType.ECHO, payload=memoryview(zeros)[:32_768]))
+        real = b"x" * 5000  # execute mode's tensors and a REPORT are never cut
+        s.send(Message(MsgType.DATA, 8, meta={"tensors": []}, payload=real))
+        s.send(Message(MsgType.REPORT, 8, payload=real))
+        got = [recv_message(b) for _ in range(len(sizes) + 3)]
+        assert [m.payload_size for m in got if m is not None] == [
+            *(max(1, math.ceil(n / 100)) for n in sizes), 328, 5000, 5000]
+        assert got[0] is not None and got[0].meta == {"items": [1]}
+        assert got[-1] is not None and bytes(got[-1].payload) == real
+        s.close()
+    finally:
+        a.close()
+        b.close()
+    m = Message(MsgType.DATA, payload=b"\0" * 10)
+    assert wire_payload(m, 1.0) is m
+
+
+def test_high_rate_mode_is_chosen_from_the_measured_limit(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    from emulator.doctor import DEFAULT_SHAPING_LIMIT_BPS
+    from emulator.errors import EmulatorError
+    from emulator.run import high_rate
+    from traces.synth import constant
+
+    limit_file = tmp_path / "shaping.json"
+    monkeypatch.setenv("AIGC_EMU_SHAPING_FILE", str(limit_file))
+    assert DEFAULT_SHAPING_LIMIT_BPS == 300e6
+    t10g = constant(30, 10_000)
+    r = high_rate(t10g, "auto", "profiled", "mininet")  # no measurement: the default
+    assert r["active"] and r["payload_scale"] == pytest.approx(1 / 34)  # ceil(10000 / 300)
+    assert r["limit_source"].startswith("default")
+    limit_file.write_text(json.dumps({"limit_mbps": 1000, "measured_unix": 0}))
+    r = high_rate(t10g, "auto", "profiled", "mininet")
+    assert r["payload_scale"] == pytest.approx(0.1)
+    assert r["shaped_peak_mbps"] == pytest.approx(1000)
+    assert r["limit_source"].startswith("measured")
+    r = high_rate(constant(30, 999), "auto", "profiled", "mininet")
+    assert not r["active"] and r["payload_scale"] == 1
+    assert high_rate(t10g, "0.5", "profiled", "mininet")["payload_scale"] == 0.5
+    assert high_rate(t10g, "auto", "profiled", "loopback")["payload_scale"] == 1
+    for spec, compute, match in [("0", "profiled", "--payload-scale must be auto or a number"),
+                                 ("big", "profiled", "--payload-scale must be auto or a number"),
+                                 ("auto", "execute", "cannot carry execute mode")]:
+        with pytest.raises(EmulatorError, match=match):
+            high_rate(t10g, spec, compute, "mininet")
