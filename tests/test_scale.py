@@ -105,3 +105,55 @@ def test_high_rate_mode_is_chosen_from_the_measured_limit(tmp_path: Path,
                                  ("auto", "execute", "cannot carry execute mode")]:
         with pytest.raises(EmulatorError, match=match):
             high_rate(t10g, spec, compute, "mininet")
+
+
+@pytest.mark.parametrize("mod", ["emulator.run", "emulator.sweep", "agent.sweep"])
+def test_a_bad_scenario_file_is_one_line_naming_key_and_line(tmp_path: Path, mod: str) -> None:
+    for text, msg in [("[mec]\nslot = 2\n", ":2: unknown key mec.slot (expected one of "
+                                            "speedup, slots; did you mean 'slots'?)"),
+                      ('name = "x"\n[devices]\ncount = "many"\n',
+                       ":3: devices.count must be an integer, got str 'many'")]:
+        p = tmp_path / "bad.toml"
+        p.write_text(text)
+        r = subprocess.run([sys.executable, "-m", mod, "--scenario", str(p), "--out",
+                            str(tmp_path / "out")], capture_output=True, text=True, cwd=ROOT,
+                           timeout=120)
+        assert r.returncode == 2, r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].endswith(f"{p}{msg}"), r.stderr
+        assert not (tmp_path / "out").exists()
+
+
+def test_an_emulator_sweep_with_a_ray_address_that_does_not_answer_is_one_line(
+        tmp_path: Path) -> None:
+    r = subprocess.run([sys.executable, "-m", "emulator.sweep", "--scenarios",
+                        str(ROOT / "scenarios" / "lte-8.toml"), "--out", str(tmp_path / "sw"),
+                        "--address", "127.0.0.1:1"], capture_output=True, text=True, cwd=ROOT,
+                       timeout=120)
+    assert r.returncode == 2
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("emulator.sweep: error: no Ray cluster answers "
+                                               "at 127.0.0.1:1"), r.stderr
+    assert not (tmp_path / "sw").exists()
+
+
+def test_the_shared_cell_replay_divides_the_cell_among_active_devices() -> None:
+    import numpy as np
+
+    from emulator.parity import _shared_share
+    from traces.synth import constant
+
+    cell = constant(100.0, 8.0)  # 8 Mbit/s
+    # device 1 transfers over [1, 2), device 2 over [1.5, 3), device 0 over [1.2, 1.4)
+    busy = (np.array([1, 2, 0]), np.array([1.0, 1.5, 1.2]), np.array([2.0, 3.0, 1.4]))
+    share = _shared_share(cell, busy, 0, 0.5, 4.0)
+    expect = {(0.5, 1.0): 8, (1.0, 1.5): 4, (1.5, 2.0): 8 / 3, (2.0, 3.0): 4, (3.0, 4.0): 8,
+              (4.0, 9.0): 8}  # after the window: the whole cell
+    for (a, b), mbps in expect.items():
+        assert share.bytes_between(a, b) * 8 / (b - a) == pytest.approx(mbps * 1e6), (a, b)
+    # device 1 does not count itself: alone over [1, 1.2) and [1.4, 1.5), with device 0
+    # between, then with device 2
+    own = _shared_share(cell, busy, 1, 1.0, 2.0)
+    assert own.bytes_between(1.0, 1.2) * 40 == pytest.approx(8e6)
+    assert own.bytes_between(1.2, 1.4) * 40 == pytest.approx(4e6)
+    assert own.bytes_between(1.5, 2.0) * 16 == pytest.approx(4e6)
