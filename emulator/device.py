@@ -4,7 +4,9 @@ Per request (arrivals: Poisson at ``rate`` per second from a seeded generator, o
 
 1. *observe*: an ``ECHO`` to the MEC gives the RTT and the MEC's queue state (with a probe
    payload when the device has no fresh throughput sample, see :mod:`emulator.observe`);
-2. *decide*: ``policy.decide(Observation)`` gives the split of every pass repetition;
+2. *decide*: ``policy.decide(Observation)`` gives the split of every pass repetition (a
+   trained SB3 policy's network is evaluated with numpy, :mod:`agent.numpy_policy`: no torch
+   in a device process);
 3. *run*: the request's plan (:func:`agent.plan.build_plan`, the same the simulator prices and
    the MEC runs): if anything runs on the MEC the device sends ``PLAN``, then runs its own steps
    in order: a computation waits until its inputs are here (made here, or received: a reader

@@ -8,7 +8,14 @@ the bundled cellular trace, the shipped policy, 2 devices, 40 s, results in ``ru
 Outputs in ``--out``: ``requests.jsonl`` (one record per finished request, written as it
 finishes), ``link.csv`` (capacity and measured goodput per second), ``summary.json`` (counts,
 latency statistics, shaper statistics, provenance), ``latency_timeline.png``,
-``latency_cdf.png`` and ``logs/``. Errors are one line ``emulator: ...`` and a non-zero exit
+``latency_cdf.png`` and ``logs/``. A request still running when the run stops is recorded
+in ``summary.json`` (``unfinished_requests``), not lost.
+
+High-rate mode (``--payload-scale``, :mod:`emulator.transport`): when the trace's peak exceeds
+what this machine can shape (``emulator.doctor --measure-rate``, else 300 Mbit/s), the link is
+shaped at ``F`` times the trace and every payload sent at ``F`` times its size, so transfer
+times are the trace's; ``F`` and why are in ``summary.json`` (``high_rate``) and on the
+console. Errors are one line ``emulator: ...`` and a non-zero exit
 (2: bad input or missing prerequisite, 1: the run failed, 130: interrupted by Ctrl-C,
 143: stopped by SIGTERM).
 """
