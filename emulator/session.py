@@ -336,7 +336,8 @@ def _write_outputs(plan: RunPlan, net: Any, sink: RecordSink, prov: dict[str, An
     except Exception as e:
         rows, stats = [], {"error": f"{type(e).__name__}: {e}"}
     if plan.payload_scale < 1.0:  # high-rate mode: link.csv in the trace's real rates
-        rows = [{k: (v / plan.payload_scale if k.endswith("_mbps") and isinstance(v, float)
+        rows = [{k: (round(v / plan.payload_scale, 4) if k.endswith("_mbps")
+                     and isinstance(v, float)
                      else v) for k, v in r.items()} for r in rows]
     failure: str | None = None
     try:

@@ -79,7 +79,7 @@ def test_high_rate_mode_sends_a_scaled_payload_and_nothing_else_changes() -> Non
 def test_high_rate_mode_is_chosen_from_the_measured_limit(tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch
                                                           ) -> None:
-    from emulator.doctor import DEFAULT_SHAPING_LIMIT_BPS
+    from emulator.doctor import DEFAULT_SHAPING_LIMIT_BPS, shaping_limit
     from emulator.errors import EmulatorError
     from emulator.run import high_rate
     from traces.synth import constant
@@ -96,6 +96,10 @@ def test_high_rate_mode_is_chosen_from_the_measured_limit(tmp_path: Path,
     assert r["payload_scale"] == pytest.approx(0.1)
     assert r["shaped_peak_mbps"] == pytest.approx(1000)
     assert r["limit_source"].startswith("measured")
+    limit_file.write_text("{not json")
+    bps, src = shaping_limit()
+    assert bps == DEFAULT_SHAPING_LIMIT_BPS and "unreadable" in src
+    limit_file.write_text(json.dumps({"limit_mbps": 1000, "measured_unix": 0}))
     r = high_rate(constant(30, 999), "auto", "profiled", "mininet")
     assert not r["active"] and r["payload_scale"] == 1
     assert high_rate(t10g, "0.5", "profiled", "mininet")["payload_scale"] == 0.5
@@ -157,3 +161,27 @@ def test_the_shared_cell_replay_divides_the_cell_among_active_devices() -> None:
     assert own.bytes_between(1.0, 1.2) * 40 == pytest.approx(8e6)
     assert own.bytes_between(1.2, 1.4) * 40 == pytest.approx(4e6)
     assert own.bytes_between(1.5, 2.0) * 16 == pytest.approx(4e6)
+
+
+@pytest.mark.root
+@pytest.mark.skipif(__import__("os").geteuid() != 0, reason="needs root (namespaces and tc)")
+def test_a_run_in_high_rate_mode_says_so_and_keeps_real_units(tmp_path: Path,
+                                                               toy: tuple[Path, Path]) -> None:
+    dev, mec = toy
+    trace = tmp_path / "const.csv"
+    trace.write_text("time_s,mbps\n0,100\n60,100\n")
+    out = tmp_path / "run"
+    res = _run(["--model", str(dev), "--mec-profile", str(mec), "--policy", "fixed:2",
+                "--trace", str(trace), "--devices", "1", "--duration", "2", "--rate", "2",
+                "--payload-scale", "0.1", "--out", str(out), "--quiet"], timeout=180)
+    assert res.returncode == 0, res.stderr
+    assert "high-rate mode: payloads and link x0.1 (--payload-scale given" in res.stderr
+    assert "high-rate mode x0.1" in res.stderr.splitlines()[-1]
+    s = json.loads((out / "summary.json").read_text())
+    assert s["high_rate"]["payload_scale"] == 0.1 and s["high_rate"]["active"]
+    recs = [json.loads(x) for x in (out / "requests.jsonl").read_text().splitlines()]
+    assert recs and all(r["phases"]["upload_bytes"] == 200_000 + 4 * 3_072 for r in recs)
+    import csv
+
+    caps = {float(r["capacity_mbps"]) for r in csv.DictReader((out / "link.csv").open())}
+    assert caps == {100.0}  # the trace's rate, not the shaped 10 Mbit/s
