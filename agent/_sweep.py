@@ -295,6 +295,8 @@ def run_sweep(cells: Sequence[Cell], runner: Callable[..., dict[str, Any]],
         ships it to its workers); the row holds ``columns``.
     """
     columns = [*KEY_COLUMNS, *[c for c in columns if c not in KEY_COLUMNS]]
+    if address is not None:
+        _check_address(address)  # before anything is written
     out.mkdir(parents=True, exist_ok=True)
     table = out / "results.csv"
     done = _read_done(table, columns)

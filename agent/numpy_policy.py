@@ -8,7 +8,8 @@ a restricted unpickler that builds numpy arrays and nothing else) and computes w
 ``predict(obs, deterministic=True, action_masks=mask)`` returns for PPO, MaskablePPO and A2C
 ``MlpPolicy`` with the default activation (tanh) and no observation normalisation: the masked
 argmax of the action logits. ``tests/test_numpy_policy.py`` checks it against SB3 on
-observations recorded in the simulator.
+observations recorded in the simulator, and that :class:`agent.policies.SB3Policy` with
+``backend="numpy"`` (what emulator device processes use) decides as the SB3 backend does.
 """
 
 from __future__ import annotations
@@ -114,6 +115,10 @@ class NumpyActor:
                        for i in layers]
         self.out = (state["action_net.weight"].astype(np.float32),
                     state["action_net.bias"].astype(np.float32))
+        cls = data.get("policy_class")
+        module = str(cls.get("__module__", "")) if isinstance(cls, dict) else ""
+        self.maskable = "maskable" in module
+        """A MaskablePPO policy: its action choice honours the action mask."""
         self.obs_size = int(self.hidden[0][0].shape[1] if self.hidden else self.out[0].shape[1])
         self.n_actions = int(self.out[0].shape[0])
 

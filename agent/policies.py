@@ -135,7 +135,7 @@ class SB3Policy:
     """
 
     def __init__(self, path: str | Path, actions: SplitActions, name: str | None = None,
-                 mec_speedup: float = 1.0) -> None:
+                 mec_speedup: float = 1.0, backend: str = "sb3") -> None:
         p = Path(path)
         if not p.is_file():
             raise AgentError(f"{p}: policy file not found (train one with python -m agent.train, "
@@ -173,15 +173,27 @@ class SB3Policy:
                                       f"{trained_speedup}, not {mec_speedup}; use the same value")
         self.encoder = ObservationEncoder(actions)
         self.actions = actions
-        self.sb3 = _load_sb3(p, side.get("algo"))
-        shape = getattr(self.sb3.observation_space, "shape", None)
-        n = getattr(self.sb3.action_space, "n", None)
+        self.backend = backend
+        self.actor: Any = None
+        self.sb3: Any = None
+        shape: Any
+        n: Any
+        if backend == "numpy":  # no torch in the process (agent/numpy_policy.py)
+            from agent.numpy_policy import NumpyActor
+
+            self.actor = NumpyActor(p)
+            shape, n = (self.actor.obs_size,), self.actor.n_actions
+        else:
+            self.sb3 = _load_sb3(p, side.get("algo"))
+            shape = getattr(self.sb3.observation_space, "shape", None)
+            n = getattr(self.sb3.action_space, "n", None)
         if shape != (self.encoder.size,) or n != actions.n_actions:
             raise PolicyMismatchError(
                 f"{p}: policy observation space {shape} / {n} actions does not match the "
                 f"profiles ({self.encoder.size},) / {actions.n_actions} actions of "
                 f"{model_name!r}; train a policy with these profiles")
-        self.maskable = type(self.sb3).__name__ == "MaskablePPO"
+        self.maskable = (self.actor.maskable if self.actor is not None
+                         else type(self.sb3).__name__ == "MaskablePPO")
         budget = (side.get("scenario") or {}).get("mask_budget")
         self.mask_budget: float | None = float(budget) if budget is not None else None
         self.name = name or p.stem
@@ -194,7 +206,9 @@ class SB3Policy:
         if self.mask_budget is not None:
             mask &= self.encoder.within_budget(self.mask_budget)
             mask[self.actions.local_action] = True
-        if self.maskable:
+        if self.actor is not None:
+            act = self.actor.predict(vec, mask if self.maskable else None)
+        elif self.maskable:
             act, _ = self.sb3.predict(vec, deterministic=True, action_masks=mask)
         else:
             act, _ = self.sb3.predict(vec, deterministic=True)
@@ -213,6 +227,7 @@ def make_policy(spec: str, device_profile: Profile, mec_profile: Profile, **kw: 
     mec_speedup = float(kw.pop("mec_speedup", 1.0))
     device_speed = float(kw.pop("device_speed", 1.0))
     memory = kw.pop("device_memory_bytes", None)
+    backend = str(kw.pop("policy_backend", "sb3"))  # "numpy": a trained policy without torch
     model = LatencyModel(device_profile, mec_profile, mec_speedup=mec_speedup,
                          device_speed=device_speed)
     actions = SplitActions(model, device_memory_bytes=memory)
@@ -244,9 +259,10 @@ def make_policy(spec: str, device_profile: Profile, mec_profile: Profile, **kw: 
         if not path.is_file():
             raise AgentError(f"no shipped default policy for model {model.model!r} "
                              f"({path} is missing); see policies/README.md")
-        return SB3Policy(path, actions, name="default", mec_speedup=mec_speedup)
+        return SB3Policy(path, actions, name="default", mec_speedup=mec_speedup,
+                         backend=backend)
     if s.endswith(".zip") or "/" in s:
-        return SB3Policy(s, actions, mec_speedup=mec_speedup)
+        return SB3Policy(s, actions, mec_speedup=mec_speedup, backend=backend)
     near = difflib.get_close_matches(s, ["local", "offload", "fixed", "greedy", "default",
                                          "oracle"], n=1)
     hint = f" Did you mean {near[0]!r}?" if near else ""

@@ -72,7 +72,10 @@ def wait_until(deadline: float, spin_s: float = _DEFAULT_SPIN_S) -> float:
             time.sleep(rem - spin_s)
         else:
             while time.perf_counter() < deadline:
-                pass
+                # let the process's other threads run: a bare spin holds the GIL for up to
+                # the switch interval (5 ms), which delayed the MEC's sends and its other
+                # slots by milliseconds with many sessions (benchmarks/scale.py)
+                time.sleep(0)
 
 
 def lognormal_params(median: float, std: float) -> tuple[float, float]:

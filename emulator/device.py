@@ -4,7 +4,9 @@ Per request (arrivals: Poisson at ``rate`` per second from a seeded generator, o
 
 1. *observe*: an ``ECHO`` to the MEC gives the RTT and the MEC's queue state (with a probe
    payload when the device has no fresh throughput sample, see :mod:`emulator.observe`);
-2. *decide*: ``policy.decide(Observation)`` gives the split of every pass repetition;
+2. *decide*: ``policy.decide(Observation)`` gives the split of every pass repetition (a
+   trained SB3 policy's network is evaluated with numpy, :mod:`agent.numpy_policy`: no torch
+   in a device process);
 3. *run*: the request's plan (:func:`agent.plan.build_plan`, the same the simulator prices and
    the MEC runs): if anything runs on the MEC the device sends ``PLAN``, then runs its own steps
    in order: a computation waits until its inputs are here (made here, or received: a reader
@@ -24,7 +26,9 @@ arrival on the other side), ``token_times`` the user-visible outputs relative to
 Times are seconds of the trace (``monotonic - t0`` of the run; device and MEC share the clock).
 
 Records go to stdout, one JSON object per line, flushed when each request finishes; logs go
-to stderr. SIGTERM/SIGINT stop the device at once (finished requests are already written).
+to stderr. SIGTERM/SIGINT stop the device at once (finished requests are already written; the
+request in flight, if any, is written as one ``{"unfinished": true, ...}`` line with what was
+known of it, then the ``{"exit": true, "started", "done"}`` line).
 """
 
 from __future__ import annotations
@@ -124,6 +128,9 @@ class Device:
         self.seed = seed
         self.data_timeout_s = data_timeout_s
         self.next_id = 1
+        self.in_flight: dict[str, Any] | None = None
+        """The request being run (what is known of it so far), or None: written as an
+        ``unfinished`` line when the device is stopped in the middle of it."""
         self.reps = {p.name: int(workload.repeats.get(p.name, p.repeat)) for p in profile.passes}
         self._probe = memoryview(bytearray(self.est.probe_bytes))
         self.sender = Sender(sock, name=f"device-{index}-send")
@@ -214,9 +221,13 @@ class Device:
         rid = self.next_id
         self.next_id += 1
         t_decide = time.monotonic()
+        self.in_flight = {"device": self.index, "request": rid,
+                          "workload": self.profile.model.name, "policy": self.policy.name,
+                          "t_arrival": t_arrival - self.t0, "t_decide": t_decide - self.t0}
         self.echo()
         obs = self.est.observation(self.workload, t_decide - self.t0)
         decision = self.policy.decide(obs)
+        self.in_flight["split"] = decision.action
         try:
             plan = self.model.plan(decision, self.workload)
         except AgentError as e:
@@ -225,6 +236,7 @@ class Device:
         inbox = Inbox()
         self._inboxes[rid] = inbox
         t_start = time.monotonic()
+        self.in_flight["t_start"] = t_start - self.t0
         inbox.put(plan.initial, t_start)
         splits = {k: list(v) if isinstance(v, tuple) else v for k, v in decision.splits.items()}
         if plan.offloaded:
@@ -279,6 +291,7 @@ class Device:
         ttft = tokens[0] - t_start
         tpot = (tokens[-1] - tokens[0]) / (len(tokens) - 1) if len(tokens) > 1 else None
         phases = _phases(steps)
+        self.in_flight = None
         return {
             "device": self.index, "request": rid, "workload": self.profile.model.name,
             "repeats": self.reps, "policy": self.policy.name, "compute": self.compute_mode,
@@ -427,13 +440,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     done = started = 0
     held: list[dict[str, Any]] = []
     sock = None
+    dev: Device | None = None
     try:
         profile = load_profile(args.profile)
         mec_profile = load_profile(args.mec_profile)
         repeats = parse_repeats(args.repeat, profile)
         workload = Workload(profile.model.name, repeats)
-        policy, _note = load_policy(args.policy, profile, mec_profile,
-                                    mec_speedup=args.mec_speedup)
+        # light: a trained policy's network in numpy, no torch in a device process
+        policy, note = load_policy(args.policy, profile, mec_profile, light=True,
+                                   mec_speedup=args.mec_speedup)
+        if note:
+            print(f"device {args.index}: {note}", file=sys.stderr)
         seq = np.random.SeedSequence([args.seed, args.index, 0x444556])
         arr_rng, comp_rng = (np.random.default_rng(s) for s in seq.spawn(2))
         host, _, port = args.mec.rpartition(":")
@@ -492,6 +509,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:  # the run command checks that every finished request was recorded
             for rec in held:  # unchecked when the run was stopped before the checks
                 sys.stdout.write(json.dumps(rec, separators=(",", ":")) + "\n")
+            if dev is not None and dev.in_flight is not None:  # stopped in the middle of one
+                sys.stdout.write(json.dumps({
+                    "unfinished": True, **dev.in_flight,
+                    "t_stopped": time.monotonic() - dev.t0}) + "\n")
             sys.stdout.write(json.dumps({"exit": True, "device": args.index, "started": started,
                                          "done": done}) + "\n")
             sys.stdout.flush()

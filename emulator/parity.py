@@ -38,7 +38,8 @@ from agent.policy import Decision, Workload
 from profiler.schema import Profile
 from traces import Trace
 
-__all__ = ["Pair", "averaged", "compare", "replay", "replay_with", "simulate_record"]
+__all__ = ["Pair", "averaged", "compare", "replay", "replay_shared_cell", "replay_with",
+           "simulate_record"]
 
 
 @dataclass(frozen=True)
@@ -144,3 +145,81 @@ def compare(pairs: Sequence[Pair]) -> dict[str, float]:
             "p95_abs": float(np.percentile(np.abs(e), 95)), "median": float(np.median(e)),
             "wait_measured_s": float(sum(p.measured_wait_s for p in pairs)),
             "wait_predicted_s": float(sum(p.predicted_wait_s for p in pairs))}
+
+
+def _transfers(records: Sequence[Mapping[str, Any]], side: str,
+               delay_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(device, start, end) of every transfer in direction ``side`` the records show, on the
+    link: from its first byte written to its arrival less the propagation delay; an upload
+    side also holds each request's probe (``t_decide`` to ``t_start``) when it sent one."""
+    dev, t0, t1 = [], [], []
+    for r in records:
+        for s in r.get("steps", []):
+            if s["kind"] == "send" and s["side"] == side and s["nbytes"] > 0:
+                dev.append(int(r["device"]))
+                t0.append(float(s["t_start"]))
+                t1.append(max(float(s["t_start"]), float(s["t_end"]) - delay_s))
+        if side == "up" and (r.get("probe") or {}).get("bytes", 0) > 0:
+            dev.append(int(r["device"]))
+            t0.append(float(r["t_decide"]))
+            t1.append(float(r["t_start"]))
+    return np.asarray(dev, dtype=np.int64), np.asarray(t0), np.asarray(t1)
+
+
+def _shared_share(cell: Trace, busy: tuple[np.ndarray, np.ndarray, np.ndarray], device: int,
+                  lo: float, hi: float) -> Trace:
+    """The cell's capacity as one device sees it over ``[lo, hi)``: divided by 1 + the other
+    devices with a transfer on the link at the same time (HTB shares a cell among the device
+    classes that are active); before ``lo`` and after ``hi`` the whole cell."""
+    dev, t0, t1 = busy
+    other = dev != device
+    s0, s1 = np.sort(t0[other]), np.sort(t1[other])
+    near = (t1 > lo) & (t0 < hi) & other
+    cuts = np.concatenate([[lo, hi], t0[near], t1[near],
+                           cell.times_s[(cell.times_s > lo) & (cell.times_s < hi)]])
+    cuts = np.unique(cuts[(cuts >= lo) & (cuts <= hi)])
+    if cuts.size < 2:
+        cuts = np.array([lo, hi])
+    mid = (cuts[:-1] + cuts[1:]) / 2
+    k = np.searchsorted(s0, mid, side="right") - np.searchsorted(s1, mid, side="right")
+    rates = np.asarray(cell.capacity_at(mid), dtype=np.float64) / (1 + np.maximum(k, 0))
+    after = float(cell.capacity_at(hi))
+    times = np.concatenate([[0.0], cuts]) if lo > 0 else cuts
+    head = [float(cell.capacity_at(0.0))] if lo > 0 else []
+    return Trace(times, np.concatenate([head, rates, [after]]), hi + 3600.0,
+                 name=f"{cell.name}@shared")
+
+
+def replay_shared_cell(model: LatencyModel, records: Iterable[Mapping[str, Any]], *,
+                       up: Trace, down: Trace | None, one_way_delay_s: float,
+                       mec_slots: int) -> list[Pair]:
+    """:func:`replay_with` (MEC sessions as measured) for a shared cell: each request's link is
+    the cell (``up``/``down``: the cell's whole capacity, as replayed) divided, at every
+    moment, among its device and the other devices the records show transferring at that
+    moment (:func:`_shared_share`), instead of the simulator's fixed ``1/N`` share. The
+    analogue of the measured MEC occupancy for the link; an unshaped downlink (``down`` None)
+    is not divided."""
+    recs = sorted(records, key=lambda r: float(r["t_start"]))
+    busy_up = _transfers(recs, "up", one_way_delay_s)
+    busy_down = _transfers(recs, "down", one_way_delay_s)
+    state = MecState(slots=mec_slots)
+    out = []
+    for rec in recs:
+        lo = max(float(rec["t_start"]), 0.0)
+        hi = lo + 3.0 * float(rec["latency_s"]) + 1.0
+        d = int(rec["device"])
+        link = Link(up=_shared_share(up, busy_up, d, lo, hi),
+                    down=None if down is None else _shared_share(down, busy_down, d, lo, hi),
+                    one_way_delay_s=one_way_delay_s)
+        if down is None:
+            link = Link(up=link.up, down=up.scaled(1e6), one_way_delay_s=one_way_delay_s)
+        res = simulate_record(model, link, rec, state.copy())
+        sess = _session(rec)
+        if sess is not None:
+            slot, _ = state.acquire(sess[0])
+            state.commit(slot, *sess)
+        ph = rec["phases"]
+        out.append(Pair(int(rec["device"]), float(rec["t_start"]),
+                        ph["upload_bytes"] > 0 or ph["mec_s"] > 0, float(rec["latency_s"]),
+                        res.latency_s, float(ph["mec_wait_s"]), res.mec_wait_s))
+    return out

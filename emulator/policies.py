@@ -17,9 +17,15 @@ from profiler.schema import Profile, ProfileError
 __all__ = ["load_policy"]
 
 
-def load_policy(spec: str, device_profile: Profile, mec_profile: Profile,
+def load_policy(spec: str, device_profile: Profile, mec_profile: Profile, *, light: bool = False,
                 **kw: Any) -> tuple[Policy, str]:
-    """Return ``(policy, note)``; ``note`` is empty unless ``default`` fell back to greedy."""
+    """Return ``(policy, note)``; ``note`` is empty unless ``default`` fell back to greedy (or,
+    with ``light``, a trained policy fell back to SB3).
+
+    ``light``: a trained policy's network is evaluated with numpy
+    (:class:`agent.numpy_policy.NumpyActor`, no torch in the process: what device processes
+    use); a policy the numpy actor does not cover (DQN, custom ``policy_kwargs``) is loaded
+    with SB3 instead, and the note says so."""
     try:
         from agent.errors import AgentError
         from agent.policies import POLICIES_DIR, make_policy
@@ -34,6 +40,15 @@ def load_policy(spec: str, device_profile: Profile, mec_profile: Profile,
                     "(train one with python -m agent.train)")
             spec = "greedy"
     try:
+        if light:
+            try:
+                return make_policy(spec, device_profile, mec_profile, policy_backend="numpy",
+                                   **kw), note
+            except AgentError as e:
+                light_error = str(e)
+            pol = make_policy(spec, device_profile, mec_profile, **kw)
+            return pol, (f"note: policy {spec!r} evaluated with SB3 (torch), not numpy: "
+                         f"{light_error}")
         return make_policy(spec, device_profile, mec_profile, **kw), note
     except (AgentError, ProfileError) as e:
         raise EmulatorError(f"policy {spec!r}: {e}", 2) from e

@@ -8,7 +8,14 @@ the bundled cellular trace, the shipped policy, 2 devices, 40 s, results in ``ru
 Outputs in ``--out``: ``requests.jsonl`` (one record per finished request, written as it
 finishes), ``link.csv`` (capacity and measured goodput per second), ``summary.json`` (counts,
 latency statistics, shaper statistics, provenance), ``latency_timeline.png``,
-``latency_cdf.png`` and ``logs/``. Errors are one line ``emulator: ...`` and a non-zero exit
+``latency_cdf.png`` and ``logs/``. A request still running when the run stops is recorded
+in ``summary.json`` (``unfinished_requests``), not lost.
+
+High-rate mode (``--payload-scale``, :mod:`emulator.transport`): when the trace's peak exceeds
+what this machine can shape (``emulator.doctor --measure-rate``, else 300 Mbit/s), the link is
+shaped at ``F`` times the trace and every payload sent at ``F`` times its size, so transfer
+times are the trace's; ``F`` and why are in ``summary.json`` (``high_rate``) and on the
+console. Errors are one line ``emulator: ...`` and a non-zero exit
 (2: bad input or missing prerequisite, 1: the run failed, 130: interrupted by Ctrl-C,
 143: stopped by SIGTERM).
 """
@@ -76,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--window-clamp", type=int, default=None,
                    help="TCP_WINDOW_CLAMP bytes of device and MEC sockets (default: the shaped "
                         "queue's size, so transfers never overflow it; 0: off, to study loss)")
+    g.add_argument("--payload-scale", default="auto", metavar="auto|F",
+                   help="high-rate mode: shape the link at F x the trace and send F x every "
+                        "payload (transfer times preserved; 0 < F <= 1, 1: off). auto: on when "
+                        "the trace's peak exceeds what this machine can shape (emulator.doctor "
+                        "--measure-rate, else 300 Mbit/s), F = 1/ceil(peak/limit)")
     g.add_argument("--network", choices=("mininet", "loopback"), default="mininet",
                    help="loopback: plain processes on 127.0.0.1, NO shaping (development)")
     g = ap.add_argument_group("workload")
@@ -196,10 +208,13 @@ class _Simulator:
         self.slots = plan.mec_slots
         up = (getattr(net, "up_traces", None) or [plan.trace])[0]
         self.trace_source = "network replay" if hasattr(net, "up_traces") else "trace file"
+        real = 1.0 / plan.payload_scale if hasattr(net, "up_traces") else 1.0  # high-rate mode
         if plan.shared_cell:
-            up = up.scaled(1.0 / plan.n_devices)
+            up = up.scaled(real / plan.n_devices)
+        elif real != 1.0:
+            up = up.scaled(real)
         downs = getattr(net, "down_traces", None)
-        down = downs[0] if downs else None
+        down = downs[0].scaled(real) if downs else None
         if down is not None and plan.shared_cell:
             down = down.scaled(1.0 / plan.n_devices)
         # an unshaped downlink is modelled as effectively unlimited
@@ -267,6 +282,48 @@ def _scenario(args: argparse.Namespace, dev_path: Path, mec_path: Path) -> float
     return local_s
 
 
+def high_rate(trace: Any, spec: str, compute: str, network: str) -> dict[str, Any]:
+    """High-rate mode (:mod:`emulator.transport`): the payload scale F for ``--payload-scale
+    spec`` and the trace, and what decided it (recorded in summary.json)."""
+    from emulator.doctor import shaping_limit
+    from emulator.parity import averaged
+
+    peak = float(averaged(trace, 0.1).rates_bps.max())  # as the shaper replays it
+    limit, source = shaping_limit()
+    rec: dict[str, Any] = {"trace_peak_mbps": peak / 1e6, "limit_mbps": limit / 1e6,
+                           "limit_source": source}
+    if spec == "auto":
+        f = 1.0 / math.ceil(peak / limit - 1e-9) if peak > limit * (1 + 1e-9) else 1.0
+        why = (f"trace peak {peak / 1e6:.4g} Mbit/s > shaping limit {limit / 1e6:g} Mbit/s"
+               if f < 1 else "trace peak within the shaping limit")
+    else:
+        try:
+            f = float(spec)
+        except ValueError:
+            f = math.nan
+        if not (math.isfinite(f) and 0 < f <= 1):
+            raise EmulatorError(f"--payload-scale must be auto or a number in (0, 1], got "
+                                f"{spec!r}", 2)
+        why = "--payload-scale given"
+    if f < 1 and compute == "execute":
+        raise EmulatorError("high-rate mode (payload scale "
+                            f"{f:g}: {why}) cannot carry execute mode's real tensors; use "
+                            "--compute profiled, a slower trace (--scale), or "
+                            "--payload-scale 1 (shaping may then fall behind the trace)", 2)
+    if network == "loopback":
+        f, why = 1.0, "loopback network: nothing is shaped"
+    rec.update(payload_scale=f, active=f < 1, reason=why,
+               shaped_peak_mbps=peak * f / 1e6)
+    if f < 1:
+        rec["note"] = ("every DATA/ECHO payload is sent at payload_scale x its size and the "
+                       "link shaped at payload_scale x the trace, so transfer times are the "
+                       "trace's; records, link.csv and the simulator are in real bytes and "
+                       "rates. Not scaled: message framing (~100 B), TCP/IP headers and ACKs "
+                       "(1/payload_scale times longer on the wire), the segment count per "
+                       "transfer (slow start), the shaper's queue in bytes")
+    return rec
+
+
 def _plan(args: argparse.Namespace) -> tuple[RunPlan, Any, Any]:
     from profiler.schema import ProfileError, check_compatible, load_profile
     from traces import TraceError, TraceWarning, load_trace
@@ -317,12 +374,14 @@ def _plan(args: argparse.Namespace) -> tuple[RunPlan, Any, Any]:
         trace.finish_time(0.0, 1.0)  # an all-zero trace fails here, not mid-run
     except TraceError as e:
         raise EmulatorError(f"--trace: {e}", 2) from e
+    rate_mode = high_rate(trace, str(args.payload_scale), args.compute, args.network)
     from emulator.policies import load_policy
 
-    policy, note = load_policy(args.policy, dev, mec, mec_speedup=args.mec_speedup)
+    # as the device processes load it: a trained policy's network in numpy (no torch)
+    policy, note = load_policy(args.policy, dev, mec, light=True, mec_speedup=args.mec_speedup)
     if note:
         print(f"emulator: {note}", file=sys.stderr)
-    spec = "greedy" if note else args.policy
+    spec = "greedy" if policy.name == "greedy" and args.policy == "default" else args.policy
     if args.out:
         out = Path(args.out)
         if (out / "requests.jsonl").exists():
@@ -343,7 +402,8 @@ def _plan(args: argparse.Namespace) -> tuple[RunPlan, Any, Any]:
                    realtime=(not args.no_realtime and args.network == "mininet"
                              and args.compute == "profiled"),
                    pieces=pieces, startup_timeout_s=60.0 + 15.0 * args.devices,
-                   window_clamp=args.window_clamp)
+                   window_clamp=args.window_clamp,
+                   payload_scale=float(rate_mode["payload_scale"]), high_rate=rate_mode)
     del policy
     return plan, dev, mec
 
@@ -355,8 +415,9 @@ def _network(plan: RunPlan, args: argparse.Namespace) -> Any:
         return LoopbackNetwork(plan.n_devices, plan.trace)
     from emulator.net import EmulatedNetwork, NetConfig
 
-    cfg = NetConfig(n_devices=plan.n_devices, uplink=plan.trace,
-                    downlink=plan.trace if args.downlink == "same" else None,
+    shaped = plan.trace.scaled(plan.payload_scale) if plan.payload_scale < 1 else plan.trace
+    cfg = NetConfig(n_devices=plan.n_devices, uplink=shaped,
+                    downlink=shaped if args.downlink == "same" else None,
                     shared_cell=plan.shared_cell, one_way_delay_s=args.delay_ms / 1e3,
                     queue_bytes=args.queue_bytes)
     return EmulatedNetwork(cfg)
@@ -387,6 +448,12 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
           f"{arrivals}, trace {plan.trace.label} x{args.scale:g} "
           f"(mean {plan.trace.mean_bps() / 1e6:.2f} Mbit/s), "
           f"{plan.duration_s:g} s -> {plan.out_dir}", file=sys.stderr, flush=True)
+    hr = plan.high_rate
+    if hr.get("active"):
+        print(f"emulator: high-rate mode: payloads and link x{plan.payload_scale:.4g} "
+              f"({hr['reason']}; limit: {hr['limit_source']}); transfer times are the "
+              "trace's, per-packet effects are not (see summary.json high_rate)",
+              file=sys.stderr, flush=True)
     with _network(plan, args) as net:
         predictor = _make_predictor(plan, dev, mec, delay_s, args.downlink == "same", net)
         n = run_session(plan, net, predictor, prov)
@@ -399,7 +466,12 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
             return "-"
         return f"mean {st['mean_s']:.3f} s, p95 {st['p95_s']:.3f} s"
 
-    print(f"emulator: {summary['status']}: {n} requests; service latency {_fig('latency')}; "
+    unf = (f" ({summary['unfinished']} unfinished when the run stopped)"
+           if summary.get("unfinished") else "")
+    hr_txt = (f"; high-rate mode x{plan.payload_scale:.4g}"
+              if plan.high_rate.get("active") else "")
+    print(f"emulator: {summary['status']}: {n} requests{unf}{hr_txt}; "
+          f"service latency {_fig('latency')}; "
           f"response time {_fig('response')}; results in {plan.out_dir}", file=sys.stderr)
     return 130 if summary["status"] == "interrupted" else 0
 

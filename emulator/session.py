@@ -39,6 +39,7 @@ from emulator.figures import figures, progress_text
 from emulator.guard import TOKEN_ENV, new_token
 from emulator.plots import plot_run
 from emulator.records import RecordSink, summarize, write_atomic, write_link_csv
+from emulator.transport import PAYLOAD_SCALE_ENV
 from traces import Trace
 
 __all__ = ["RunPlan", "run_session"]
@@ -74,14 +75,22 @@ class RunPlan:
     pieces: Path | None = None
     window_clamp: int | None = None
     """TCP_WINDOW_CLAMP of both ends; None: the network's shaped queue size; 0: off."""
+    payload_scale: float = 1.0
+    """High-rate mode's factor (emulator.transport): < 1 shrinks payloads and the link."""
+    high_rate: dict[str, Any] = field(default_factory=dict)
+    """What decided the payload scale (emulator.run.high_rate), for summary.json."""
 
 
-def _env(token: str) -> dict[str, str]:
+def _env(token: str, payload_scale: float = 1.0) -> dict[str, str]:
     env = dict(os.environ)
+    env.pop(PAYLOAD_SCALE_ENV, None)
+    if payload_scale < 1.0:  # high-rate mode: every device's and the MEC's Sender shrinks
+        env[PAYLOAD_SCALE_ENV] = repr(payload_scale)
     env[TOKEN_ENV] = token  # the MEC accepts only devices that present it (emulator.guard)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_ROOT), env.get("PYTHONPATH")]))
     env["PYTHONUNBUFFERED"] = "1"
     env.setdefault("OMP_NUM_THREADS", "1")
+    env["AIGC_AGENT_NO_GYM"] = "1"  # device and MEC never make the Gymnasium env (agent/)
     return env
 
 
@@ -96,6 +105,7 @@ class _Proc:
         self.ready = threading.Event()
         self.info: dict[str, Any] = {}
         self.exit_info: dict[str, Any] = {}
+        self.unfinished: list[dict[str, Any]] = []
         self.bad_lines = 0
         self._on_line = on_line
         self.thread = threading.Thread(target=self._read, name=f"read-{name}", daemon=True)
@@ -114,6 +124,8 @@ class _Proc:
                 self.ready.set()
             elif isinstance(obj, dict) and obj.get("exit") is True:
                 self.exit_info = obj
+            elif isinstance(obj, dict) and obj.get("unfinished") is True:
+                self.unfinished.append(obj)
             elif isinstance(obj, dict):
                 self._on_line(self, obj)
 
@@ -174,7 +186,8 @@ def run_session(plan: RunPlan, net: Any, predictor: Any, provenance: dict[str, A
         log_files.append(log)
         p = net.popen(host, [sys.executable, *argv], stdout=subprocess.PIPE,
                       stdin=subprocess.PIPE if stdin else subprocess.DEVNULL, stderr=log,
-                      text=True, bufsize=1, cwd=str(_ROOT), env=_env(token))
+                      text=True, bufsize=1, cwd=str(_ROOT),
+                      env=_env(token, plan.payload_scale))
         pr = _Proc(name, p, log, on_record)
         procs.append(pr)
         return pr
@@ -284,12 +297,12 @@ def _follow(plan: RunPlan, net: Any, devices: list[_Proc], sink: RecordSink,
             break
         if now > deadline:
             print(f"emulator: {len(alive)} device(s) still busy {plan.grace_s:.0f} s after the "
-                  "end; stopping them (their unfinished requests are not recorded)",
-                  file=sys.stderr)
+                  "end; stopping them (their unfinished requests are recorded as such in "
+                  "summary.json)", file=sys.stderr)
             break
         if plan.progress and now >= next_print:
             next_print += 1.0
-            _progress(net, sink, now - t0, len(alive))
+            _progress(net, sink, now - t0, len(alive), plan.payload_scale)
         time.sleep(0.1)
     failed = [d for d in devices if d.p.poll() not in (None, 0)]
     if sink.error:
@@ -300,9 +313,9 @@ def _follow(plan: RunPlan, net: Any, devices: list[_Proc], sink: RecordSink,
                             f"(log: {d.log.name})")
 
 
-def _progress(net: Any, sink: RecordSink, t: float, alive: int) -> None:
+def _progress(net: Any, sink: RecordSink, t: float, alive: int, scale: float = 1.0) -> None:
     recs = sink.snapshot()
-    cap = net.capacity_at(0, t) / 1e6
+    cap = net.capacity_at(0, t) / 1e6 / scale  # the trace's rate (high-rate mode: unscaled)
     last = [r["latency_s"] for r in recs[-5:]]
     print(f"emulator: t={t:6.1f} s  requests done {len(recs):4d}  devices busy {alive}  "
           f"capacity {cap:7.2f} Mbit/s  {progress_text(recs)}  "
@@ -316,11 +329,16 @@ def _write_outputs(plan: RunPlan, net: Any, sink: RecordSink, prov: dict[str, An
     could not be written (None: all of it)."""
     out = plan.out_dir
     records = sink.snapshot()
+    unfinished = [u for pr in procs for u in pr.unfinished]
     try:
         rows = net.link_rows()
         stats = net.shaper_stats()
     except Exception as e:
         rows, stats = [], {"error": f"{type(e).__name__}: {e}"}
+    if plan.payload_scale < 1.0:  # high-rate mode: link.csv in the trace's real rates
+        rows = [{k: (round(v / plan.payload_scale, 4) if k.endswith("_mbps")
+                     and isinstance(v, float)
+                     else v) for k, v in r.items()} for r in rows]
     failure: str | None = None
     try:
         write_link_csv(out / "link.csv", rows)
@@ -338,6 +356,8 @@ def _write_outputs(plan: RunPlan, net: Any, sink: RecordSink, prov: dict[str, An
         "compute": plan.compute,
         "jitter": plan.jitter,
         "realtime_compute": plan.realtime,
+        "high_rate": plan.high_rate or {"payload_scale": plan.payload_scale,
+                                        "active": plan.payload_scale < 1.0},
         "tcp_window_clamp": plan.window_clamp if plan.window_clamp is not None else
         int(0.9 * int(getattr(net, "queue_bytes", 0) or 0)),
         "arrivals": "closed-loop" if plan.rate is None else f"poisson {plan.rate}/s per device",
@@ -350,6 +370,11 @@ def _write_outputs(plan: RunPlan, net: Any, sink: RecordSink, prov: dict[str, An
         "exit_codes": {pr.name: pr.p.returncode for pr in procs},
         "device_counts": {pr.name: pr.exit_info for pr in procs if pr.name != "mec"},
         "unrecorded": sum(int(pr.exit_info.get("done", 0)) for pr in procs) - len(records),
+        "unfinished": len(unfinished),
+        # started, neither recorded nor unfinished (a device killed without its exit line)
+        "lost": max(0, sum(int(pr.exit_info.get("started", 0)) for pr in procs)
+                    - len(records) - len(unfinished)),
+        "unfinished_requests": unfinished,
         "unparsable_lines": sum(pr.bad_lines for pr in procs),
         **({"records_dropped": sink.dropped, "output_error": sink.error} if sink.error else {}),
         "prediction_errors": sink.prediction_errors,
@@ -364,7 +389,8 @@ def _write_outputs(plan: RunPlan, net: Any, sink: RecordSink, prov: dict[str, An
         failure = f"cannot write {out / 'summary.json'}: {e.strerror or e}"
     if records and not (failure or sink.error):
         try:
-            plot_run(out, records, lambda t: net.capacity_at(0, t), plan.duration_s, rows)
+            plot_run(out, records, lambda t: net.capacity_at(0, t) / plan.payload_scale,
+                     plan.duration_s, rows)
         except OSError as e:  # a half-written image is worse than none
             for png in ("latency_timeline.png", "latency_cdf.png"):
                 with contextlib.suppress(OSError):

@@ -32,7 +32,8 @@ __all__ = ["COLUMNS", "RESOURCE", "main", "run_cell"]
 
 RESOURCE = "emulator_host"
 COLUMNS = ("status", "requests", "mean_s", "p50_s", "p95_s", "response_mean_s",
-           "response_p95_s", "offload_fraction", "unrecorded", "sim_p95_abs_rel_error",
+           "response_p95_s", "offload_fraction", "unrecorded", "unfinished", "payload_scale",
+           "sim_p95_abs_rel_error",
            "wall_s", "out", "error")
 _METRICS = (("mean_s", "mean service latency (s)"), ("response_mean_s", "mean response time (s)"))
 _ROOT = Path(__file__).resolve().parent.parent
@@ -99,7 +100,8 @@ def run_cell(cell: Cell, out: str) -> dict[str, Any]:
             "p95_s": lat.get("p95_s"), "response_mean_s": resp.get("mean_s"),
             "response_p95_s": resp.get("p95_s"),
             "offload_fraction": (int(s.get("offloaded") or 0) / n) if n else None,
-            "unrecorded": s.get("unrecorded"),
+            "unrecorded": s.get("unrecorded"), "unfinished": s.get("unfinished"),
+            "payload_scale": (s.get("high_rate") or {}).get("payload_scale", 1.0),
             "sim_p95_abs_rel_error": sim.get("p95_abs_rel_error_given_mec_wait"),
             "wall_s": wall, "out": str(cell_dir), "error": s.get("error", "")}
 

@@ -10,11 +10,26 @@ Sends are asynchronous, as the plan says: the side that made an item hands the m
 one thread per connection writes the queued messages in order, so each direction of the link
 is a FIFO, as the simulator models it. The time a message's first byte was written is
 recorded (``t_start`` of the send).
+
+High-rate mode (payload scaling): with a payload scale ``f < 1`` (``emulator.run`` picks it
+when a trace's peak exceeds what this machine can shape, and passes it to every device and MEC
+process in the environment variable :data:`PAYLOAD_SCALE_ENV`), the sender writes only
+``ceil(f x n)`` bytes of every ``DATA`` or ``ECHO`` payload of ``n`` zero bytes, while the link
+is shaped at ``f`` times the trace: each transfer takes ``8 n / R`` seconds as at the trace's
+rate ``R``. Everything recorded stays in real bytes (the plan's sizes; a probe counts its
+real length). Payloads that carry real tensors (execute mode, ``meta["tensors"]``) are never
+scaled. What is not scaled: the message framing (header and JSON metadata, ~100 bytes), TCP/IP
+headers (66 bytes per segment) and ACKs, which therefore take ``1/f`` times longer on the wire
+than at the trace's rate; the number of segments per transfer, and so TCP's slow start
+(counted in segments), per-packet processing and the shaper's queue (in bytes) are those of
+the scaled transfer.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
+import os
 import queue
 import socket
 import threading
@@ -23,9 +38,41 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from emulator.errors import ProtocolError
-from emulator.protocol import Message, send_message
+from emulator.protocol import Message, MsgType, send_message
 
-__all__ = ["Inbox", "Sender", "stamp_into"]
+__all__ = ["PAYLOAD_SCALE_ENV", "Inbox", "Sender", "payload_scale_from_env", "stamp_into",
+           "wire_payload"]
+
+PAYLOAD_SCALE_ENV = "AIGC_EMU_PAYLOAD_SCALE"
+"""Environment variable with the run's payload scale (high-rate mode; absent: 1)."""
+
+_SCALED = (MsgType.DATA, MsgType.ECHO)
+
+
+def payload_scale_from_env() -> float:
+    """The payload scale given in :data:`PAYLOAD_SCALE_ENV` (1 when absent)."""
+    raw = os.environ.get(PAYLOAD_SCALE_ENV)
+    if not raw:
+        return 1.0
+    try:
+        f = float(raw)
+    except ValueError:
+        f = math.nan
+    if not 0.0 < f <= 1.0:
+        raise ProtocolError(f"{PAYLOAD_SCALE_ENV}={raw!r}: expected a number in (0, 1]")
+    return f
+
+
+def wire_payload(msg: Message, scale: float) -> Message:
+    """``msg`` as written in high-rate mode: a DATA or ECHO payload of zeros cut to
+    ``ceil(scale x n)`` bytes (at least 1 when ``n > 0``); anything else unchanged."""
+    view = memoryview(msg.payload).cast("B")
+    n = view.nbytes
+    if scale >= 1.0 or n == 0 or msg.type not in _SCALED or "tensors" in msg.meta:
+        return msg
+    k = max(1, math.ceil(scale * n))
+    return Message(msg.type, msg.request_id, msg.pass_index, msg.repetition, msg.block_lo,
+                   msg.block_hi, msg.meta, view[:k])
 
 
 def stamp_into(row: dict[str, Any], key: str = "t_start") -> Callable[[float], None]:
@@ -96,11 +143,14 @@ class Inbox:
 class Sender:
     """One thread that writes queued messages to a socket in order (a FIFO per direction).
 
-    ``lock`` serialises with other writers of the same socket (e.g. replies sent directly)."""
+    ``lock`` serialises with other writers of the same socket (e.g. replies sent directly).
+    ``payload_scale``: high-rate mode's factor (see the module docstring); default: from the
+    environment (:func:`payload_scale_from_env`)."""
 
     def __init__(self, sock: socket.socket, lock: threading.Lock | None = None,
-                 name: str = "sender") -> None:
+                 name: str = "sender", payload_scale: float | None = None) -> None:
         self.sock = sock
+        self.payload_scale = payload_scale_from_env() if payload_scale is None else payload_scale
         self.lock = lock or threading.Lock()
         self._q: queue.SimpleQueue[tuple[Message, Callable[[float], None] | None] | None] = \
             queue.SimpleQueue()
@@ -124,7 +174,7 @@ class Sender:
                 with self.lock:
                     if on_start is not None:
                         on_start(time.monotonic())
-                    send_message(self.sock, msg)
+                    send_message(self.sock, wire_payload(msg, self.payload_scale))
             except (OSError, ProtocolError) as e:
                 self.error = f"sending {msg.type.name} failed: {e}"
                 return

@@ -102,3 +102,54 @@ def test_a_file_that_is_not_a_policy_is_one_error(tmp_path: Path) -> None:
     p.write_bytes(b"not a zip")
     with pytest.raises(AgentError, match="not a readable SB3 policy"):
         NumpyActor(p)
+
+
+@pytest.mark.parametrize(("model", "scale"), [("gpt2", 1.0), ("sd15", 0.01)])
+def test_the_numpy_backend_decides_as_sb3_on_recorded_observations(model: str,
+                                                                   scale: float) -> None:
+    """What a device process runs (``SB3Policy(backend="numpy")``) against the SB3 backend,
+    on the Observation objects the SB3 policy saw in the simulator."""
+    from agent.actions import SplitActions
+    from agent.latency import LatencyModel
+    from agent.policies import SB3Policy
+    from agent.policy import Observation
+    from agent.scenario import ScenarioConfig, run_policy
+    from profiler.schema import load_profile
+    from traces import DATA_DIR, load_trace
+
+    dev = load_profile(ROOT / "profiles" / f"{model}.device.json")
+    mec = load_profile(ROOT / "profiles" / f"{model}.mec-cpu.json")
+    actions = SplitActions(LatencyModel(dev, mec, mec_speedup=10))
+    ref = SB3Policy(ROOT / "policies" / f"{model}.zip", actions, mec_speedup=10)
+    light = SB3Policy(ROOT / "policies" / f"{model}.zip", actions, mec_speedup=10,
+                      backend="numpy")
+    assert light.sb3 is None and light.maskable == ref.maskable
+    seen: list[tuple[Observation, int]] = []
+    decide = ref.decide
+
+    def spy(obs: Observation) -> Any:
+        d = decide(obs)
+        seen.append((obs, d.action))
+        return d
+
+    ref.decide = spy  # type: ignore[method-assign]
+    trace = load_trace(DATA_DIR / "cellular_120s.csv", scale=scale)
+    cfg = ScenarioConfig(n_devices=4, mec_slots=1, load=0.5,
+                         horizon_s=120 if model == "gpt2" else 8000)
+    run_policy(actions.model, actions, ref, trace, cfg, seed=1, detail=False)
+    assert len(seen) >= 20
+    assert [light.decide(o).action for o, _ in seen] == [a for _, a in seen]
+
+
+def test_a_device_process_loads_the_shipped_policy_without_torch() -> None:
+    """emulator.policies.load_policy(light=True), as emulator.device calls it."""
+    code = ("import sys; from emulator.policies import load_policy; "
+            "from profiler.schema import load_profile; "
+            "d = load_profile('profiles/gpt2.device.json'); "
+            "m = load_profile('profiles/gpt2.mec-cpu.json'); "
+            "p, note = load_policy('default', d, m, light=True, mec_speedup=10); "
+            "assert p.backend == 'numpy' and not note, note; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr

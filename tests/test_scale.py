@@ -1,0 +1,187 @@
+"""Scale (issue 13): a request in flight when a run stops is recorded as unfinished, not lost;
+high-rate mode scales payloads and the link together and says so in every output."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from emulator.synthetic import write_synthetic_pair
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(args: list[str], timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "emulator.run", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return write_synthetic_pair(tmp_path_factory.mktemp("profiles"))
+
+
+def test_requests_in_flight_at_the_end_are_recorded_as_unfinished(
+        tmp_path: Path, toy: tuple[Path, Path]) -> None:
+    dev, mec = toy
+    out = tmp_path / "run"
+    # closed loop, each request far longer than the run: every device is stopped mid-request
+    res = _run(["--model", str(dev), "--mec-profile", str(mec), "--policy", "offload",
+                "--network", "loopback", "--devices", "3", "--duration", "0.5", "--grace", "0",
+                "--closed-loop", "--repeat", "decode=3000", "--mec-speedup", "1", "--out", str(out), "--quiet"])
+    assert res.returncode == 0, res.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["requests"] == 0
+    assert summary["unfinished"] == 3 and summary["lost"] == 0
+    got = sorted((u["device"], u["request"]) for u in summary["unfinished_requests"])
+    assert got == [(0, 1), (1, 1), (2, 1)]
+    for u in summary["unfinished_requests"]:
+        assert isinstance(u["split"], int) and u["t_stopped"] >= u["t_start"] >= u["t_arrival"]
+    assert "(3 unfinished when the run stopped)" in res.stderr.splitlines()[-1]
+
+
+def test_high_rate_mode_sends_a_scaled_payload_and_nothing_else_changes() -> None:
+    import math
+    import socket
+
+    from emulator.protocol import Message, MsgType, recv_message
+    from emulator.transport import Sender, wire_payload
+
+    a, b = socket.socketpair()
+    try:
+        s = Sender(a, payload_scale=0.01)
+        sizes = [1, 99, 100, 12_345, 1_000_000]
+        zeros = bytearray(max(sizes))
+        for n in sizes:
+            s.send(Message(MsgType.DATA, 7, meta={"items": [1]},
+                           payload=memoryview(zeros)[:n]))
+        s.send(Message(MsgType.ECHO, payload=memoryview(zeros)[:32_768]))
+        real = b"x" * 5000  # execute mode's tensors and a REPORT are never cut
+        s.send(Message(MsgType.DATA, 8, meta={"tensors": []}, payload=real))
+        s.send(Message(MsgType.REPORT, 8, payload=real))
+        got = [recv_message(b) for _ in range(len(sizes) + 3)]
+        assert [m.payload_size for m in got if m is not None] == [
+            *(max(1, math.ceil(n / 100)) for n in sizes), 328, 5000, 5000]
+        assert got[0] is not None and got[0].meta == {"items": [1]}
+        assert got[-1] is not None and bytes(got[-1].payload) == real
+        s.close()
+    finally:
+        a.close()
+        b.close()
+    m = Message(MsgType.DATA, payload=b"\0" * 10)
+    assert wire_payload(m, 1.0) is m
+
+
+def test_high_rate_mode_is_chosen_from_the_measured_limit(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    from emulator.doctor import DEFAULT_SHAPING_LIMIT_BPS, shaping_limit
+    from emulator.errors import EmulatorError
+    from emulator.run import high_rate
+    from traces.synth import constant
+
+    limit_file = tmp_path / "shaping.json"
+    monkeypatch.setenv("AIGC_EMU_SHAPING_FILE", str(limit_file))
+    assert DEFAULT_SHAPING_LIMIT_BPS == 300e6
+    t10g = constant(30, 10_000)
+    r = high_rate(t10g, "auto", "profiled", "mininet")  # no measurement: the default
+    assert r["active"] and r["payload_scale"] == pytest.approx(1 / 34)  # ceil(10000 / 300)
+    assert r["limit_source"].startswith("default")
+    limit_file.write_text(json.dumps({"limit_mbps": 1000, "measured_unix": 0}))
+    r = high_rate(t10g, "auto", "profiled", "mininet")
+    assert r["payload_scale"] == pytest.approx(0.1)
+    assert r["shaped_peak_mbps"] == pytest.approx(1000)
+    assert r["limit_source"].startswith("measured")
+    limit_file.write_text("{not json")
+    bps, src = shaping_limit()
+    assert bps == DEFAULT_SHAPING_LIMIT_BPS and "unreadable" in src
+    limit_file.write_text(json.dumps({"limit_mbps": 1000, "measured_unix": 0}))
+    r = high_rate(constant(30, 999), "auto", "profiled", "mininet")
+    assert not r["active"] and r["payload_scale"] == 1
+    assert high_rate(t10g, "0.5", "profiled", "mininet")["payload_scale"] == 0.5
+    assert high_rate(t10g, "auto", "profiled", "loopback")["payload_scale"] == 1
+    for spec, compute, match in [("0", "profiled", "--payload-scale must be auto or a number"),
+                                 ("big", "profiled", "--payload-scale must be auto or a number"),
+                                 ("auto", "execute", "cannot carry execute mode")]:
+        with pytest.raises(EmulatorError, match=match):
+            high_rate(t10g, spec, compute, "mininet")
+
+
+@pytest.mark.parametrize("mod", ["emulator.run", "emulator.sweep", "agent.sweep"])
+def test_a_bad_scenario_file_is_one_line_naming_key_and_line(tmp_path: Path, mod: str) -> None:
+    for text, msg in [("[mec]\nslot = 2\n", ":2: unknown key mec.slot (expected one of "
+                                            "speedup, slots; did you mean 'slots'?)"),
+                      ('name = "x"\n[devices]\ncount = "many"\n',
+                       ":3: devices.count must be an integer, got str 'many'")]:
+        p = tmp_path / "bad.toml"
+        p.write_text(text)
+        r = subprocess.run([sys.executable, "-m", mod, "--scenario", str(p), "--out",
+                            str(tmp_path / "out")], capture_output=True, text=True, cwd=ROOT,
+                           timeout=120)
+        assert r.returncode == 2, r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].endswith(f"{p}{msg}"), r.stderr
+        assert not (tmp_path / "out").exists()
+
+
+def test_an_emulator_sweep_with_a_ray_address_that_does_not_answer_is_one_line(
+        tmp_path: Path) -> None:
+    r = subprocess.run([sys.executable, "-m", "emulator.sweep", "--scenarios",
+                        str(ROOT / "scenarios" / "lte-8.toml"), "--out", str(tmp_path / "sw"),
+                        "--address", "127.0.0.1:1"], capture_output=True, text=True, cwd=ROOT,
+                       timeout=120)
+    assert r.returncode == 2
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("emulator.sweep: error: no Ray cluster answers "
+                                               "at 127.0.0.1:1"), r.stderr
+    assert not (tmp_path / "sw").exists()
+
+
+def test_the_shared_cell_replay_divides_the_cell_among_active_devices() -> None:
+    import numpy as np
+
+    from emulator.parity import _shared_share
+    from traces.synth import constant
+
+    cell = constant(100.0, 8.0)  # 8 Mbit/s
+    # device 1 transfers over [1, 2), device 2 over [1.5, 3), device 0 over [1.2, 1.4)
+    busy = (np.array([1, 2, 0]), np.array([1.0, 1.5, 1.2]), np.array([2.0, 3.0, 1.4]))
+    share = _shared_share(cell, busy, 0, 0.5, 4.0)
+    expect = {(0.5, 1.0): 8, (1.0, 1.5): 4, (1.5, 2.0): 8 / 3, (2.0, 3.0): 4, (3.0, 4.0): 8,
+              (4.0, 9.0): 8}  # after the window: the whole cell
+    for (a, b), mbps in expect.items():
+        assert share.bytes_between(a, b) * 8 / (b - a) == pytest.approx(mbps * 1e6), (a, b)
+    # device 1 does not count itself: alone over [1, 1.2) and [1.4, 1.5), with device 0
+    # between, then with device 2
+    own = _shared_share(cell, busy, 1, 1.0, 2.0)
+    assert own.bytes_between(1.0, 1.2) * 40 == pytest.approx(8e6)
+    assert own.bytes_between(1.2, 1.4) * 40 == pytest.approx(4e6)
+    assert own.bytes_between(1.5, 2.0) * 16 == pytest.approx(4e6)
+
+
+@pytest.mark.root
+@pytest.mark.skipif(__import__("os").geteuid() != 0, reason="needs root (namespaces and tc)")
+def test_a_run_in_high_rate_mode_says_so_and_keeps_real_units(tmp_path: Path,
+                                                               toy: tuple[Path, Path]) -> None:
+    dev, mec = toy
+    trace = tmp_path / "const.csv"
+    trace.write_text("time_s,mbps\n0,100\n60,100\n")
+    out = tmp_path / "run"
+    res = _run(["--model", str(dev), "--mec-profile", str(mec), "--policy", "fixed:2",
+                "--trace", str(trace), "--devices", "1", "--duration", "2", "--rate", "2",
+                "--payload-scale", "0.1", "--out", str(out), "--quiet"], timeout=180)
+    assert res.returncode == 0, res.stderr
+    assert "high-rate mode: payloads and link x0.1 (--payload-scale given" in res.stderr
+    assert "high-rate mode x0.1" in res.stderr.splitlines()[-1]
+    s = json.loads((out / "summary.json").read_text())
+    assert s["high_rate"]["payload_scale"] == 0.1 and s["high_rate"]["active"]
+    recs = [json.loads(x) for x in (out / "requests.jsonl").read_text().splitlines()]
+    assert recs and all(r["phases"]["upload_bytes"] == 200_000 + 4 * 3_072 for r in recs)
+    import csv
+
+    caps = {float(r["capacity_mbps"]) for r in csv.DictReader((out / "link.csv").open())}
+    assert caps == {100.0}  # the trace's rate, not the shaped 10 Mbit/s
