@@ -340,6 +340,16 @@ class BatchServer:
         s = self._active.pop(sid)
         self._used -= s.mem
 
+    def drop(self, sid: int) -> None:
+        """Session ``sid`` ended early (the emulator: an error, a release): forget it."""
+        if sid in self._active:
+            self.finish(sid)
+            return
+        for s in self._queue:
+            if s.sid == sid:
+                self._queue.remove(s)
+                return
+
     def _fits(self, s: _Sess) -> bool:
         return (len(self._active) < self.max_batch
                 and self.weight_bytes + self._used + s.mem <= self.memory_bytes)
@@ -357,12 +367,15 @@ class BatchServer:
                 t = head.work.ready
         return max(t, self.busy_until) if t < math.inf else math.inf
 
-    def next_iteration(self) -> tuple[float, list[Work], float] | None:
+    def next_iteration(self, at: float | None = None) -> tuple[float, list[Work], float] | None:
         """``(start, works, seconds)`` of the next iteration, admitting queued sessions at its
-        boundary; ``None`` when nothing can run. Call :meth:`complete` with it afterwards."""
+        boundary; ``None`` when nothing can run. ``at``: a real clock's now (the iteration
+        starts no earlier). Call :meth:`complete` with it afterwards."""
         t = self.next_start()
         if t == math.inf:
             return None
+        if at is not None and at > t:
+            t = at
         while self._queue and self._queue[0].arrival <= t and self._fits(self._queue[0]):
             s = self._queue.popleft()
             s.admitted_at = t
