@@ -66,7 +66,7 @@ def test_64_concurrent_sessions(server: MecServer) -> None:
         try:
             _offload(server, socks[i], i + 1, tokens=TOKENS)
             results[i] = _collect(socks[i])
-        except BaseException as e:  # noqa: BLE001 - reported below
+        except BaseException as e:
             errors.append(e)
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(64)]
