@@ -264,7 +264,8 @@ def run_policy_batched(model: LatencyModel, actions: SplitActions, policy: Any, 
                           recent_throughputs_bps=tuple(hist), rtt_s=link.rtt_s,
                           mec_queue_len=st.queue_len, mec_busy_slots=st.active,
                           mec_slots=st.max_batch, mec_expected_wait_s=st.expected_wait_s,
-                          time_s=t, mec_accepts=st.accepts)
+                          mec_memory_headroom_bytes=st.memory_headroom_bytes,
+                          mec_iteration_s=st.iteration_s, time_s=t, mec_accepts=st.accepts)
         decision = policy.decide(obs)
         if not st.accepts and decision.action != actions.local_action:
             decision = actions.decision(actions.local_action, wl)

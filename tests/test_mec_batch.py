@@ -194,3 +194,45 @@ def test_cli_bad_input_one_line(args: list[str], words: str, tmp_path: Path) -> 
     assert p.returncode == 2
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and words in lines[0], p.stderr
+
+
+def test_observation_mec_features_are_opt_in() -> None:
+    from agent.observation import MEMORY_SCALE_BYTES, OBS_HIGH, ObservationEncoder
+    from agent.policy import Observation
+
+    m = _model("llm", KV)
+    acts = SplitActions(m)
+    base, extra = ObservationEncoder(acts), ObservationEncoder(acts, mec_features=True)
+    obs = Observation(Workload("llm"), 1e7, (1e7,), 0.02, mec_queue_len=2, mec_busy_slots=3,
+                      mec_slots=8, mec_expected_wait_s=0.1, mec_memory_headroom_bytes=2.5e9,
+                      mec_iteration_s=0.05)
+    v0, v1 = base.encode(obs), extra.encode(obs)
+    assert extra.size == base.size + 2 == len(v1) and len(v0) == base.size
+    assert list(v1[:-2]) == list(v0)  # the slot layout is untouched
+    assert v1[-2] == pytest.approx(2.5e9 / MEMORY_SCALE_BYTES)
+    assert v1[-1] == pytest.approx(0.05 / extra.time_scale_s, rel=1e-6)
+    unbounded = Observation(Workload("llm"), 1e7, mec_memory_headroom_bytes=-1.0)
+    assert extra.encode(unbounded)[-2] == OBS_HIGH
+
+
+def test_batch_status_reports_what_the_policy_sees() -> None:
+    _, srv, sim = _sim(max_batch=2)
+    st0 = srv.status(0.0)
+    assert (st0.active, st0.queue_len, st0.max_batch, st0.expected_wait_s) == (0, 0, 2, 0.0)
+    for k in range(3):
+        sim.start(k, Decision(FULL), Workload("llm"), _link(), 2.0)
+    t_first = sim.next_time()
+    sim.step()  # the first iteration admits two, the third waits
+    st = srv.status(t_first)
+    assert (st.active, st.queue_len) == (2, 1)
+    assert st.iteration_s > 0 and st.expected_wait_s > 0
+
+
+def test_env_refuses_the_batching_mec() -> None:
+    from agent.env import AigcSplitEnv
+    from agent.errors import AgentError
+
+    m = _model("llm")
+    with pytest.raises(AgentError, match="exclusive-slot MEC only"):
+        AigcSplitEnv(m.device_profile, m.mec_profile, [_link().up],  # type: ignore[list-item]
+                     ScenarioConfig(mec_model="batch", mec_batch_curve="llama7b-gpu"))
