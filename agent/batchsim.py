@@ -144,9 +144,11 @@ class BatchSim:
 
     def start(self, key: Any, decision: Decision, workload: Workload, link: Link,
               t_start: float, *, device: str = "device0",
-              t_arrival: float | None = None) -> RequestResult | None:
+              t_arrival: float | None = None,
+              mec_arrival: float | None = None) -> RequestResult | None:
         """Start a request; its result when it never computes on the MEC (else ``None``: it
-        comes out of :meth:`step`)."""
+        comes out of :meth:`step`). ``mec_arrival`` pins when its first MEC computation is
+        ready (a replay of measured arrivals at the MEC) instead of the link's prediction."""
         plan = self.model.plan(decision, workload)
         gen = _timeline(plan, link, t_start, self.detail)
         sid = self._next
@@ -156,6 +158,8 @@ class BatchSim:
             ready, st = next(gen)
         except StopIteration as stop:
             return self._result(req, stop.value)
+        if mec_arrival is not None:
+            ready = mec_arrival
         self.server.arrive(sid, ready, session_state_bytes(self.model, plan))
         self.server.submit(Work(sid, st.pass_name, st.lo, st.hi, st.seconds, ready, st))
         self._reqs[sid] = req

@@ -21,8 +21,13 @@ records as in the simulator (:mod:`agent.latency`).
 
 With a batching MEC (``mec_config`` of model ``batch``) every request is replayed together
 through one :class:`agent.batchsim.BatchSim` (the shared :class:`agent.mec_server.BatchServer`),
-from the recorded start times: an iteration's length depends on the sessions in it, so there is
-no per-request "measured occupancy" variant; both ``mec_sessions`` modes give this replay.
+from the recorded start times: an iteration's length depends on the sessions in it. With
+``mec_sessions="predicted"`` everything after the start is the simulator's (the link decides
+when each session reaches the MEC); with ``"measured"`` each session reaches the MEC when the
+records say its first MEC computation was ready (its inputs there) and everything from there
+on (admission, iterations, the tokens' way down) is the simulator's: the MEC model on the
+measured arrivals, without the link's sub-millisecond differences that move a session across
+an iteration boundary.
 
 Not modelled here: a shared cell (each device is given the whole trace; use it with
 ``--shared-cell`` only with that in mind) and the policy's own observation time before
@@ -105,6 +110,12 @@ def simulate_record(model: LatencyModel, link: Link, rec: Mapping[str, Any],
                             detail=detail)
 
 
+def _session_ready(rec: Mapping[str, Any]) -> float | None:
+    """When the record's first MEC computation was ready (``None``: it ran none)."""
+    mec = [s for s in rec.get("steps", []) if s["kind"] == "compute" and s["side"] == "mec"]
+    return float(mec[0]["t_ready"]) if mec else None
+
+
 def _decision(rec: Mapping[str, Any]) -> tuple[Decision, Workload]:
     splits = {k: tuple(v) if isinstance(v, list) else int(v) for k, v in rec["splits"].items()}
     return (Decision(splits, int(rec.get("split", -1))),
@@ -112,7 +123,7 @@ def _decision(rec: Mapping[str, Any]) -> tuple[Decision, Workload]:
 
 
 def replay_batched(model: LatencyModel, link: Link, records: Iterable[Mapping[str, Any]],
-                   mec_config: MecConfig) -> list[Pair]:
+                   mec_config: MecConfig, mec_sessions: str = "predicted") -> list[Pair]:
     """Every record through one batching MEC, in start order (see the module docstring)."""
     from agent.batchsim import BatchSim
     from agent.mec_server import BatchServer
@@ -125,7 +136,9 @@ def replay_batched(model: LatencyModel, link: Link, records: Iterable[Mapping[st
         while sim.next_time() < t:
             results.update(sim.step())
         decision, workload = _decision(rec)
-        now = sim.start(k, decision, workload, link, t, device=str(rec["device"]))
+        sess = _session_ready(rec) if mec_sessions == "measured" else None
+        now = sim.start(k, decision, workload, link, t, device=str(rec["device"]),
+                        mec_arrival=sess)
         if now is not None:
             results[k] = now
     results.update(sim.run())
@@ -146,7 +159,7 @@ def replay_with(model: LatencyModel, link: Link, records: Iterable[Mapping[str, 
     if mec_sessions not in ("measured", "predicted"):
         raise ValueError(f"mec_sessions must be 'measured' or 'predicted', not {mec_sessions!r}")
     if mec_config is not None and mec_config.model == "batch":
-        return replay_batched(model, link, records, mec_config)
+        return replay_batched(model, link, records, mec_config, mec_sessions)
     recs = list(records)
 
     def run(rec: Mapping[str, Any], state: MecState | None, detail: bool = False) -> Any:
