@@ -236,3 +236,14 @@ def test_env_refuses_the_batching_mec() -> None:
     with pytest.raises(AgentError, match="exclusive-slot MEC only"):
         AigcSplitEnv(m.device_profile, m.mec_profile, [_link().up],  # type: ignore[list-item]
                      ScenarioConfig(mec_model="batch", mec_batch_curve="llama7b-gpu"))
+
+
+def test_pinned_mec_arrival_shifts_the_session() -> None:
+    """A replay of a measured arrival at the MEC: the session starts there, the rest follows."""
+    m, _, sim = _sim()
+    _, _, m_pre, m_dec = _llm_times(m)
+    late = 2.0 + up(1024) + D + 0.05
+    sim.start(0, Decision(FULL), Workload("llm"), _link(), 2.0, mec_arrival=late)
+    res = sim.run()[0][1]
+    assert res.latency_s == pytest.approx(up(1024) + D + 0.05 + m_pre + LLM_T * m_dec
+                                          + up(8) + D, abs=1e-9)
