@@ -62,7 +62,9 @@ def main() -> int:
               str(args.seed), "--jitter", "none", "--quiet"]
     print(f"scenario: 4 devices, 1 MEC slot, --mec-speedup 10, 10 ms one-way, trace {TRACE.name} "
           f"x1"
-          f", {args.duration:g} s of arrivals, seed {args.seed}")
+          f", {args.duration:g} s of arrivals, seed {args.seed} (gpt2-batch8: 8 devices, one "
+          f"batching MEC, batch <= 8, llama7b-gpu curve; its 'median/p95' replay the measured "
+          f"arrivals at the MEC, the simulator's own MEC predicts them from the link)")
     print(f"{'scenario':20} {'n':>4} {'mean emu s':>11} {'median':>8} {'p95':>8}  target")
     ok = True
     tmp = Path(tempfile.mkdtemp(prefix="parity_"))

@@ -247,3 +247,39 @@ def test_pinned_mec_arrival_shifts_the_session() -> None:
     res = sim.run()[0][1]
     assert res.latency_s == pytest.approx(up(1024) + D + 0.05 + m_pre + LLM_T * m_dec
                                           + up(8) + D, abs=1e-9)
+
+
+def _with_batch_curve(factor4: float):
+    """The llm fixture with a measured batch-4 curve: every block (and pass) ``factor4`` x its
+    batch-1 median at batch 4."""
+    import dataclasses
+
+    from profiler.schema import LatencyStats, load_profile
+    from tests.test_plan_closed_forms import FIX
+
+    def at4(s: LatencyStats) -> dict[int, LatencyStats]:
+        return {4: dataclasses.replace(s, median=s.median * factor4)}
+
+    mec = load_profile(FIX / "llm.mec.json")
+    passes = tuple(dataclasses.replace(
+        p, blocks=tuple(dataclasses.replace(b, batch_latency=at4(b.latency)) for b in p.blocks),
+        batch_whole=at4(p.whole)) for p in mec.passes)
+    from agent.latency import LatencyModel
+
+    return LatencyModel(load_profile(FIX / "llm.device.json"),
+                        dataclasses.replace(mec, passes=passes))
+
+
+def test_profile_batch_curve_interpolates_between_measured_sizes() -> None:
+    m = _with_batch_curve(2.0)
+    _, _, m_pre, m_dec = _llm_times(m)
+    srv = BatchServer.for_model(m, MecConfig("batch", 4, None, "profile"))
+    sim = BatchSim(m, srv)
+    for k in range(2):
+        sim.start(k, Decision(FULL), Workload("llm"), _link(), 2.0)
+    res = dict(sim.run())
+    g2 = 1.0 + (2.0 - 1.0) * (2 - 1) / (4 - 1)  # linear between batch 1 (x1) and 4 (x2)
+    want = up(1024) + D + g2 * (m_pre + LLM_T * m_dec) + up(8) + D
+    assert res[0].latency_s == pytest.approx(want, abs=1e-9)
+    with pytest.raises(MecConfigError, match="above the largest batch size"):
+        BatchServer.for_model(m, MecConfig("batch", 5, None, "profile"))
