@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{r['p50']:8.4f} {r['p95']:8.4f} {r['ttft50']:8.4f} {r['tpot50']:8.4f}",
                       flush=True)
     print(f"# {time.perf_counter() - t0:.1f} s")
-    _plot(rows, a.out, f"{a.model}: batch {label} vs {a.slots} slot(s)")
+    _plot(rows, a.out, f"{a.model}: {label} vs {a.slots} slot(s)")
     bad = []
     for arrivals in ("closed", "poisson"):
         b, s = rows[(arrivals, "batch", 1)], rows[(arrivals, "slots", 1)]
