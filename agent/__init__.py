@@ -7,6 +7,8 @@ Modules, one concept each::
     defaults      the default scenario, scenario files (--scenario FILE) and their resolution
     link          a device's link: traces + propagation delay, fast exact finish times
     latency       the latency model: timeline of one request (LatencyModel, simulate_request)
+    mec_server    the batching MEC's rule (admission, iterations, batch time), sim + emulator
+    batchsim      many requests on one batching MEC, event by event (run_policy's batch path)
     templates     plan templates per model family (the actions: offload, split:k, kv-down, ...)
     actions       the action space (template index -> Decision), per-action cost constants
     observation   the observation vector shared by the env and live RL policies

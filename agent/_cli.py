@@ -69,6 +69,19 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
                    help=scenario_help("mec_slots", "concurrent MEC sessions (C)"))
     g.add_argument("--mec-queue", type=int, default=d.mec_queue_limit,
                    help="MEC queue limit (sessions waiting; offloading is masked at the limit)")
+    g.add_argument("--mec-model", choices=("slots", "batch"), default=d.mec_model,
+                   help="MEC server model: exclusive slots (default; the shipped policies are "
+                   "trained on it) or iteration-level batching (agent/mec_server.py)")
+    g.add_argument("--mec-max-batch", type=int, default=d.mec_max_batch,
+                   help="batching MEC: most active sessions (default %(default)s)")
+    g.add_argument("--mec-memory-gb", type=float, default=d.mec_memory_gb,
+                   help="batching MEC: memory budget in GB, weights plus live session state "
+                   "(default unlimited)")
+    g.add_argument("--mec-batch-curve", default=d.mec_batch_curve,
+                   help="batching MEC: per-batch block times: 'profile' (the MEC profile's "
+                   "batch curve), 'llama7b-gpu' (llama.cpp batched-bench LLaMA-7B F16 on a GPU: "
+                   "24.1/57.4/68.8 ms at batch 1/8/32, applied to the batch-1 profile) or a "
+                   "batch profile file (default %(default)s)")
     g.add_argument("--delay-ms", type=float, default=None,
                    help=scenario_help("delay_ms", "one-way propagation delay in ms"))
     g.add_argument("--load", type=float, default=None,
@@ -125,7 +138,9 @@ def scenario_from_args(a: argparse.Namespace) -> ScenarioConfig:
     return ScenarioConfig(n_devices=a.devices, mec_slots=a.mec_slots, mec_queue_limit=a.mec_queue,
                           one_way_delay_s=a.delay_ms / 1e3, load=a.load,
                           shared_cell=a.shared_cell, horizon_s=a.horizon, workloads=workloads,
-                          mask_budget=a.mask_budget)
+                          mask_budget=a.mask_budget, mec_model=a.mec_model,
+                          mec_max_batch=a.mec_max_batch, mec_memory_gb=a.mec_memory_gb,
+                          mec_batch_curve=a.mec_batch_curve)
 
 
 def load_profiles(a: argparse.Namespace) -> tuple[Profile, Profile, list[Path]]:

@@ -96,6 +96,12 @@ class AigcSplitEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
         self.actions = SplitActions(self.model)
         self.encoder = ObservationEncoder(self.actions)
         self.config = config or ScenarioConfig()
+        if self.config.mec_model != "slots":
+            # one step prices one request at decision time; a batching MEC's iterations depend
+            # on requests decided later (agent.batchsim), so the env keeps the slot model
+            raise AgentError("the training env runs the exclusive-slot MEC only "
+                             "(--mec-model slots); evaluate policies on the batching MEC "
+                             "with agent.evaluate --mec-model batch")
         self._base_config = self.config
         self._tables: dict[tuple[object, ...], Any] = {}
         self._scaled: dict[tuple[int, float], Trace] = {}

@@ -262,6 +262,10 @@ def main(argv: list[str] | None = None) -> int:
     resolve_args(a, dev.model.name, _scenario_spec(a.policies), "agent.evaluate")
     config = scenario_from_args(a)
     model = LatencyModel(dev, mec, mec_speedup=a.mec_speedup)
+    if config.mec_model == "batch":  # the curve, batch sizes and memory fit the profiles
+        from agent.mec_server import BatchServer
+
+        BatchServer.for_model(model, config.mec_config)
     actions = SplitActions(model)
     paths = trace_paths(a.traces)
     traces = load_trace_files(paths, a.scale)
@@ -286,7 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     for k, v in good.items():
         summary[k]["goodput"] = v
     scen = (f"model {model.model}, {len(traces)} traces, scale {a.scale:g}, mec-speedup "
-            f"{a.mec_speedup:g}, {config.n_devices} devices, {config.mec_slots} MEC slot(s), "
+            f"{a.mec_speedup:g}, {config.n_devices} devices, "
+            f"{config.mec_slots if config.mec_model == 'slots' else ''}"
+            f"{' MEC slot(s)' if config.mec_model == 'slots' else 'MEC ' + config.mec_config.label}, "
             f"delay {config.one_way_delay_s * 1e3:g} ms one-way, load {config.load:g}"
             + (f"; SLO {slo.describe()}" if slo.active else ""))
     print(scen)

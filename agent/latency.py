@@ -23,6 +23,11 @@ that finds all slots taken waits for the earliest one to free up (``MEC wait``).
 queue limit rejects new sessions while that many are waiting; policies see this as a masked
 action (see :mod:`agent.actions`).
 
+This is the exclusive-slot MEC (``--mec-model slots``, the default). The iteration-level
+batching MEC (``--mec-model batch``) is :mod:`agent.mec_server`; its requests are priced with
+the same step rules by :mod:`agent.batchsim`, all together, since an iteration's length
+depends on every session in it.
+
 Not modelled, on purpose: TCP slow start after idle (the emulator sets
 ``net.ipv4.tcp_slow_start_after_idle=0`` and ``TCP_NODELAY``), packet loss and retransmission,
 protocol header overhead, and contention between a device's own uploads and downloads.

@@ -18,6 +18,17 @@ Every feature is scaled by a fixed, documented constant and clipped to ``[0, OBS
                     estimate, RTT and expected wait (agent.actions.ActionCosts.predict),
                     divided by the request's fully-local latency
 
+With ``mec_features=True`` (a policy for the batching MEC, :mod:`agent.mec_server`; its
+sidecar records ``obs_scales["mec_features"]``) two features follow the actions::
+
+    +1              MEC memory headroom / MEMORY_SCALE_BYTES (1 GB); no budget -> OBS_HIGH
+    +2              MEC predicted iteration time / time_scale_s
+
+With the batching MEC the slot features read: queue length (sessions waiting for admission),
+active batch / maximum batch, and the predicted wait of a new session. Without
+``mec_features`` (the default, and every shipped policy) the vector is unchanged, so policies
+trained on the slot model load as before.
+
 ``H = HISTORY`` (4), ``P`` passes, ``A`` actions; ``time_scale_s`` is the fully-local latency of
 the model's default workload (stored in every policy sidecar as ``obs_scales``).
 """
@@ -36,6 +47,7 @@ from agent.policy import Observation, Workload
 
 __all__ = [
     "HISTORY",
+    "MEMORY_SCALE_BYTES",
     "OBS_HIGH",
     "QUEUE_SCALE",
     "RTT_SCALE_S",
@@ -49,6 +61,7 @@ HISTORY = 4
 OBS_HIGH = 10.0
 RTT_SCALE_S = 0.1
 QUEUE_SCALE = 8.0
+MEMORY_SCALE_BYTES = 1e9
 F32 = npt.NDArray[np.float32]
 
 
@@ -77,8 +90,9 @@ def harmonic_mean(values: Sequence[float]) -> float:
 class ObservationEncoder:
     """Encodes observations for one model's action space (see the module docstring)."""
 
-    def __init__(self, actions: SplitActions) -> None:
+    def __init__(self, actions: SplitActions, *, mec_features: bool = False) -> None:
         self.actions = actions
+        self.mec_features = mec_features
         model = actions.model
         self.pass_names = tuple(p.name for p in model.passes)
         self.profile_repeats = tuple(max(p.repeat, 1) for p in model.passes)
@@ -93,22 +107,34 @@ class ObservationEncoder:
         self._high = np.full(self.size, OBS_HIGH)
         self._clipped = np.empty(self.size)
         self._zeros = [0.0] * HISTORY
+        if mec_features:
+            self.size += 2  # appended by encode() after the base vector
 
     def scales(self) -> dict[str, Any]:
         """The fixed scales, for provenance sidecars."""
         return {"history": HISTORY, "throughput": "log10(1 + bps/1e5)/4", "rtt_s": RTT_SCALE_S,
                 "queue": QUEUE_SCALE, "time_scale_s": self.time_scale_s,
                 "repeats": dict(zip(self.pass_names, self.profile_repeats, strict=True)),
-                "high": OBS_HIGH, "size": self.size}
+                "high": OBS_HIGH, "size": self.size,
+                **({"mec_features": True, "memory_bytes": MEMORY_SCALE_BYTES}
+                   if self.mec_features else {})}
 
     def encode(self, obs: Observation) -> F32:
         """The observation vector of a live :class:`~agent.policy.Observation`."""
         costs = self.actions.costs(obs.workload)
         est = obs.throughput_bps if obs.throughput_bps > 0 else harmonic_mean(
             obs.recent_throughputs_bps)
-        return self.encode_raw(obs.recent_throughputs_bps, est, obs.rtt_s, obs.mec_queue_len,
-                               obs.mec_busy_slots, max(obs.mec_slots, 1),
-                               obs.mec_expected_wait_s, costs)
+        vec = self.encode_raw(obs.recent_throughputs_bps, est, obs.rtt_s, obs.mec_queue_len,
+                              obs.mec_busy_slots, max(obs.mec_slots, 1),
+                              obs.mec_expected_wait_s, costs)
+        if not self.mec_features:
+            return vec
+        head = obs.mec_memory_headroom_bytes
+        extra = np.array([OBS_HIGH if head < 0 else min(head / MEMORY_SCALE_BYTES, OBS_HIGH),
+                          min(obs.mec_iteration_s / self.time_scale_s, OBS_HIGH)],
+                         dtype=np.float32)
+        out: F32 = np.concatenate([vec, extra])
+        return out
 
     def encode_raw(self, history: Sequence[float], estimate_bps: float, rtt_s: float,
                    queue_len: int, busy_slots: int, slots: int, wait_s: float,

@@ -48,6 +48,10 @@ class Observation:
     """The MEC's own estimate of how long a new job would wait before it starts."""
     time_s: float = 0.0
     """Time since the start of the run (for logging; policies should not need it)."""
+    mec_memory_headroom_bytes: float = -1.0
+    """Batching MEC: memory left after weights and live state (-1: no budget, or slots)."""
+    mec_iteration_s: float = 0.0
+    """Batching MEC: predicted time of its next iteration with one more session (0: slots)."""
     mec_accepts: bool = True
     """False while the MEC rejects new sessions (its queue is at its limit): offloading is
     then infeasible and policies must run the request locally."""

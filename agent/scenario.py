@@ -34,6 +34,7 @@ from agent.defaults import DEFAULTS
 from agent.errors import AgentError
 from agent.latency import LatencyModel, MecState, RequestResult, simulate_request
 from agent.link import Link
+from agent.mec_server import MecConfig
 from agent.observation import HISTORY, harmonic_mean
 from agent.policy import Decision, Observation, Policy, Workload
 from traces import Trace
@@ -60,6 +61,17 @@ class ScenarioConfig:
     workloads: tuple[Mapping[str, int], ...] = field(default_factory=tuple)
     """Workload variants as pass repeats (each request draws one uniformly); empty: the
     profile's default repeats."""
+    mec_model: str = "slots"
+    """The MEC server model: ``slots`` (exclusive slots) or ``batch`` (:mod:`agent.mec_server`)."""
+    mec_max_batch: int = 8
+    mec_memory_gb: float | None = None
+    mec_batch_curve: str = "profile"
+
+    @property
+    def mec_config(self) -> MecConfig:
+        """The MEC server model and its knobs."""
+        return MecConfig(self.mec_model, self.mec_max_batch, self.mec_memory_gb,
+                         self.mec_batch_curve)
 
     def __post_init__(self) -> None:
         checks = [
@@ -80,6 +92,7 @@ class ScenarioConfig:
         for ok, msg in checks:
             if not ok:
                 raise AgentError(msg)
+        self.mec_config  # noqa: B018  (validates the MEC knobs)
 
     def variants(self, model: LatencyModel) -> list[Workload]:
         if not self.workloads:
@@ -188,7 +201,13 @@ def run_policy(model: LatencyModel, actions: SplitActions, policy: Policy | Futu
     before ``config.horizon_s`` runs to completion (the trace loops when needed); returns them
     in start order. Arrivals and workloads depend only on ``seed``, so every policy gets the
     same requests. With ``requests_per_device``, only each device's first that many requests
-    run (the small instances of :mod:`agent.optimum`)."""
+    run (the small instances of :mod:`agent.optimum`). With ``config.mec_model == "batch"``
+    the MEC is the batching server, simulated event by event (:mod:`agent.batchsim`)."""
+    if config.mec_model == "batch":
+        from agent.batchsim import run_policy_batched
+
+        return run_policy_batched(model, actions, policy, trace, config, seed, detail=detail,
+                                  requests_per_device=requests_per_device)
     rng = np.random.default_rng(seed)
     phase = float(rng.random())
     links = make_links(trace, config, phase)

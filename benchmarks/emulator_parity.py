@@ -11,7 +11,8 @@ exits 1 when a target is missed (median <= 2%, p95 <= 5%) or an input is missing
 Scenarios (each one run, profiled compute unless said): gpt2 with the full-offload policy (the
 loop stays on the MEC, tokens stream, the slot is contended), gpt2 with a split inside the model
 (a round trip per token), sd15 full offload at 4 steps (image down), gpt2-tiny in execute mode
-(real ONNX pieces on both sides, CPU shared with the emulation). Block times are the profile
+(real ONNX pieces on both sides, CPU shared with the emulation), and gpt2 full offload from 8
+devices sharing one batching MEC (``gpt2-batch8``: ``--mec-model batch``, GPU curve). Block times are the profile
 medians (``--jitter none``): the simulator prices medians, so what is compared is the execution
 semantics, the link and the MEC queue, not the modelled compute noise.
 
@@ -53,6 +54,10 @@ SCENARIOS: dict[str, list[str]] = {
     "gpt2-split7": ["--model", "gpt2", "--policy", "fixed:7", "--rate", "0.3"],
     "sd15-offload": ["--model", "sd15", "--policy", "offload", "--steps", "4", "--rate",
                      "0.15"],
+    # 8 devices on one batching MEC (agent/mec_server.py) with the GPU curve: every request
+    # replayed together through agent.batchsim (iterations depend on all sessions)
+    "gpt2-batch8": ["--model", "gpt2", "--policy", "offload", "--rate", "2.0", "--devices", "8",
+                    "--mec-model", "batch", "--mec-batch-curve", "llama7b-gpu"],
     "gpt2-tiny-execute": ["--compute", "execute", "--policy", "fixed:2", "--rate", "1.0",
                           "--mec-speedup", "1"],  # + the exact pieces' profile (see above)
 }
@@ -135,7 +140,9 @@ def main() -> int:
               str(args.seed), "--jitter", "none", "--quiet"]
     print(f"scenario: 4 devices, 1 MEC slot, --mec-speedup 10, 10 ms one-way, trace {TRACE.name} "
           f"x1"
-          f", {args.duration:g} s of arrivals, seed {args.seed}")
+          f", {args.duration:g} s of arrivals, seed {args.seed} (gpt2-batch8: 8 devices, one "
+          f"batching MEC, batch <= 8, llama7b-gpu curve; its 'median/p95' replay the measured "
+          f"arrivals at the MEC, the simulator's own MEC predicts them from the link)")
     print(f"{'scenario':20} {'n':>4} {'mean emu s':>11} {'median':>8} {'p95':>8}  target")
     ok = True
     tmp = Path(tempfile.mkdtemp(prefix="parity_"))

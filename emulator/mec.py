@@ -29,6 +29,16 @@ counted and dropped. A session that waits for the device's data longer than
 ``idle_timeout_s``, or holds its slot longer than ``max_session_s``, ends and frees its slot;
 connections that never said ``HELLO`` are closed. Nothing of a connection outlives it.
 
+With ``--mec-model batch`` the MEC is the iteration-level batching server of
+:mod:`agent.mec_server` instead of slots: a session thread hands each MEC computation, once its
+inputs are here, to the shared :class:`~agent.mec_server.BatchServer` and waits; one batcher
+thread asks the server which computations form the next iteration and how long it lasts (the
+batch profile's medians: no jitter draw), waits that long (profiled compute only; ``execute``
+is refused with batching) and hands every session its ``(start, end)``. Admission, the queue
+and the iteration time are the server's, the same object the simulator drives
+(:mod:`agent.batchsim`). Replies carry its status (active batch, queue, memory headroom,
+predicted iteration time) in the queue state.
+
 Run as a process: ``python -m emulator.mec --profile P.json --device-profile D.json [--slots C]
 ...``; it prints one line ``{"ready": true, "port": PORT}`` on stdout when it listens, logs to
 stderr, and exits on SIGTERM/SIGINT.
@@ -55,9 +65,10 @@ import numpy as np
 from agent.errors import AgentError
 from agent.latency import LatencyModel, run_plan
 from agent.link import Link
+from agent.mec_server import BatchServer, MecConfig, Work, session_state_bytes
 from agent.plan import COMPUTE, DEVICE, MEC, SEND, Plan, decision_from_json
 from agent.policy import Workload
-from emulator.compute import JITTERS, ProfiledCompute, realtime_thread
+from emulator.compute import JITTERS, ProfiledCompute, realtime_thread, wait_until
 from emulator.errors import EmulatorError, ProtocolError
 from emulator.guard import (
     MemoryBudget,
@@ -83,6 +94,13 @@ from profiler.schema import ProfileError, check_compatible, load_profile
 from traces import synth
 
 __all__ = ["MecServer", "main"]
+
+_GRID_SLACK_S = 0.25
+"""Batching MEC: how far behind the model's iteration boundaries the batcher may start an
+iteration and still count it from the boundary: its own Python work between iterations, or a
+stall of the host, is absorbed by the next deadlines (as :func:`emulator.compute.wait_until`'s
+deadline absorbs a stall inside one step). The lag absorbed is counted (``batch_lag``) and
+logged when the MEC stops."""
 
 
 class _Conn:
@@ -131,6 +149,17 @@ class _Conn:
 
 
 @dataclass
+class _Pending:
+    """A MEC computation handed to the batching server: when it was ready, and its
+    ``(start, end)`` once its iteration ran (``box``)."""
+
+    sess: _Session
+    idx: int
+    ready: float
+    box: list[tuple[float, float]] = field(default_factory=list)
+
+
+@dataclass
 class _Session:
     """One request's MEC side."""
 
@@ -144,6 +173,10 @@ class _Session:
     limit_s: float = 600.0
     """Longest the session may hold a slot (watchdog)."""
     slot: int | None = None
+    bid: int | None = None
+    """The session's id in the batching server (batch model), once its first work is in."""
+    prefetch: dict[int, _Pending] = field(default_factory=dict)
+    """Batch model: MEC computations the batcher submitted for the session (step index ->)."""
     t_granted: float = 0.0
     done: bool = False
     thread: threading.Thread | None = None
@@ -158,7 +191,8 @@ class MecServer:
                  window_clamp: int = 0, token: str | None = None,
                  memory_budget: int | None = None, max_connections: int = 1024,
                  hello_timeout_s: float = 5.0, idle_timeout_s: float = 120.0,
-                 max_session_s: float | None = None) -> None:
+                 max_session_s: float | None = None,
+                 mec_config: MecConfig | None = None) -> None:
         if slots < 1:
             raise EmulatorError(f"MEC slots must be >= 1, got {slots}")
         self.realtime = realtime
@@ -188,6 +222,16 @@ class MecServer:
         self._threads: list[threading.Thread] = []
         self._conns: set[_Conn] = set()  # guarded by _cv; a connection removes itself
         self._ideal = Link(synth.constant(3600.0, 1e6), None, 0.0)
+        self.batch: BatchServer | None = None
+        self.batch_lag = [0, 0.0, 0.0]
+        """Batching MEC: iterations started > 1 ms behind their boundary, total and max lag."""
+        self._bids = 0
+        if mec_config is not None and mec_config.model == "batch":
+            if steps.runner is not None:
+                raise EmulatorError("--mec-model batch runs profiled compute only (the "
+                                    "batched iteration is timed from the profile); use "
+                                    "--compute profiled")
+            self.batch = BatchServer.for_model(model, mec_config)
         self.jobs_done = 0
         self.sessions = 0
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -203,6 +247,13 @@ class MecServer:
     def queue_state(self, now: float | None = None) -> QueueState:
         """Sessions waiting, slots held, and the expected wait of a session arriving ``now``."""
         now = time.monotonic() if now is None else now
+        if self.batch is not None:
+            with self._cv:
+                st = self.batch.status(now)
+            return QueueState(queue_len=st.queue_len, busy_slots=st.active, slots=st.max_batch,
+                              expected_wait_s=st.expected_wait_s, active=st.active,
+                              memory_headroom_bytes=st.memory_headroom_bytes,
+                              iteration_s=st.iteration_s)
         with self._cv:
             held = list(self._hold.values())
             queued = [s.expected_s for s in self._waiting]
@@ -237,6 +288,10 @@ class MecServer:
 
     def _release(self, sess: _Session) -> None:
         with self._cv:
+            if sess.bid is not None and self.batch is not None:
+                self.batch.drop(sess.bid)
+                sess.bid = None
+                self._cv.notify_all()
             if sess.slot is not None:
                 self._hold.pop(sess.slot, None)
                 self._free.append(sess.slot)
@@ -256,6 +311,8 @@ class MecServer:
     def start(self) -> None:
         self._spawn(self._accept, name="mec-accept")
         self._spawn(self._watchdog, name="mec-watchdog")
+        if self.batch is not None:
+            self._spawn(self._batcher, name="mec-batcher")
 
     def _spawn(self, target: Any, *args: Any, name: str, keep: bool = True) -> threading.Thread:
         t = threading.Thread(target=target, args=args, name=name, daemon=True)
@@ -475,19 +532,26 @@ class MecServer:
                 if st.side != MEC or sess.done:
                     continue
                 if st.kind == COMPUTE:
-                    t_ready = sess.inbox.wait(st.needs, self.idle_timeout_s, sess.t_plan,
-                                              conn.rx.get)
-                    if sess.slot is None:
-                        self._acquire(sess)
-                    received = self.steps.gather(sess.inbox, st.needs)
-                    t0 = time.monotonic()
-                    _, tensors = self.steps.run(st, sess.seed, received)
-                    t1 = time.monotonic()
-                    self.steps.store(sess.inbox, st, t1, tensors)
+                    if self.batch is not None:
+                        t_ready, t0, t1 = self._batched(sess, idx)
+                        sess.inbox.put(st.makes, t1, None)
+                    else:
+                        t_ready = sess.inbox.wait(st.needs, self.idle_timeout_s, sess.t_plan,
+                                                  conn.rx.get)
+                        if sess.slot is None:
+                            self._acquire(sess)
+                        received = self.steps.gather(sess.inbox, st.needs)
+                        t0 = time.monotonic()
+                        _, tensors = self.steps.run(st, sess.seed, received)
+                        t1 = time.monotonic()
+                        self.steps.store(sess.inbox, st, t1, tensors)
                     rows.append({"step": idx, "t_ready": t_ready, "t_start": t0, "t_end": t1})
-                    with self._cv:
-                        self.jobs_done += 1
+                    if self.batch is None:
+                        with self._cv:
+                            self.jobs_done += 1
                     if idx == last:
+                        if self.batch is not None:
+                            self._finish_batched(sess)
                         self._release(sess)
                 else:
                     t_ready = max(sess.inbox.wait(st.items, self.idle_timeout_s, sess.t_plan,
@@ -521,6 +585,103 @@ class MecServer:
             sess.done = True
             self._release(sess)
 
+    # ------------------------------------------------------------------ batching MEC
+    def _batched(self, sess: _Session, idx: int) -> tuple[float, float, float]:
+        """Run MEC computation ``idx`` of ``sess`` in the batching server: ``(ready, start,
+        end)``. The batcher has submitted it already when its inputs were all made here by the
+        session's previous computation (as the simulator's server sees it: ready at once);
+        otherwise it is submitted when its inputs arrive."""
+        st = sess.plan.steps[idx]
+        with self._cv:
+            pend = sess.prefetch.pop(idx, None)
+        if pend is None:
+            t_ready = sess.inbox.wait(st.needs, self.idle_timeout_s, sess.t_plan,
+                                      sess.conn.rx.get)
+            pend = _Pending(sess, idx, t_ready)
+            with self._cv:
+                assert self.batch is not None
+                if sess.bid is None:
+                    self._bids += 1
+                    sess.bid = self._bids
+                    self.batch.arrive(sess.bid, t_ready,
+                                      session_state_bytes(self.model, sess.plan))
+                    self.sessions += 1
+                self.batch.submit(Work(sess.bid, st.pass_name, st.lo, st.hi, st.seconds,
+                                       t_ready, pend))
+                self._cv.notify_all()
+        with self._cv:
+            while not pend.box and not self._stop.is_set() and not sess.done:
+                self._cv.wait(1.0)
+        if not pend.box:
+            raise ProtocolError("the session ended before its MEC computation ran")
+        return (pend.ready, *pend.box[0])
+
+    def _prefetch(self, pend: _Pending, t1: float) -> None:
+        """After ``pend`` ran (``_cv`` held): its outputs are here at ``t1``; submit the
+        session's next MEC computation at once if everything it needs is here."""
+        sess = pend.sess
+        steps = sess.plan.steps
+        sess.inbox.put(steps[pend.idx].makes, t1)
+        if sess.done or sess.bid is None or self.batch is None:
+            return
+        nxt = next((i for i in range(pend.idx + 1, len(steps))
+                    if steps[i].kind == COMPUTE and steps[i].side == MEC), None)
+        if nxt is None:
+            return
+        st = steps[nxt]
+        times = [sess.inbox.time(it) for it in st.needs]
+        if any(t is None for t in times):
+            return
+        ready = max([t1, *(t for t in times if t is not None)])
+        nxt_pend = _Pending(sess, nxt, ready)
+        sess.prefetch[nxt] = nxt_pend
+        self.batch.submit(Work(sess.bid, st.pass_name, st.lo, st.hi, st.seconds, ready,
+                               nxt_pend))
+
+    def _finish_batched(self, sess: _Session) -> None:
+        with self._cv:
+            if sess.bid is not None and self.batch is not None:
+                self.batch.finish(sess.bid)
+                sess.bid = None
+                self._cv.notify_all()
+
+    def _batcher(self) -> None:
+        """Run iterations: ask the shared server what runs next and for how long."""
+        if self.realtime:
+            realtime_thread()
+        batch = self.batch
+        assert batch is not None
+        while not self._stop.is_set():
+            with self._cv:
+                now = time.monotonic()
+                t = batch.next_start()
+                if t > now:
+                    self._cv.wait(min(t - now, 0.2))
+                    continue
+                # keep the model's iteration grid: this thread's own bookkeeping between
+                # iterations (up to _GRID_SLACK_S late) is not MEC compute time
+                it = batch.next_iteration(at=now - _GRID_SLACK_S)
+                if it is None:
+                    self._cv.wait(0.2)
+                    continue
+                t0, works, secs = it
+                batch.complete(t0, works, secs)
+                lag = now - t0
+                if lag > 0.001:
+                    self.batch_lag[0] += 1
+                    self.batch_lag[1] += lag
+                    self.batch_lag[2] = max(self.batch_lag[2], lag)
+            wait_until(time.perf_counter() + (t0 + secs - time.monotonic()))
+            t1 = max(t0 + secs, time.monotonic() - _GRID_SLACK_S)
+            with self._cv:
+                for w in works:
+                    pend = w.tag
+                    assert isinstance(pend, _Pending)
+                    pend.box.append((t0, t1))
+                    self._prefetch(pend, t1)
+                self.jobs_done += len(works)
+                self._cv.notify_all()
+
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m emulator.mec",
@@ -531,6 +692,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--device-profile", required=True,
                     help="device profile JSON of the same model (to build the plans)")
     ap.add_argument("--slots", type=int, default=1, help="concurrent compute slots C")
+    ap.add_argument("--mec-model", choices=("slots", "batch"), default="slots",
+                    help="exclusive slots, or iteration-level batching (agent/mec_server.py)")
+    ap.add_argument("--max-batch", type=int, default=8, help="batching: most active sessions")
+    ap.add_argument("--memory-gb", type=float, default=None,
+                    help="batching: memory budget, GB (weights + live state; default none)")
+    ap.add_argument("--batch-curve", default="profile",
+                    help="batching: 'profile', 'llama7b-gpu' or a batch profile file")
     ap.add_argument("--host", default="127.0.0.1",
                     help="address to listen on: the MEC's own address")
     ap.add_argument("--port", type=int, default=0, help="TCP port (0: any free one)")
@@ -614,7 +782,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                            token=token, memory_budget=budget,
                            max_connections=args.max_connections,
                            hello_timeout_s=args.hello_timeout, idle_timeout_s=args.session_idle,
-                           max_session_s=args.session_max)
+                           max_session_s=args.session_max,
+                           mec_config=MecConfig(args.mec_model, args.max_batch, args.memory_gb,
+                                                args.batch_curve))
     except (EmulatorError, ProfileError, AgentError, ValueError) as e:
         print(f"mec: {e}", file=sys.stderr)
         return 1
@@ -631,6 +801,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         pass
     server.stop()
     print(f"mec: stopped after {server.jobs_done} jobs", file=sys.stderr)
+    if server.batch is not None:
+        n, tot, top = server.batch_lag
+        print(f"mec: batcher started {n} iterations > 1 ms behind their boundary (lag absorbed "
+              f"{tot:.3f} s in all, max {top * 1e3:.1f} ms)", file=sys.stderr)
     return 0
 
 

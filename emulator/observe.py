@@ -100,4 +100,6 @@ class LinkEstimator:
                            recent_throughputs_bps=tuple(self._thr), rtt_s=self.rtt_s,
                            mec_queue_len=q.queue_len, mec_busy_slots=q.busy_slots,
                            mec_slots=q.slots, mec_expected_wait_s=q.expected_wait_s,
-                           time_s=time_s)
+                           mec_memory_headroom_bytes=(-1.0 if q.memory_headroom_bytes is None
+                                                      else q.memory_headroom_bytes),
+                           mec_iteration_s=q.iteration_s or 0.0, time_s=time_s)

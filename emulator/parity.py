@@ -19,6 +19,16 @@ The reference is the record's measured ``latency_s`` (``t_end - t_start``, devic
 session holds its slot from its first MEC computation's start to its last one's end, in the
 records as in the simulator (:mod:`agent.latency`).
 
+With a batching MEC (``mec_config`` of model ``batch``) every request is replayed together
+through one :class:`agent.batchsim.BatchSim` (the shared :class:`agent.mec_server.BatchServer`),
+from the recorded start times: an iteration's length depends on the sessions in it. With
+``mec_sessions="predicted"`` everything after the start is the simulator's (the link decides
+when each session reaches the MEC); with ``"measured"`` each session reaches the MEC when the
+records say its first MEC computation was ready (its inputs there) and everything from there
+on (admission, iterations, the tokens' way down) is the simulator's: the MEC model on the
+measured arrivals, without the link's sub-millisecond differences that move a session across
+an iteration boundary.
+
 Not modelled here: a shared cell (each device is given the whole trace; use it with
 ``--shared-cell`` only with that in mind) and the policy's own observation time before
 ``t_start``.
@@ -34,11 +44,13 @@ import numpy as np
 
 from agent.latency import LatencyModel, MecState, RequestResult, simulate_request
 from agent.link import Link
+from agent.mec_server import MecConfig
 from agent.policy import Decision, Workload
 from profiler.schema import Profile
 from traces import Trace
 
-__all__ = ["Pair", "averaged", "compare", "replay", "replay_shared_cell", "replay_with",
+__all__ = ["Pair", "averaged", "compare", "replay", "replay_batched", "replay_shared_cell",
+           "replay_with",
            "simulate_record"]
 
 
@@ -99,11 +111,56 @@ def simulate_record(model: LatencyModel, link: Link, rec: Mapping[str, Any],
                             detail=detail)
 
 
+def _session_ready(rec: Mapping[str, Any]) -> float | None:
+    """When the record's first MEC computation was ready (``None``: it ran none)."""
+    mec = [s for s in rec.get("steps", []) if s["kind"] == "compute" and s["side"] == "mec"]
+    return float(mec[0]["t_ready"]) if mec else None
+
+
+def _decision(rec: Mapping[str, Any]) -> tuple[Decision, Workload]:
+    splits = {k: tuple(v) if isinstance(v, list) else int(v) for k, v in rec["splits"].items()}
+    return (Decision(splits, int(rec.get("split", -1))),
+            Workload(rec["workload"], dict(rec["repeats"])))
+
+
+def replay_batched(model: LatencyModel, link: Link, records: Iterable[Mapping[str, Any]],
+                   mec_config: MecConfig, mec_sessions: str = "predicted") -> list[Pair]:
+    """Every record through one batching MEC, in start order (see the module docstring)."""
+    from agent.batchsim import BatchSim
+    from agent.mec_server import BatchServer
+
+    recs = sorted(records, key=lambda r: float(r["t_start"]))
+    sim = BatchSim(model, BatchServer.for_model(model, mec_config))
+    results: dict[int, RequestResult] = {}
+    for k, rec in enumerate(recs):
+        t = max(float(rec["t_start"]), 0.0)
+        while sim.next_time() < t:
+            results.update(sim.step())
+        decision, workload = _decision(rec)
+        sess = _session_ready(rec) if mec_sessions == "measured" else None
+        now = sim.start(k, decision, workload, link, t, device=str(rec["device"]),
+                        mec_arrival=sess)
+        if now is not None:
+            results[k] = now
+    results.update(sim.run())
+    out = []
+    for k, rec in enumerate(recs):
+        res, ph = results[k], rec["phases"]
+        out.append(Pair(int(rec["device"]), float(rec["t_start"]),
+                        ph["upload_bytes"] > 0 or ph["mec_s"] > 0, float(rec["latency_s"]),
+                        res.latency_s, float(ph["mec_wait_s"]), res.mec_wait_s))
+    return out
+
+
 def replay_with(model: LatencyModel, link: Link, records: Iterable[Mapping[str, Any]], *,
-                mec_slots: int, mec_sessions: str = "measured") -> list[Pair]:
-    """:func:`replay` with a ready latency model and link."""
+                mec_slots: int, mec_sessions: str = "measured",
+                mec_config: MecConfig | None = None) -> list[Pair]:
+    """:func:`replay` with a ready latency model and link (``mec_config`` of model ``batch``:
+    :func:`replay_batched`)."""
     if mec_sessions not in ("measured", "predicted"):
         raise ValueError(f"mec_sessions must be 'measured' or 'predicted', not {mec_sessions!r}")
+    if mec_config is not None and mec_config.model == "batch":
+        return replay_batched(model, link, records, mec_config, mec_sessions)
     recs = list(records)
 
     def run(rec: Mapping[str, Any], state: MecState | None, detail: bool = False) -> Any:

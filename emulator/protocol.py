@@ -110,16 +110,33 @@ class QueueState:
     slots: int
     expected_wait_s: float
     """How long a request arriving now would wait for a slot (the MEC's estimate)."""
+    active: int | None = None
+    """Batching MEC only (``None`` with slots): sessions in the batch (``busy_slots`` too;
+    ``slots`` is then the maximum batch)."""
+    memory_headroom_bytes: float | None = None
+    """Batching MEC: memory left after weights and live state (-1: no budget)."""
+    iteration_s: float | None = None
+    """Batching MEC: predicted time of the next iteration with one more session."""
 
     def to_json(self) -> dict[str, Any]:
-        return {"queue_len": self.queue_len, "busy_slots": self.busy_slots, "slots": self.slots,
-                "expected_wait_s": self.expected_wait_s}
+        d: dict[str, Any] = {"queue_len": self.queue_len, "busy_slots": self.busy_slots,
+                             "slots": self.slots, "expected_wait_s": self.expected_wait_s}
+        if self.active is not None:
+            d.update(active=self.active, memory_headroom_bytes=self.memory_headroom_bytes,
+                     iteration_s=self.iteration_s)
+        return d
 
     @classmethod
     def from_json(cls, d: Any) -> QueueState:
         try:
+            extra: dict[str, Any] = {}
+            if "active" in d:
+                extra = {"active": int(d["active"]),
+                         "memory_headroom_bytes": float(d["memory_headroom_bytes"]),
+                         "iteration_s": float(d["iteration_s"])}
             return cls(queue_len=int(d["queue_len"]), busy_slots=int(d["busy_slots"]),
-                       slots=int(d["slots"]), expected_wait_s=float(d["expected_wait_s"]))
+                       slots=int(d["slots"]), expected_wait_s=float(d["expected_wait_s"]),
+                       **extra)
         except (KeyError, TypeError, ValueError) as e:
             raise ProtocolError(f"malformed queue state in message metadata: {d!r}") from e
 

@@ -121,6 +121,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help=scenario_help("mec_speedup", "divide every MEC block time by X, at the "
                                       "MEC and in the policy's latency model (emulates a faster "
                                       "MEC, e.g. a GPU, from a CPU profile)"))
+    g.add_argument("--mec-model", choices=("slots", "batch"), default="slots",
+                   help="MEC server model: exclusive slots, or iteration-level batching "
+                   "(agent/mec_server.py; profiled compute)")
+    g.add_argument("--mec-max-batch", type=int, default=8,
+                   help="batching MEC: most active sessions")
+    g.add_argument("--mec-memory-gb", type=float, default=None,
+                   help="batching MEC: memory budget, GB (weights + live state; default none)")
+    g.add_argument("--mec-batch-curve", default="profile",
+                   help="batching MEC: 'profile', 'llama7b-gpu' (GPU curve on the batch-1 "
+                   "profile) or a batch profile file")
     g.add_argument("--compute", choices=("profiled", "execute"), default="profiled",
                    help="wait out profiled block times, or execute ONNX pieces")
     g.add_argument("--pieces", default=None,
@@ -206,6 +216,7 @@ class _Simulator:
 
         self.model = LatencyModel(dev, mec, mec_speedup=plan.mec_speedup)
         self.slots = plan.mec_slots
+        self.mec_config = plan.mec_config
         up = (getattr(net, "up_traces", None) or [plan.trace])[0]
         self.trace_source = "network replay" if hasattr(net, "up_traces") else "trace file"
         real = 1.0 / plan.payload_scale if hasattr(net, "up_traces") else 1.0  # high-rate mode
@@ -236,7 +247,7 @@ class _Simulator:
         out: dict[str, Any] = {}
         for mode in ("measured", "predicted"):
             pairs = replay_with(self.model, self.link, records, mec_slots=self.slots,
-                                mec_sessions=mode)
+                                mec_sessions=mode, mec_config=self.mec_config)
             out[f"mec_{mode}"] = compare(pairs)
         out["note"] = ("relative error (measured - simulated) / simulated of every recorded "
                        "request replayed through agent.latency with its decision, workload and "
@@ -356,6 +367,24 @@ def _plan(args: argparse.Namespace) -> tuple[RunPlan, Any, Any]:
         check_compatible(dev, mec)
     except ProfileError as e:
         raise EmulatorError(str(e), 2) from e
+    from agent.errors import AgentError
+    from agent.latency import LatencyModel
+    from agent.mec_server import BatchServer, MecConfig
+
+    try:
+        mec_config = MecConfig(args.mec_model, args.mec_max_batch, args.mec_memory_gb,
+                               args.mec_batch_curve)
+        if mec_config.model == "batch":
+            if args.compute != "profiled":
+                raise AgentError("--mec-model batch runs profiled compute only")
+            BatchServer.for_model(LatencyModel(dev, mec, mec_speedup=args.mec_speedup),
+                                  mec_config)
+    except (AgentError, ProfileError) as e:
+        raise EmulatorError(str(e), 2) from e
+    mec_args = [] if mec_config.model == "slots" else [
+        "--mec-model", "batch", "--max-batch", str(mec_config.max_batch), "--batch-curve",
+        mec_config.batch_curve,
+        *([] if mec_config.memory_gb is None else ["--memory-gb", f"{mec_config.memory_gb!r}"])]
     pieces = None
     if args.compute == "execute":
         from emulator.execute import find_pieces_dir
@@ -395,6 +424,7 @@ def _plan(args: argparse.Namespace) -> tuple[RunPlan, Any, Any]:
                    mec_profile=mec_path.resolve(), model=dev.model.name, trace=trace,
                    n_devices=args.devices, policy=spec, seed=args.seed,
                    duration_s=args.duration, rate=rate, mec_slots=args.mec_slots,
+                   mec_args=mec_args, mec_label=mec_config.label, mec_config=mec_config,
                    repeats=repeats, jitter=args.jitter, compute=args.compute,
                    grace_s=args.grace, shared_cell=args.shared_cell,
                    mec_speedup=args.mec_speedup, progress=not args.quiet,
@@ -443,7 +473,8 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     prov = provenance(list(argv), args.seed, inputs)
     arrivals = ("closed loop" if plan.rate is None else
                 f"load {args.load:g} ({plan.rate:.3g} requests/s per device)")
-    print(f"emulator: {plan.model}, {plan.n_devices} device(s), {plan.mec_slots} MEC slot(s), "
+    print(f"emulator: {plan.model}, {plan.n_devices} device(s), "
+          f"{f'{plan.mec_slots} MEC slot(s)' if plan.mec_label == 'slots' else 'MEC ' + plan.mec_label}, "
           f"policy {plan.policy}, MEC speedup {plan.mec_speedup:g}, delay {args.delay_ms:g} ms, "
           f"{arrivals}, trace {plan.trace.label} x{args.scale:g} "
           f"(mean {plan.trace.mean_bps() / 1e6:.2f} Mbit/s), "

@@ -62,6 +62,11 @@ class RunPlan:
     duration_s: float
     rate: float | None
     mec_slots: int = 1
+    mec_args: list[str] = field(default_factory=list)
+    """Extra MEC server-model flags (``--mec-model batch --max-batch B ...``; empty: slots)."""
+    mec_label: str = "slots"
+    mec_config: Any = None
+    """The :class:`agent.mec_server.MecConfig` (``None``: slots), for the parity replay."""
     repeats: list[str] = field(default_factory=list)
     jitter: str = "lognormal"
     compute: str = "profiled"
@@ -204,7 +209,7 @@ def run_session(plan: RunPlan, net: Any, predictor: Any, provenance: dict[str, A
             *[a for r in plan.repeats for a in ("--repeat", r)],
             "--window-clamp", str(clamp),
             "--slots", str(plan.mec_slots), "--seed", str(plan.seed), "--jitter", plan.jitter,
-            "--compute", plan.compute, "--speedup", str(plan.mec_speedup),
+            "--compute", plan.compute, "--speedup", str(plan.mec_speedup), *plan.mec_args,
             *(["--pieces", str(plan.pieces)] if plan.pieces else []),
             *([] if plan.realtime else ["--no-realtime"])],
             stdin=False)
@@ -352,6 +357,7 @@ def _write_outputs(plan: RunPlan, net: Any, sink: RecordSink, prov: dict[str, An
         "devices": plan.n_devices,
         "shared_cell": plan.shared_cell,
         "mec_slots": plan.mec_slots,
+        "mec_model": plan.mec_label,
         "mec_speedup": plan.mec_speedup,
         "compute": plan.compute,
         "jitter": plan.jitter,

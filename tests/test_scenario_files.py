@@ -48,7 +48,7 @@ def test_shipped_scenarios_load_and_the_demo_is_the_default_scenario() -> None:
 
 @pytest.mark.parametrize(("text", "message"), [
     ('name = "x"\n\n[mec]\nspeedup = 10\nslot = 2\n',
-     ":5: unknown key mec.slot (expected one of speedup, slots; did you mean 'slots'?)"),
+     ":5: unknown key mec.slot (expected one of speedup, slots, model, max_batch, memory_gb, batch_curve; did you mean 'slots'?)"),
     ('name = "x"\n[mec]\nslots = "2"\n', ":3: mec.slots must be an integer, got str '2'"),
     ("[devices]\ncount = true\n", ":2: devices.count must be an integer, got bool True"),
     ("[mecc]\nslots = 2\n", ":1: unknown key 'mecc' (expected tables"),
@@ -105,7 +105,8 @@ def test_agent_evaluate_with_a_scenario_and_an_override(tmp_path: Path) -> None:
     doc = json.loads((out / "summary.json").read_text())
     res = doc["resolved_scenario"]
     assert res["name"] == "lte-8" and res["file"] == str(SCEN / "lte-8.toml")
-    assert res["values"]["mec"] == {"speedup": 10.0, "slots": 3}
+    assert res["values"]["mec"] == {"speedup": 10.0, "slots": 3, "model": "slots",
+                                    "max_batch": 8, "batch_curve": "profile"}
     assert res["values"]["devices"] == {"count": 8}
     assert res["values"]["link"]["shared_cell"] is True
     assert res["values"]["run"] == {"horizon_s": 30.0}
@@ -121,7 +122,8 @@ def test_a_bad_scenario_is_one_line_and_exit_2(tmp_path: Path) -> None:
                            capture_output=True, text=True, cwd=ROOT, timeout=120)
         assert r.returncode == 2, (mod, r.stderr)
         assert r.stderr.strip() == (f"{mod}: error: {p}:2: unknown key mec.slot (expected one "
-                                    "of speedup, slots; did you mean 'slots'?)")
+                                    "of speedup, slots, model, max_batch, memory_gb, batch_curve; did you mean "
+                                    "'slots'?)")
 
 
 def test_the_rest_never_imports_ray() -> None:

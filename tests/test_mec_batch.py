@@ -1,0 +1,285 @@
+"""The batching MEC (agent/mec_server.py, agent/batchsim.py) against closed forms.
+
+Expected values are written from the fixture's profile numbers and the published GPU curve
+(llama.cpp batched-bench LLaMA-7B F16: 24.1 ms at batch 1, 57.4 at 8, 68.8 at 32), not from the
+server's code: two sessions in one iteration take ``f(2) x`` their batch-1 time, where ``f`` is
+linear between the published points.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent.actions import SplitActions
+from agent.batchsim import BatchSim
+from agent.latency import simulate_request
+from agent.mec_server import BatchServer, MecConfig, MecConfigError, session_state_bytes
+from agent.policies import FixedPolicy
+from agent.policy import Decision, Workload
+from agent.scenario import ScenarioConfig, run_policy
+from tests.test_plan_closed_forms import KV, LLM_P, LLM_T, D, _link, _llm_times, _model, up
+from traces import Trace
+
+ROOT = Path(__file__).resolve().parent.parent
+F8 = 57.4 / 24.1
+FULL = {"prefill": 0, "decode": 0}
+
+
+def f(n: int) -> float:
+    """The published curve's factor over batch 1, linear in between (1 <= n <= 8)."""
+    return 1.0 + (F8 - 1.0) * (n - 1) / 7.0
+
+
+def _sim(max_batch: int = 8, memory_gb: float | None = None, kv: int | None = None):
+    m = _model("llm", kv)
+    srv = BatchServer.for_model(m, MecConfig("batch", max_batch, memory_gb, "llama7b-gpu"))
+    return m, srv, BatchSim(m, srv, detail=True)
+
+
+def test_two_identical_sessions_together_closed_form() -> None:
+    m, _, sim = _sim()
+    _, _, m_pre, m_dec = _llm_times(m)
+    for k in range(2):
+        assert sim.start(k, Decision(FULL), Workload("llm"), _link(), 2.0) is None
+    res = dict(sim.run())
+    want = up(1024) + D + f(2) * m_pre + LLM_T * f(2) * m_dec + up(8) + D
+    for k in range(2):
+        assert res[k].latency_s == pytest.approx(want, abs=1e-9)
+        assert res[k].tpot_s == pytest.approx(f(2) * m_dec, abs=1e-9)
+        assert res[k].mec_wait_s == pytest.approx(0.0, abs=1e-12)
+
+
+def test_four_sessions_use_interpolated_batch_time() -> None:
+    m, _, sim = _sim()
+    _, _, m_pre, m_dec = _llm_times(m)
+    for k in range(4):
+        sim.start(k, Decision(FULL), Workload("llm"), _link(), 2.0)
+    res = dict(sim.run())
+    want = up(1024) + D + f(4) * (m_pre + LLM_T * m_dec) + up(8) + D
+    assert all(r.latency_s == pytest.approx(want, abs=1e-9) for r in res.values())
+
+
+@pytest.mark.parametrize("splits", [FULL, {"prefill": 6, "decode": 3},
+                                    {"prefill": 14, "decode": 0}, {"prefill": 14, "decode": 14}])
+def test_one_session_is_the_slot_model(splits: dict[str, int]) -> None:
+    """At batch 1 every iteration is the computation's own time: the slot model's timeline."""
+    m, _, sim = _sim(kv=KV)
+    got = sim.start(0, Decision(splits), Workload("llm"), _link(), 2.0)
+    got = got if got is not None else sim.run()[0][1]
+    ref = simulate_request(m, _link(), Decision(splits), Workload("llm"), 2.0)
+    assert got.steps == ref.steps
+    assert got.token_times == ref.token_times and got.t_end == ref.t_end
+
+
+def _queued_closed_form(m) -> tuple[float, float]:
+    _, _, m_pre, m_dec = _llm_times(m)
+    alone = up(1024) + D + m_pre + LLM_T * m_dec + up(8) + D
+    return alone, alone + m_pre + LLM_T * m_dec
+
+
+def test_max_batch_one_queues_fifo() -> None:
+    m, _, sim = _sim(max_batch=1)
+    for k in range(2):
+        sim.start(k, Decision(FULL), Workload("llm"), _link(), 2.0)
+    res = dict(sim.run())
+    first, second = _queued_closed_form(m)
+    assert res[0].latency_s == pytest.approx(first, abs=1e-9)
+    assert res[1].latency_s == pytest.approx(second, abs=1e-9)
+    _, _, m_pre, m_dec = _llm_times(m)
+    assert res[1].mec_wait_s == pytest.approx(m_pre + LLM_T * m_dec, abs=1e-9)
+
+
+def test_memory_budget_admits_one_session() -> None:
+    m = _model("llm", KV)
+    per_session = 12 * KV * (LLM_P + LLM_T)  # 12 layers x KV per token x final length
+    plan = m.plan(Decision(FULL), Workload("llm"))
+    assert session_state_bytes(m, plan) == per_session
+    weights = BatchServer.for_model(m, MecConfig("batch", 8, None, "llama7b-gpu")).weight_bytes
+    gb = (weights + 1.5 * per_session) / 1e9
+    m2, _, sim = _sim(memory_gb=gb, kv=KV)
+    for k in range(2):
+        sim.start(k, Decision(FULL), Workload("llm"), _link(), 2.0)
+    res = dict(sim.run())
+    first, second = _queued_closed_form(m2)
+    assert res[0].latency_s == pytest.approx(first, abs=1e-9)
+    assert res[1].latency_s == pytest.approx(second, abs=1e-9)
+
+
+def test_late_session_joins_at_the_next_boundary() -> None:
+    """B's prefill is ready mid-way through A's decode iterations: it waits for the boundary,
+    then each shared iteration takes the per-block selective batch time."""
+    m, srv, sim = _sim()
+    _, _, m_pre, m_dec = _llm_times(m)
+    t_a = 2.0
+    ready_a = t_a + up(1024) + D
+    t_b = t_a + m_pre + 2.5 * m_dec  # B's input lands 2.5 decode steps after A's prefill ends
+    sim.start(0, Decision(FULL), Workload("llm"), _link(), t_a)
+    while sim.next_time() < t_b:
+        sim.step()
+    sim.start(1, Decision(FULL), Workload("llm"), _link(), t_b)
+    res = dict(sim.run())
+    ready_b = t_b + up(1024) + D
+    boundary = ready_a + m_pre + 3 * m_dec  # A's 3rd decode ends after B is ready
+    assert boundary >= ready_b > boundary - m_dec
+    assert res[1].mec_wait_s == pytest.approx(boundary - ready_b, abs=1e-9)
+    # first shared iteration: A's decode (every block once) with B's prefill (every block)
+    pre, dec = m.pass_costs("prefill"), m.pass_costs("decode")
+    shared = sum(srv.cost.block("prefill", j, 1) + srv.cost.block("decode", j, 1)
+                 for j in range(pre.n_blocks))
+    assert shared == pytest.approx(m_pre + m_dec, abs=1e-12)  # different passes: no sharing
+    b_first = next(s for s in res[1].steps if s.kind == "compute")
+    assert b_first.t_end - b_first.t_start == pytest.approx(m_pre + m_dec, abs=1e-9)
+    assert dec.n_blocks == pre.n_blocks
+
+
+def test_one_device_batch_equals_slots() -> None:
+    """One device never has two sessions: the batching MEC runs every iteration at batch 1."""
+    m = _model("llm", KV)
+    acts = SplitActions(m)
+    trace = _link().up
+    assert isinstance(trace, Trace)
+    for a in (acts.local_action, 0, 3):
+        pol = FixedPolicy(f"fixed:{a}", acts, a)
+        cfg = ScenarioConfig(n_devices=1, horizon_s=20.0)
+        slots = run_policy(m, acts, pol, trace, cfg, 1)
+        batch = run_policy(m, acts, pol, trace, ScenarioConfig(
+            n_devices=1, horizon_s=20.0, mec_model="batch", mec_batch_curve="llama7b-gpu"), 1)
+        assert [r.t_end for r in batch] == pytest.approx([r.t_end for r in slots], abs=1e-9)
+
+
+def test_64_concurrent_sessions_all_finish() -> None:
+    m, srv, sim = _sim()
+    srv.max_batch = 32
+    for k in range(64):
+        sim.start(k, Decision(FULL), Workload("llm"), _link(), 2.0)
+    res = dict(sim.run())
+    assert sorted(res) == list(range(64))
+    assert all(len(r.token_times) == LLM_T + 1 and math.isfinite(r.t_end) for r in res.values())
+    # 32 run together (f(32) = 68.8/24.1), the other 32 after them, each batch alike
+    _, _, m_pre, m_dec = _llm_times(m)
+    f32 = 68.8 / 24.1
+    mec = m_pre + LLM_T * m_dec
+    lat = sorted(r.latency_s for r in res.values())
+    assert lat[0] == pytest.approx(up(1024) + D + f32 * mec + up(8) + D, abs=1e-9)
+    assert lat[-1] == pytest.approx(up(1024) + D + 2 * f32 * mec + up(8) + D, abs=1e-9)
+
+
+def test_config_errors() -> None:
+    m = _model("llm")
+    with pytest.raises(MecConfigError, match="above the largest batch size"):
+        BatchServer.for_model(m, MecConfig("batch", 33, None, "llama7b-gpu"))
+    with pytest.raises(MecConfigError, match="below the model's weights"):
+        BatchServer.for_model(m, MecConfig("batch", 8, 1e-6, "llama7b-gpu"))
+    with pytest.raises(MecConfigError, match="has no batch curve"):
+        BatchServer.for_model(m, MecConfig("batch", 8, None, "profile"))
+    with pytest.raises(MecConfigError, match="--mec-model"):
+        MecConfig("fifo")
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--mec-max-batch", "64", "--mec-batch-curve", "llama7b-gpu"], "above the largest"),
+    (["--mec-memory-gb", "0.1", "--mec-batch-curve", "llama7b-gpu"], "below the model's weights"),
+    (["--mec-batch-curve", str(ROOT / "profiles" / "sd15.mec-cpu.json")], "a batch profile of model 'sd15'"),
+])
+def test_cli_bad_input_one_line(args: list[str], words: str, tmp_path: Path) -> None:
+    p = subprocess.run([sys.executable, "-m", "agent.evaluate", "--model", "gpt2", "--traces",
+                        str(ROOT / "traces" / "data" / "cellular_120s.csv"), "--horizon", "5",
+                        "--policies", "local", "--mec-model", "batch", *args, "--out",
+                        str(tmp_path), "--no-plots"], capture_output=True, text=True, cwd=ROOT)
+    assert p.returncode == 2
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0], p.stderr
+
+
+def test_observation_mec_features_are_opt_in() -> None:
+    from agent.observation import MEMORY_SCALE_BYTES, OBS_HIGH, ObservationEncoder
+    from agent.policy import Observation
+
+    m = _model("llm", KV)
+    acts = SplitActions(m)
+    base, extra = ObservationEncoder(acts), ObservationEncoder(acts, mec_features=True)
+    obs = Observation(Workload("llm"), 1e7, (1e7,), 0.02, mec_queue_len=2, mec_busy_slots=3,
+                      mec_slots=8, mec_expected_wait_s=0.1, mec_memory_headroom_bytes=2.5e9,
+                      mec_iteration_s=0.05)
+    v0, v1 = base.encode(obs), extra.encode(obs)
+    assert extra.size == base.size + 2 == len(v1) and len(v0) == base.size
+    assert list(v1[:-2]) == list(v0)  # the slot layout is untouched
+    assert v1[-2] == pytest.approx(2.5e9 / MEMORY_SCALE_BYTES)
+    assert v1[-1] == pytest.approx(0.05 / extra.time_scale_s, rel=1e-6)
+    unbounded = Observation(Workload("llm"), 1e7, mec_memory_headroom_bytes=-1.0)
+    assert extra.encode(unbounded)[-2] == OBS_HIGH
+
+
+def test_batch_status_reports_what_the_policy_sees() -> None:
+    _, srv, sim = _sim(max_batch=2)
+    st0 = srv.status(0.0)
+    assert (st0.active, st0.queue_len, st0.max_batch, st0.expected_wait_s) == (0, 0, 2, 0.0)
+    for k in range(3):
+        sim.start(k, Decision(FULL), Workload("llm"), _link(), 2.0)
+    t_first = sim.next_time()
+    sim.step()  # the first iteration admits two, the third waits
+    st = srv.status(t_first)
+    assert (st.active, st.queue_len) == (2, 1)
+    assert st.iteration_s > 0 and st.expected_wait_s > 0
+
+
+def test_env_refuses_the_batching_mec() -> None:
+    from agent.env import AigcSplitEnv
+    from agent.errors import AgentError
+
+    m = _model("llm")
+    with pytest.raises(AgentError, match="exclusive-slot MEC only"):
+        AigcSplitEnv(m.device_profile, m.mec_profile, [_link().up],  # type: ignore[list-item]
+                     ScenarioConfig(mec_model="batch", mec_batch_curve="llama7b-gpu"))
+
+
+def test_pinned_mec_arrival_shifts_the_session() -> None:
+    """A replay of a measured arrival at the MEC: the session starts there, the rest follows."""
+    m, _, sim = _sim()
+    _, _, m_pre, m_dec = _llm_times(m)
+    late = 2.0 + up(1024) + D + 0.05
+    sim.start(0, Decision(FULL), Workload("llm"), _link(), 2.0, mec_arrival=late)
+    res = sim.run()[0][1]
+    assert res.latency_s == pytest.approx(up(1024) + D + 0.05 + m_pre + LLM_T * m_dec
+                                          + up(8) + D, abs=1e-9)
+
+
+def _with_batch_curve(factor4: float):
+    """The llm fixture with a measured batch-4 curve: every block (and pass) ``factor4`` x its
+    batch-1 median at batch 4."""
+    import dataclasses
+
+    from profiler.schema import LatencyStats, load_profile
+    from tests.test_plan_closed_forms import FIX
+
+    def at4(s: LatencyStats) -> dict[int, LatencyStats]:
+        return {4: dataclasses.replace(s, median=s.median * factor4)}
+
+    mec = load_profile(FIX / "llm.mec.json")
+    passes = tuple(dataclasses.replace(
+        p, blocks=tuple(dataclasses.replace(b, batch_latency=at4(b.latency)) for b in p.blocks),
+        batch_whole=at4(p.whole)) for p in mec.passes)
+    from agent.latency import LatencyModel
+
+    return LatencyModel(load_profile(FIX / "llm.device.json"),
+                        dataclasses.replace(mec, passes=passes))
+
+
+def test_profile_batch_curve_interpolates_between_measured_sizes() -> None:
+    m = _with_batch_curve(2.0)
+    _, _, m_pre, m_dec = _llm_times(m)
+    srv = BatchServer.for_model(m, MecConfig("batch", 4, None, "profile"))
+    sim = BatchSim(m, srv)
+    for k in range(2):
+        sim.start(k, Decision(FULL), Workload("llm"), _link(), 2.0)
+    res = dict(sim.run())
+    g2 = 1.0 + (2.0 - 1.0) * (2 - 1) / (4 - 1)  # linear between batch 1 (x1) and 4 (x2)
+    want = up(1024) + D + g2 * (m_pre + LLM_T * m_dec) + up(8) + D
+    assert res[0].latency_s == pytest.approx(want, abs=1e-9)
+    with pytest.raises(MecConfigError, match="above the largest batch size"):
+        BatchServer.for_model(m, MecConfig("batch", 5, None, "profile"))
