@@ -47,7 +47,13 @@ import numpy as np
 import numpy.typing as npt
 from gymnasium import spaces
 
-from agent.actions import OUTAGE_BPS, OUTAGE_WAIT_S, ActionCosts, SplitActions
+from agent.actions import (
+    OUTAGE_BELOW_BPS,
+    OUTAGE_BPS,
+    OUTAGE_WAIT_S,
+    ActionCosts,
+    SplitActions,
+)
 from agent.errors import AgentError
 from agent.latency import LatencyModel, MecState, run_plan
 from agent.link import FastTrace, Link
@@ -266,9 +272,10 @@ class AigcSplitEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
                                  q / QUEUE_SCALE, busy / mec.slots, wait / self.time_scale_s,
                                  *reps]
         vec = self._vec
-        vec[1] = 8.0 / thr if est > 1.0 else 8.0 / OUTAGE_BPS  # agent.actions.outage_inputs
+        # agent.actions.outage_inputs
+        vec[1] = 8.0 / thr if est > OUTAGE_BELOW_BPS else 8.0 / OUTAGE_BPS
         vec[2] = rtt
-        vec[3] = wait if est > 1.0 else wait + OUTAGE_WAIT_S
+        vec[3] = wait if est > OUTAGE_BELOW_BPS else wait + OUTAGE_WAIT_S
         basis.dot(vec, out=self._pred)
         # clip in float64, then round (as encode_scaled)
         clipped = self._clipped

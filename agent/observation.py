@@ -32,7 +32,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from agent.actions import OUTAGE_BPS, OUTAGE_WAIT_S, ActionCosts, SplitActions
+from agent.actions import (
+    OUTAGE_BELOW_BPS,
+    OUTAGE_BPS,
+    OUTAGE_WAIT_S,
+    ActionCosts,
+    SplitActions,
+)
 from agent.policy import Observation, Workload
 
 __all__ = [
@@ -53,7 +59,7 @@ OBS_HIGH = 10.0
 RTT_SCALE_S = 0.1
 QUEUE_SCALE = 8.0
 F32 = npt.NDArray[np.float32]
-ESTIMATE = "mean of history; all-outage: 10 s wait, then 1 Mbit/s"
+ESTIMATE = "mean of history; <= 10 kbit/s: 10 s outage, then 1 Mbit/s"
 """The throughput estimator of the predictions (recorded in policy sidecars' ``obs_scales``)."""
 
 
@@ -154,10 +160,10 @@ class ObservationEncoder:
                            queue_len / QUEUE_SCALE, busy_slots / slots,
                            wait_s / self.time_scale_s, *self._repeat_features(costs)]
         vec = self._vec
-        # agent.actions.outage_inputs: an all-outage estimate predicts a wait, then OUTAGE_BPS
-        vec[1] = 8.0 / thr if estimate_bps > 1.0 else 8.0 / OUTAGE_BPS
+        # agent.actions.outage_inputs: an outage estimate predicts a wait, then OUTAGE_BPS
+        vec[1] = 8.0 / thr if estimate_bps > OUTAGE_BELOW_BPS else 8.0 / OUTAGE_BPS
         vec[2] = rtt_s
-        vec[3] = wait_s if estimate_bps > 1.0 else wait_s + OUTAGE_WAIT_S
+        vec[3] = wait_s if estimate_bps > OUTAGE_BELOW_BPS else wait_s + OUTAGE_WAIT_S
         costs.basis.dot(vec, out=self._pred)
         # clip in float64, then round: the same as clipping the float32 values (rounding is
         # monotone and OBS_HIGH is exact), at a third less cost; _pred stays unclipped

@@ -57,15 +57,16 @@ def test_greedy_follows_throughput_and_wait() -> None:
     g = make_policy("greedy", dev, mec, mec_speedup=4.0)
     assert isinstance(g, GreedyPolicy)
     loc = 10
-    assert g.decide(_obs("diffusion", 1e3)).action == loc          # link too slow: local
+    assert g.decide(_obs("diffusion", 2e4)).action == loc          # link too slow: local
     assert g.decide(_obs("diffusion", 1e8)).action == 0            # fast link: offload
     assert g.decide(_obs("diffusion", 1e8, wait=1e4)).action == loc  # MEC jammed: local
-    assert g.decide(_obs("diffusion", 1e3)).action == loc          # measured slow link
-    # nothing measured but outages: read as an outage of OUTAGE_WAIT_S, then OUTAGE_BPS
-    from agent.actions import OUTAGE_BPS, OUTAGE_WAIT_S
+    # nothing measured, or outages (<= OUTAGE_BELOW_BPS): read as an outage of OUTAGE_WAIT_S,
+    # then OUTAGE_BPS (here that offloads: 10 s + 21.7 s x 1/4 < 21.7 s local)
+    from agent.actions import OUTAGE_BELOW_BPS, OUTAGE_BPS, OUTAGE_WAIT_S
 
     out = g.decide(_obs("diffusion", OUTAGE_BPS, wait=OUTAGE_WAIT_S)).action
     assert g.decide(_obs("diffusion", 0.0)).action == out != loc
+    assert g.decide(_obs("diffusion", OUTAGE_BELOW_BPS)).action == out
 
 
 def test_bad_specs() -> None:
@@ -212,10 +213,10 @@ def test_throughput_estimate_is_the_mean_of_the_samples() -> None:
     # greedy and the observation use it: one slow snapshot no longer sends SD local
     dev, mec = _profiles("diffusion")
     g = make_policy("greedy", dev, mec, mec_speedup=4.0)
-    slow = Observation(Workload("diffusion"), throughput_bps=1e3,
-                       recent_throughputs_bps=(1e3,) * 4, rtt_s=0.02)
-    mixed = Observation(Workload("diffusion"), throughput_bps=1.3e3,
-                        recent_throughputs_bps=(1e8, 1e8, 1e8, 1e3), rtt_s=0.02)
+    slow = Observation(Workload("diffusion"), throughput_bps=2e4,
+                       recent_throughputs_bps=(2e4,) * 4, rtt_s=0.02)
+    mixed = Observation(Workload("diffusion"), throughput_bps=2.7e4,
+                        recent_throughputs_bps=(1e8, 1e8, 1e8, 2e4), rtt_s=0.02)
     assert g.decide(slow).action == 10 and g.decide(mixed).action == 0
 
 
@@ -245,3 +246,17 @@ def test_policy_of_another_throughput_estimate_is_refused(tmp_path: Path) -> Non
             f"policy was trained with throughput estimate 'harmonic mean', not {ESTIMATE!r} "
             "(agent/observation.py); retrain it with the command in its sidecar old.json")):
         make_policy(str(zp), dev, mec)
+
+
+@pytest.mark.parametrize("bps", [0.0, 5e3, 1e4, 2e4, 1e7])
+def test_observation_predictions_read_outages_as_greedy_does(bps: float) -> None:
+    from agent.observation import OBS_HIGH, ObservationEncoder
+
+    dev, mec = _profiles("diffusion")
+    g = make_policy("greedy", dev, mec, mec_speedup=4.0)
+    assert isinstance(g, GreedyPolicy)
+    enc = ObservationEncoder(g.actions)
+    costs = g.actions.costs(Workload("diffusion"))
+    vec = enc.encode_raw((bps,), bps, 0.02, 0, 0, 1, 1.5, costs)
+    want = np.minimum(costs.predict(bps, 0.02, 1.5) / costs.local_s, OBS_HIGH)
+    assert np.allclose(vec[-g.actions.n_actions:], want, rtol=1e-5)
