@@ -47,7 +47,13 @@ import numpy as np
 import numpy.typing as npt
 from gymnasium import spaces
 
-from agent.actions import ActionCosts, SplitActions
+from agent.actions import (
+    OUTAGE_BELOW_BPS,
+    OUTAGE_BPS,
+    OUTAGE_WAIT_S,
+    ActionCosts,
+    SplitActions,
+)
 from agent.errors import AgentError
 from agent.latency import LatencyModel, MecState, run_plan
 from agent.link import FastTrace, Link
@@ -222,7 +228,7 @@ class AigcSplitEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
         self._var_obs = [(enc._repeat_features(c), c.basis) for c in self._costs]
 
     def _observe(self) -> npt.NDArray[np.float32]:
-        # Fleet.next_device, MecState.status, harmonic_mean and ObservationEncoder.encode_scaled,
+        # Fleet.next_device, MecState.status, throughput_estimate and ObservationEncoder.encode_scaled,
         # inlined (same operations in the same order: identical values)
         fleet = self._fleet
         assert fleet is not None
@@ -258,13 +264,11 @@ class AigcSplitEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
         wait = low - t if low > t else 0.0
         lim = mec.queue_limit
         accepts = self._accepts = lim is None or q < lim
-        n = 0
-        inv = 0.0
+        tot = 0.0
         for x in hist:
             if x > 0.0:
-                n += 1
-                inv += 1.0 / x
-        est = n / inv if n else 0.0
+                tot += x
+        est = tot / len(hist)
         thr = est if est > 1.0 else 1.0
         reps, basis = self._var_obs[fleet.variant[i]]
         rtt = self._rtts[i]
@@ -274,9 +278,10 @@ class AigcSplitEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
                                  q / QUEUE_SCALE, busy / mec.slots, wait / self.time_scale_s,
                                  *reps]
         vec = self._vec
-        vec[1] = 8.0 / thr
+        # agent.actions.outage_inputs
+        vec[1] = 8.0 / thr if est > OUTAGE_BELOW_BPS else 8.0 / OUTAGE_BPS
         vec[2] = rtt
-        vec[3] = wait
+        vec[3] = wait if est > OUTAGE_BELOW_BPS else wait + OUTAGE_WAIT_S
         basis.dot(vec, out=self._pred)
         # clip in float64, then round (as encode_scaled)
         clipped = self._clipped

@@ -7,8 +7,9 @@ Every feature is scaled by a fixed, documented constant and clipped to ``[0, OBS
 
     [0, H)          throughput history, newest last, each  log10(1 + bps / 1e5) / 4
                     (1 Mbit/s -> 0.26, 10 Mbit/s -> 0.50, 1 Gbit/s -> 1.0); missing -> 0
-    H               the throughput estimate (Observation.throughput_bps, else the harmonic mean
-                    of the history), same scale
+    H               the throughput estimate (:func:`throughput_estimate`: the arithmetic mean
+                    of the history samples, zeros included; Observation.throughput_bps only
+                    when there is no history), same scale
     H+1             RTT / RTT_SCALE_S (0.1 s)
     H+2             MEC queue length / QUEUE_SCALE (8)
     H+3             MEC busy slots / MEC slots
@@ -42,10 +43,17 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from agent.actions import ActionCosts, SplitActions
+from agent.actions import (
+    OUTAGE_BELOW_BPS,
+    OUTAGE_BPS,
+    OUTAGE_WAIT_S,
+    ActionCosts,
+    SplitActions,
+)
 from agent.policy import Observation, Workload
 
 __all__ = [
+    "ESTIMATE",
     "HISTORY",
     "MEMORY_SCALE_BYTES",
     "OBS_HIGH",
@@ -54,6 +62,7 @@ __all__ = [
     "ObservationEncoder",
     "harmonic_mean",
     "history_feature",
+    "throughput_estimate",
     "throughput_feature",
 ]
 
@@ -63,6 +72,8 @@ RTT_SCALE_S = 0.1
 QUEUE_SCALE = 8.0
 MEMORY_SCALE_BYTES = 1e9
 F32 = npt.NDArray[np.float32]
+ESTIMATE = "mean of history; <= 10 kbit/s: 10 s outage, then 1 Mbit/s"
+"""The throughput estimator of the predictions (recorded in policy sidecars' ``obs_scales``)."""
 
 
 def throughput_feature(bps: float) -> float:
@@ -74,6 +85,25 @@ def history_feature(bps: float) -> float:
     """One history sample scaled as :func:`throughput_feature`, written as the observation
     has always computed it (``log10(1 + bps * 1e-5) * 0.25``; 0 when not positive)."""
     return math.log10(1.0 + bps * 1e-5) * 0.25 if bps > 0.0 else 0.0
+
+
+def throughput_estimate(history: Sequence[float], fallback_bps: float = 0.0) -> float:
+    """The throughput the predictions use: the arithmetic mean of the recent samples (zeros,
+    i.e. outages, included), ``fallback_bps`` when there are none.
+
+    The mean rather than the harmonic mean: the samples are 1-s snapshots taken at decision
+    times (seconds to minutes apart), and a transfer that lasts longer than a snapshot sees the
+    link's average rate; the harmonic mean is ruled by one slow snapshot (on the 5G and LTE
+    traces of ``../shared/traces`` it made greedy and the trained policies run SD locally,
+    326 s, when full offload took about 20 s; see policies/README.md)."""
+    n = len(history)
+    if n == 0:
+        return fallback_bps
+    tot = 0.0
+    for v in history:
+        if v > 0.0:
+            tot += v
+    return tot / n
 
 
 def harmonic_mean(values: Sequence[float]) -> float:
@@ -112,7 +142,8 @@ class ObservationEncoder:
 
     def scales(self) -> dict[str, Any]:
         """The fixed scales, for provenance sidecars."""
-        return {"history": HISTORY, "throughput": "log10(1 + bps/1e5)/4", "rtt_s": RTT_SCALE_S,
+        return {"history": HISTORY, "throughput": "log10(1 + bps/1e5)/4", "estimate": ESTIMATE,
+                "rtt_s": RTT_SCALE_S,
                 "queue": QUEUE_SCALE, "time_scale_s": self.time_scale_s,
                 "repeats": dict(zip(self.pass_names, self.profile_repeats, strict=True)),
                 "high": OBS_HIGH, "size": self.size,
@@ -122,8 +153,7 @@ class ObservationEncoder:
     def encode(self, obs: Observation) -> F32:
         """The observation vector of a live :class:`~agent.policy.Observation`."""
         costs = self.actions.costs(obs.workload)
-        est = obs.throughput_bps if obs.throughput_bps > 0 else harmonic_mean(
-            obs.recent_throughputs_bps)
+        est = throughput_estimate(obs.recent_throughputs_bps, obs.throughput_bps)
         vec = self.encode_raw(obs.recent_throughputs_bps, est, obs.rtt_s, obs.mec_queue_len,
                               obs.mec_busy_slots, max(obs.mec_slots, 1),
                               obs.mec_expected_wait_s, costs)
@@ -156,9 +186,10 @@ class ObservationEncoder:
                            queue_len / QUEUE_SCALE, busy_slots / slots,
                            wait_s / self.time_scale_s, *self._repeat_features(costs)]
         vec = self._vec
-        vec[1] = 8.0 / thr
+        # agent.actions.outage_inputs: an outage estimate predicts a wait, then OUTAGE_BPS
+        vec[1] = 8.0 / thr if estimate_bps > OUTAGE_BELOW_BPS else 8.0 / OUTAGE_BPS
         vec[2] = rtt_s
-        vec[3] = wait_s
+        vec[3] = wait_s if estimate_bps > OUTAGE_BELOW_BPS else wait_s + OUTAGE_WAIT_S
         costs.basis.dot(vec, out=self._pred)
         # clip in float64, then round: the same as clipping the float32 values (rounding is
         # monotone and OBS_HIGH is exact), at a third less cost; _pred stays unclipped

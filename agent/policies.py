@@ -12,7 +12,7 @@
                 (``traces=`` keyword, default the bundled ``traces/data/train``), found by
                 simulating every template with :func:`agent.scenario.run_policy`.
 ``greedy``      Neurosurgeon-style: the template minimising the latency the shared model
-                predicts from the device's throughput estimate (the harmonic mean of its recent
+                predicts from the device's throughput estimate (the mean of its recent
                 transfers), its RTT and the MEC's expected wait (the same set the oracle and
                 trained policies choose from).
 ``default``     the shipped RL policy of the model, ``policies/<model>.zip``.
@@ -40,7 +40,7 @@ from agent.actions import SplitActions
 from agent.defaults import POLICIES_DIR  # the shipped policies: <model>.zip plus <model>.json
 from agent.errors import AgentError, PolicyMismatchError
 from agent.latency import LatencyModel
-from agent.observation import ObservationEncoder, harmonic_mean
+from agent.observation import ESTIMATE, ObservationEncoder, throughput_estimate
 from agent.plan import SEMANTICS
 from agent.policy import Decision, Observation, Policy
 from agent.ranges import ScenarioRanges
@@ -91,8 +91,7 @@ class GreedyPolicy:
 
     def decide(self, obs: Observation) -> Decision:
         costs = self.actions.costs(obs.workload)
-        est = obs.throughput_bps if obs.throughput_bps > 0 else harmonic_mean(
-            obs.recent_throughputs_bps)
+        est = throughput_estimate(obs.recent_throughputs_bps, obs.throughput_bps)
         pred = costs.predict(est, obs.rtt_s, obs.mec_expected_wait_s)
         pred[~self.actions.mask(obs.mec_accepts)] = np.inf
         return self.actions.decision(int(np.argmin(pred)), obs.workload)
@@ -159,6 +158,13 @@ class SB3Policy:
                 f"{side.get('action_set', 'split indices of the main pass (before templates)')!r}"
                 f", not {actions.action_set!r} (agent/templates.py); retrain it with the "
                 f"command in its sidecar {p.with_suffix('.json').name} (see policies/README.md)")
+        scales = side.get("obs_scales")
+        est = scales.get("estimate", "harmonic mean") if isinstance(scales, dict) else ESTIMATE
+        if est != ESTIMATE:
+            raise PolicyMismatchError(
+                f"{p}: policy was trained with throughput estimate {est!r}, not {ESTIMATE!r} "
+                f"(agent/observation.py); retrain it with the command in its sidecar "
+                f"{p.with_suffix('.json').name} (see policies/README.md)")
         trained_speedup = side.get("mec_speedup")
         rng = side.get("ranges")
         self.ranges = ScenarioRanges.from_json(rng) if isinstance(rng, dict) else None

@@ -4,7 +4,7 @@ run's scenario lies inside them.
 A policy trained with ranges (``python -m agent.train --ranges``) sees a new scenario at every
 episode, drawn from :class:`ScenarioRanges`:
 
-* ``scale`` (trace rates x): 0.01 - 10, log-uniform on a 31-point log grid
+* ``scale`` (trace rates x): 0.003 - 100, log-uniform on a 36-point log grid
 * ``delay_ms`` (one way): 1 - 50 ms, uniform
 * ``devices`` sharing the MEC: 1 - 16, uniform integer
 * ``mec_slots`` (concurrent MEC sessions): 1 - 4, uniform integer
@@ -47,14 +47,14 @@ def _grid(lo: float, hi: float, n: int) -> list[float]:
 class ScenarioRanges:
     """Inclusive ranges of the scenario knobs (see the module docstring)."""
 
-    scale: tuple[float, float] = (0.01, 10.0)
+    scale: tuple[float, float] = (0.003, 100.0)
     delay_ms: tuple[float, float] = (1.0, 50.0)
     devices: tuple[int, int] = (1, 16)
     mec_slots: tuple[int, int] = (1, 4)
     load: tuple[float, float] = (0.05, 1.0)
     mec_speedup: tuple[float, float] = (3.0, 30.0)
     device_speed: tuple[float, float] = (0.3, 3.0)
-    scale_points: int = 31
+    scale_points: int = 36
     speed_points: int = 5
 
     def __post_init__(self) -> None:

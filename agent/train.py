@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="fraction of trace files held out for validation")
     p.add_argument("--ranges", action="store_true",
                    help="train over a distribution of scenarios (agent.ranges.ScenarioRanges: "
-                   "scale 0.01-10, delay 1-50 ms, 1-16 devices, 1-4 MEC slots, load 0.05-1, "
+                   "scale 0.003-100 of the traces as given, delay 1-50 ms, 1-16 devices, 1-4 MEC slots, load 0.05-1, "
                    "MEC speed-up 3-30, device speed 0.3-3), one drawn per episode; the "
                    "scenario flags then only set the validation scenario")
     p.add_argument("--out", type=Path, required=True, help="output policy FILE.zip")
@@ -126,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     config = scenario_from_args(a)
     paths = trace_paths(a.traces)
     train_paths, val_paths = split_files(paths, a.val_fraction, a.seed)
-    train = load_trace_files(train_paths, a.scale)
+    # with --ranges every episode draws its own scale of the traces as given; --scale then only
+    # sets the validation scenario (it does not compound with the drawn scale)
+    train = load_trace_files(train_paths, 1.0 if a.ranges else a.scale)
     val = load_trace_files(val_paths, a.scale)
     if a.max_trace_s is not None:
         train = [t.sliced(0.0, a.max_trace_s) if t.period_s > a.max_trace_s else t

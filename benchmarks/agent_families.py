@@ -44,6 +44,8 @@ def main() -> int:
     p.add_argument("--files", type=int, default=8, help="trace files per family (seeded choice)")
     p.add_argument("--min-requests", type=int, default=200, help="requests per cell and policy")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--default", default="default",
+                   help="policy spec in the 'default' column (e.g. a candidate .zip)")
     a = p.parse_args()
     from agent.actions import SplitActions
     from agent.evaluate import build_policies, evaluate_policies
@@ -76,7 +78,8 @@ def main() -> int:
         acts = SplitActions(model)
         local = model.local_latency(Workload(model_name))
         # fixed: the best single template on the bundled training traces, chosen once
-        pols = build_policies(["default", *BASELINES, "oracle"], dev, mec, model, acts,
+        pols = build_policies([f"default:{a.default}" if a.default != "default" else "default",
+                               *BASELINES, "oracle"], dev, mec, model, acts,
                               mec_speedup=10.0, train_traces=load_traces(DATA_DIR / "train"),
                               config=ScenarioConfig(n_devices=4, load=0.5), seed=a.seed)
         for fam, files in fam_files.items():

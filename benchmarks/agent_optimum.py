@@ -44,6 +44,8 @@ def main() -> int:
     p.add_argument("--node-limit", type=int, default=2_000_000,
                    help="stop a search after this many nodes (then the optimum is unproven)")
     p.add_argument("--seed", type=int, default=3, help="seed of arrivals and link offsets")
+    p.add_argument("--default", default="default",
+                   help="policy spec in the 'default' row (e.g. a candidate .zip)")
     a = p.parse_args()
     from agent.actions import SplitActions
     from agent.latency import LatencyModel
@@ -91,7 +93,8 @@ def main() -> int:
                 if spec == "fixed":
                     kw.update(config=ScenarioConfig(n_devices=n_dev, one_way_delay_s=DELAY_S,
                                                     load=load))
-                pol = make_policy(spec, dev, mec, **kw)  # type: ignore[assignment]
+                pol = make_policy(a.default if spec == "default" else spec, dev, mec,
+                                  **kw)  # type: ignore[assignment]
             res = run_policy(model, acts, pol, trace, cfg, a.seed, requests_per_device=reqs)
             assert len(res) == opt.n_requests
             mean = sum(r.latency_s for r in res) / len(res)

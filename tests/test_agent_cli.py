@@ -74,6 +74,16 @@ BAD = [
     (["agent.evaluate", "--device-profile", str(FIX / "twoblock.device.json"), "--mec-profile",
       str(FIX / "twoblock.mec.json"), "--traces", str(TRAIN), "--policies", "rl:{zip}",
       "--out", "/tmp/x"], "observation space"),
+    # a plan template the profile cannot express
+    (["agent.evaluate", *LLM, "--traces", str(TRAIN), "--policies", "fixed:kv-up",
+      "--out", "/tmp/x"], "plan template 'kv-up' does not fit the 'llm' profiles"),
+    # a policy zip of another model, of another action set, of another throughput estimate
+    (["agent.evaluate", *LLM, "--traces", str(TRAIN), "--policies", "rl:{dir}/model.zip",
+      "--out", "/tmp/x"], "policy was trained for model 'sd15', not 'llm'"),
+    (["agent.evaluate", *LLM, "--traces", str(TRAIN), "--policies", "rl:{dir}/aset.zip",
+      "--out", "/tmp/x"], "policy was trained on action set 'templates-0:llm:offload,local'"),
+    (["agent.evaluate", *LLM, "--traces", str(TRAIN), "--policies", "rl:{dir}/est.zip",
+      "--out", "/tmp/x"], "policy was trained with throughput estimate 'harmonic mean'"),
 ]
 
 
@@ -90,6 +100,18 @@ def llm_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     algo = MaskablePPO("MlpPolicy", env, n_steps=64, batch_size=64, n_epochs=1, device="cpu")
     path = tmp_path_factory.mktemp("pol") / "llm.zip"
     algo.save(str(path))
+    import json
+    import shutil
+
+    from agent.plan import SEMANTICS
+
+    good = {"model": "llm", "mec_speedup": 1.0, "semantics": SEMANTICS,
+            "action_set": env.actions.action_set, "obs_scales": env.encoder.scales()}
+    bad = {"model": {"model": "sd15"}, "aset": {"action_set": "templates-0:llm:offload,local"},
+           "est": {"obs_scales": {"size": env.encoder.size}}}
+    for name, change in bad.items():
+        shutil.copy(path, path.parent / f"{name}.zip")
+        (path.parent / f"{name}.json").write_text(json.dumps({**good, **change}))
     return path
 
 
@@ -97,7 +119,8 @@ def llm_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_bad_input_one_line(args: list[str], needle: str, tmp_path: Path, llm_zip: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
-    args = [a.replace("{empty}", str(empty)).replace("{zip}", str(llm_zip)) for a in args]
+    args = [a.replace("{empty}", str(empty)).replace("{zip}", str(llm_zip))
+            .replace("{dir}", str(llm_zip.parent)) for a in args]
     r = _run(*args)
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()

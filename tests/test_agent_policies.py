@@ -57,10 +57,16 @@ def test_greedy_follows_throughput_and_wait() -> None:
     g = make_policy("greedy", dev, mec, mec_speedup=4.0)
     assert isinstance(g, GreedyPolicy)
     loc = 10
-    assert g.decide(_obs("diffusion", 1e3)).action == loc          # link too slow: local
+    assert g.decide(_obs("diffusion", 2e4)).action == loc          # link too slow: local
     assert g.decide(_obs("diffusion", 1e8)).action == 0            # fast link: offload
     assert g.decide(_obs("diffusion", 1e8, wait=1e4)).action == loc  # MEC jammed: local
-    assert g.decide(_obs("diffusion", 0.0)).action == loc          # nothing measured yet
+    # nothing measured, or outages (<= OUTAGE_BELOW_BPS): read as an outage of OUTAGE_WAIT_S,
+    # then OUTAGE_BPS (here that offloads: 10 s + 21.7 s x 1/4 < 21.7 s local)
+    from agent.actions import OUTAGE_BELOW_BPS, OUTAGE_BPS, OUTAGE_WAIT_S
+
+    out = g.decide(_obs("diffusion", OUTAGE_BPS, wait=OUTAGE_WAIT_S)).action
+    assert g.decide(_obs("diffusion", 0.0)).action == out != loc
+    assert g.decide(_obs("diffusion", OUTAGE_BELOW_BPS)).action == out
 
 
 def test_bad_specs() -> None:
@@ -194,3 +200,63 @@ def test_shipped_default_policy_fits_profiles(model: str) -> None:
         with pytest.warns(ScenarioWarning, match="--mec-speedup 1 is outside"):
             make_policy("default", dev, mec, mec_speedup=1.0)
         assert make_policy("default", dev, mec, mec_speedup=5.0).decide(o).action >= 0
+
+
+def test_throughput_estimate_is_the_mean_of_the_samples() -> None:
+    from agent.observation import throughput_estimate
+
+    # a 1-s outage snapshot among 10 Mbit/s ones: the link averaged 7.5 Mbit/s over the four
+    # seconds (the harmonic mean would be ruled by the slow sample: ~ 1 kbit/s)
+    assert throughput_estimate((1e7, 1e7, 1e3, 1e7)) == pytest.approx((3e7 + 1e3) / 4)
+    assert throughput_estimate((1e7, 0.0)) == pytest.approx(5e6)  # an outage counts as 0
+    assert throughput_estimate((), 2e6) == 2e6  # no samples: the device's own estimate
+    # greedy and the observation use it: one slow snapshot no longer sends SD local
+    dev, mec = _profiles("diffusion")
+    g = make_policy("greedy", dev, mec, mec_speedup=4.0)
+    slow = Observation(Workload("diffusion"), throughput_bps=2e4,
+                       recent_throughputs_bps=(2e4,) * 4, rtt_s=0.02)
+    mixed = Observation(Workload("diffusion"), throughput_bps=2.7e4,
+                        recent_throughputs_bps=(1e8, 1e8, 1e8, 2e4), rtt_s=0.02)
+    assert g.decide(slow).action == 10 and g.decide(mixed).action == 0
+
+
+def test_policy_of_another_throughput_estimate_is_refused(tmp_path: Path) -> None:
+    import json
+
+    from sb3_contrib import MaskablePPO
+
+    from agent.env import AigcSplitEnv
+    from agent.observation import ESTIMATE
+    from agent.plan import SEMANTICS
+
+    dev, mec = _profiles("llm")
+    env = AigcSplitEnv(dev, mec, load_traces(DATA_DIR / "train")[:1],
+                       ScenarioConfig(horizon_s=20.0))
+    algo = MaskablePPO("MlpPolicy", env, n_steps=64, batch_size=64, n_epochs=1, device="cpu")
+    zp = tmp_path / "old.zip"
+    algo.save(str(zp))
+    scales = env.encoder.scales()
+    side = {"model": "llm", "mec_speedup": 1.0, "semantics": SEMANTICS,
+            "action_set": env.actions.action_set, "obs_scales": scales}
+    zp.with_suffix(".json").write_text(json.dumps(side))
+    assert make_policy(str(zp), dev, mec).decide  # the same estimate loads
+    del scales["estimate"]  # a sidecar from before the estimate was recorded: harmonic mean
+    zp.with_suffix(".json").write_text(json.dumps(side))
+    with pytest.raises(PolicyMismatchError, match=re.escape(
+            f"policy was trained with throughput estimate 'harmonic mean', not {ESTIMATE!r} "
+            "(agent/observation.py); retrain it with the command in its sidecar old.json")):
+        make_policy(str(zp), dev, mec)
+
+
+@pytest.mark.parametrize("bps", [0.0, 5e3, 1e4, 2e4, 1e7])
+def test_observation_predictions_read_outages_as_greedy_does(bps: float) -> None:
+    from agent.observation import OBS_HIGH, ObservationEncoder
+
+    dev, mec = _profiles("diffusion")
+    g = make_policy("greedy", dev, mec, mec_speedup=4.0)
+    assert isinstance(g, GreedyPolicy)
+    enc = ObservationEncoder(g.actions)
+    costs = g.actions.costs(Workload("diffusion"))
+    vec = enc.encode_raw((bps,), bps, 0.02, 0, 0, 1, 1.5, costs)
+    want = np.minimum(costs.predict(bps, 0.02, 1.5) / costs.local_s, OBS_HIGH)
+    assert np.allclose(vec[-g.actions.n_actions:], want, rtol=1e-5)

@@ -136,8 +136,8 @@ def test_emulator_baselines_and_default_get_one_scenario(tmp_path: Path,
     plan, _, _ = _plan(args)
     assert args.scale == 0.1 and plan.mec_speedup == 10.0
     assert "warning" not in capsys.readouterr().err
-    args = build_parser().parse_args(["--model", "sd15", "--scale", "100",
-                                      "--out", str(tmp_path / "sd100")])
+    args = build_parser().parse_args(["--model", "sd15", "--scale", "1000",
+                                      "--out", str(tmp_path / "sd1000")])
     _plan(args)
-    assert ("--scale 100 is outside the policy's training range 0.01-10"
+    assert ("--scale 1000 is outside the policy's training range 0.003-100"
             in capsys.readouterr().err)
