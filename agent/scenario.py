@@ -13,7 +13,8 @@ trace from the same point with ``1 / n_devices`` of its capacity each.
 
 Throughput samples: at each decision the device adds the mean uplink capacity of the last
 ``probe_window_s`` (1 s) to its history (what its recent transfers, or a probe, measured);
-its estimate is the harmonic mean of the last :data:`agent.observation.HISTORY` samples.
+the predictions read them through :func:`agent.observation.throughput_estimate` (their mean,
+outages included); ``Observation.throughput_bps`` is only its fallback when there are none.
 
 :func:`run_policy` simulates with the exact latency model (:func:`agent.latency.simulate_request`);
 :class:`agent.env.AigcSplitEnv` runs the same fleet and the same model, one step per request.

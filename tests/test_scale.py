@@ -114,7 +114,8 @@ def test_high_rate_mode_is_chosen_from_the_measured_limit(tmp_path: Path,
 @pytest.mark.parametrize("mod", ["emulator.run", "emulator.sweep", "agent.sweep"])
 def test_a_bad_scenario_file_is_one_line_naming_key_and_line(tmp_path: Path, mod: str) -> None:
     for text, msg in [("[mec]\nslot = 2\n", ":2: unknown key mec.slot (expected one of "
-                                            "speedup, slots; did you mean 'slots'?)"),
+                                            "speedup, slots, model, max_batch, memory_gb, "
+                                            "batch_curve; did you mean 'slots'?)"),
                       ('name = "x"\n[devices]\ncount = "many"\n',
                        ":3: devices.count must be an integer, got str 'many'")]:
         p = tmp_path / "bad.toml"
