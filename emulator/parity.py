@@ -143,13 +143,7 @@ def replay_batched(model: LatencyModel, link: Link, records: Iterable[Mapping[st
         if now is not None:
             results[k] = now
     results.update(sim.run())
-    out = []
-    for k, rec in enumerate(recs):
-        res, ph = results[k], rec["phases"]
-        out.append(Pair(int(rec["device"]), float(rec["t_start"]),
-                        ph["upload_bytes"] > 0 or ph["mec_s"] > 0, float(rec["latency_s"]),
-                        res.latency_s, float(ph["mec_wait_s"]), res.mec_wait_s))
-    return out
+    return [_pair(rec, results[k]) for k, rec in enumerate(recs)]
 
 
 def replay_with(model: LatencyModel, link: Link, records: Iterable[Mapping[str, Any]], *,
@@ -180,15 +174,27 @@ def replay_with(model: LatencyModel, link: Link, records: Iterable[Mapping[str, 
         rec = recs[i]
         own = state if mec_sessions == "predicted" else state.copy()
         res = run(rec, own)
-        sess = _session(rec)
-        if mec_sessions == "measured" and sess is not None:
-            slot, _ = state.acquire(sess[0])
-            state.commit(slot, *sess)
-        ph = rec["phases"]
-        out.append(Pair(int(rec["device"]), float(rec["t_start"]),
-                        ph["upload_bytes"] > 0 or ph["mec_s"] > 0, float(rec["latency_s"]),
-                        res.latency_s, float(ph["mec_wait_s"]), res.mec_wait_s))
+        if mec_sessions == "measured":
+            _commit_measured(state, rec)
+        out.append(_pair(rec, res))
     return sorted(out, key=lambda p: p.t_start)
+
+
+
+def _commit_measured(state: MecState, rec: Mapping[str, Any]) -> None:
+    """Hold the MEC for the session ``rec`` measured (nothing when it ran no MEC work)."""
+    sess = _session(rec)
+    if sess is not None:
+        slot, _ = state.acquire(sess[0])
+        state.commit(slot, *sess)
+
+
+def _pair(rec: Mapping[str, Any], res: RequestResult) -> Pair:
+    """The emulated record ``rec`` beside the simulator's ``res``."""
+    ph = rec["phases"]
+    return Pair(int(rec["device"]), float(rec["t_start"]),
+                ph["upload_bytes"] > 0 or ph["mec_s"] > 0, float(rec["latency_s"]),
+                res.latency_s, float(ph["mec_wait_s"]), res.mec_wait_s)
 
 
 def compare(pairs: Sequence[Pair]) -> dict[str, float]:
@@ -271,12 +277,6 @@ def replay_shared_cell(model: LatencyModel, records: Iterable[Mapping[str, Any]]
         if down is None:
             link = Link(up=link.up, down=up.scaled(1e6), one_way_delay_s=one_way_delay_s)
         res = simulate_record(model, link, rec, state.copy())
-        sess = _session(rec)
-        if sess is not None:
-            slot, _ = state.acquire(sess[0])
-            state.commit(slot, *sess)
-        ph = rec["phases"]
-        out.append(Pair(int(rec["device"]), float(rec["t_start"]),
-                        ph["upload_bytes"] > 0 or ph["mec_s"] > 0, float(rec["latency_s"]),
-                        res.latency_s, float(ph["mec_wait_s"]), res.mec_wait_s))
+        _commit_measured(state, rec)
+        out.append(_pair(rec, res))
     return out
