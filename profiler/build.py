@@ -35,7 +35,7 @@ from .timing import PassTiming, compare_outputs, run_chain, run_whole, time_pass
 from .torch_timing import time_pass_torch
 from .zoo import BlockKey, PassSpec, get_model
 
-__all__ = ["DEFAULT_TOLERANCE", "profile_onnx", "profile_pass", "profile_zoo"]
+__all__ = ["DEFAULT_TOLERANCE", "profile_onnx", "profile_pass", "profile_zoo", "timed_like"]
 
 DEFAULT_TOLERANCE = 1e-4
 
@@ -196,13 +196,19 @@ def profile_zoo(model: str, params: Mapping[str, int], hw: HardwareClass, work_r
                 command: str = "",
                 tolerance: float = DEFAULT_TOLERANCE, quiet: bool = False,
                 passes: Sequence[str] | None = None,
-                batch_sizes: Sequence[int] = (1,)) -> Profile:
+                batch_sizes: Sequence[int] = (1,),
+                cut_from: Profile | None = None) -> Profile:
     """Export, cut and time every pass of a zoo model, at every batch size in ``batch_sizes``.
 
     Batch 1 is profiled first (export, cut, chain check, timing: the profile's main
     statistics and byte counts); each larger batch size then times the same blocks and the
     whole pass on a batch of that many requests, in this process, and is added as the
     block's and the pass's ``batch_ms`` (see :func:`profiler.batch.with_batch`).
+
+    ``cut_from`` (torch timing only): a profile of the same model and request shape whose
+    cut, byte counts, state and chain check are taken as they are (they do not depend on the
+    hardware), so nothing is exported here and only the timings are measured
+    (:func:`timed_like`).
     """
     sizes = check_batch_sizes(batch_sizes)
     zm = get_model(model)
@@ -210,9 +216,23 @@ def profile_zoo(model: str, params: Mapping[str, int], hw: HardwareClass, work_r
     declared = zm.state(full)
     # torch times batches on the batch-1 modules (inputs repeated along the batch axis)
     base = _build(zm.name, full, passes) if hw.torch_device is not None else None
-    out = _zoo_batch(zm.name, full, 1, hw, work_root, warmup=warmup, runs=runs,
-                     min_seconds=min_seconds, reuse=reuse, tolerance=tolerance, quiet=quiet,
-                     passes=passes, declared=declared, blocks_of=None, specs=base)
+    if cut_from is not None:
+        if base is None:
+            raise ProfileError("--cut-from needs torch timing (--backend torch): ONNX Runtime "
+                               "times the pieces it exports itself")
+        ref = _reference_passes(cut_from, zm.name, zm.describe(full), [s.name for s in base])
+        names = {p.name: [blk.name for blk in p.blocks] for p in ref}
+        timed = _zoo_batch(zm.name, full, 1, hw, work_root, warmup=warmup, runs=runs,
+                           min_seconds=min_seconds, reuse=reuse, tolerance=tolerance,
+                           quiet=quiet, passes=passes, declared=declared, blocks_of=names,
+                           specs=base)
+        src = str(cut_from.path) if cut_from.path is not None else "a reference profile"
+        out = [timed_like(r, t, src) for r, t in zip(ref, timed, strict=True)]
+    else:
+        out = _zoo_batch(zm.name, full, 1, hw, work_root, warmup=warmup, runs=runs,
+                         min_seconds=min_seconds, reuse=reuse, tolerance=tolerance,
+                         quiet=quiet, passes=passes, declared=declared, blocks_of=None,
+                         specs=base)
     for b in sizes[1:]:
         names = {p.name: [blk.name for blk in p.blocks] for p in out}
         at_b = _zoo_batch(zm.name, full, b, hw, work_root, warmup=warmup, runs=runs,
@@ -232,6 +252,39 @@ def profile_zoo(model: str, params: Mapping[str, int], hw: HardwareClass, work_r
         how += f"; batch sizes {', '.join(map(str, sizes))} timed one after another"
     return Profile(model=ModelInfo(zm.name, zm.source, info), hardware=hw.describe(how),
                    passes=tuple(out), created=_now(), command=command)
+
+
+def _reference_passes(ref: Profile, model: str, info: Mapping[str, object],
+                      names: Sequence[str]) -> list[Pass]:
+    """The passes ``names`` of ``ref``, which must profile ``model`` at request shape ``info``."""
+    where = str(ref.path) if ref.path is not None else "--cut-from profile"
+    if ref.model.name != model:
+        raise ProfileError(f"{where}: profiles model {ref.model.name!r}, not {model!r}")
+    have = {k: v for k, v in ref.model.parameters.items() if k != "batch_sizes"}
+    want = dict(info)
+    if have != want:
+        diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
+        raise ProfileError(f"{where}: request shape differs from this run's in "
+                           f"{', '.join(diff)} (file {[have.get(k) for k in diff]}, run "
+                           f"{[want.get(k) for k in diff]}); profile with the same parameters")
+    return [ref.pass_named(n) for n in names]
+
+
+def timed_like(ref: Pass, timed: Pass, source: str) -> Pass:
+    """``ref`` (cut, bytes, state, chain check) with ``timed``'s block and whole timings.
+
+    Any batch curve of ``ref`` is dropped: it was measured on other hardware.
+    """
+    if [b.name for b in ref.blocks] != [b.name for b in timed.blocks]:
+        raise ProfileError(f"pass {ref.name!r}: the torch modules give blocks "
+                           f"{[b.name for b in timed.blocks]}, {source} has "
+                           f"{[b.name for b in ref.blocks]}")
+    blocks = tuple(dataclasses.replace(r, latency=t.latency, cold_ms=t.cold_ms,
+                                       batch_latency={})
+                   for r, t in zip(ref.blocks, timed.blocks, strict=True))
+    note = (ref.note + "; " if ref.note else "") + f"cut and bytes from {source}"
+    return dataclasses.replace(ref, blocks=blocks, whole=timed.whole, cold_ms=timed.cold_ms,
+                               batch_whole={}, note=note)
 
 
 def _build(model: str, params: Mapping[str, int], passes: Sequence[str] | None

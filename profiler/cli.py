@@ -78,6 +78,11 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--steps", type=int, default=None, help="sd15*: denoising steps S")
     m.add_argument("--passes", nargs="+", default=None, help="profile only these passes")
     m.add_argument("--fresh", action="store_true", help="re-export even if cached")
+    m.add_argument("--cut-from", type=Path, default=None, metavar="PROFILE",
+                   help="with --backend torch: take the cut, byte counts, state and chain "
+                   "check from this profile of the same model and request shape (e.g. "
+                   "profiles/sd15.mec-cpu.json) and only time, exporting nothing (default: "
+                   "export and check here)")
     m.add_argument("--batch-sizes", default="1", metavar="B1,B2,...",
                    help="also time every block and the whole pass on a batch of B requests "
                    "for each B (must include 1, the main statistics), e.g. 1,2,4,8; stored "
@@ -232,7 +237,8 @@ def _run(a: argparse.Namespace, argv: Sequence[str]) -> int:
         prof = profile_zoo(a.name, params, hw, work, warmup=a.warmup, runs=a.runs,
                            min_seconds=a.min_seconds,
                            reuse=not a.fresh, command=command, tolerance=a.tolerance,
-                           quiet=a.quiet, passes=a.passes, batch_sizes=sizes)
+                           quiet=a.quiet, passes=a.passes, batch_sizes=sizes,
+                           cut_from=load_profile(a.cut_from) if a.cut_from else None)
     else:
         prof = profile_onnx(a.model, _parse_inputs(a.input), hw, work, blocks=a.blocks,
                             warmup=a.warmup, runs=a.runs, min_seconds=a.min_seconds,
