@@ -56,7 +56,7 @@ class _Attention(nn.Module):
         att = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(hd))
         if t > 1:  # prefill: causal mask (decode attends to the whole past)
             s = k.shape[2]
-            mask = torch.ones(t, s, dtype=torch.bool).tril(diagonal=s - t)
+            mask = torch.ones(t, s, dtype=torch.bool, device=att.device).tril(diagonal=s - t)
             att = att.masked_fill(~mask, float("-inf"))
         y = F.softmax(att, dim=-1) @ v
         y = y.transpose(1, 2).reshape(b, t, d)
@@ -95,7 +95,7 @@ class _Embed(nn.Module):
         self.wpe = nn.Embedding(c.positions, c.d_model)
 
     def forward(self, ids: torch.Tensor, past_len: int) -> torch.Tensor:
-        pos = torch.arange(past_len, past_len + ids.shape[1], dtype=torch.long)
+        pos = torch.arange(past_len, past_len + ids.shape[1], dtype=torch.long, device=ids.device)
         return self.wte(ids) + self.wpe(pos).unsqueeze(0)
 
 
