@@ -66,10 +66,22 @@ class _Clock:
 
     def __init__(self, device: torch.device) -> None:
         self.cuda = device.type == "cuda"
+        # CUDA events are created once and reused: creating one inside a block-boundary
+        # hook costs tens of microseconds of CPU time, which a launch-bound pass (GPT-2
+        # decode on a GPU) pays as GPU idle time (the hooked pass then runs slower)
+        self._pool: list[Any] = []
+        self._next = 0
+
+    def reset(self) -> None:
+        """Start a pass: the pool's events may be recorded again (after a ``sync``)."""
+        self._next = 0
 
     def mark(self) -> Any:
         if self.cuda:
-            e = torch.cuda.Event(enable_timing=True)
+            if self._next == len(self._pool):
+                self._pool.append(torch.cuda.Event(enable_timing=True))
+            e = self._pool[self._next]
+            self._next += 1
             e.record()
             return e
         return time.perf_counter()
@@ -113,6 +125,7 @@ def time_pass_torch(name: str, module: torch.nn.Module, inputs: Sequence[torch.T
     args = tuple(x.to(device) for x in inputs)
 
     def plain() -> float:
+        clock.reset()
         a = clock.mark()
         mod(*args)
         b = clock.mark()
@@ -121,6 +134,7 @@ def time_pass_torch(name: str, module: torch.nn.Module, inputs: Sequence[torch.T
 
     def hooked() -> list[float]:
         marks.clear()
+        clock.reset()
         handles = [m.register_forward_hook(stamp(b)) for _, b, m in heads]
         try:
             a = clock.mark()
