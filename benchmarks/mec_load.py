@@ -102,7 +102,11 @@ def _row(res: list[RequestResult], horizon: float, arrivals: str) -> dict[str, f
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="gpt2", help="shipped model (profiles/MODEL.*.json)")
-    ap.add_argument("--mec-speedup", type=float, default=10.0)
+    ap.add_argument("--mec-speedup", type=float, default=10.0,
+                    help="divide MEC block times by X (default 10; use 1 with a GPU profile)")
+    ap.add_argument("--mec-class", default="mec-cpu",
+                    help="MEC profile profiles/MODEL.CLASS.json: mec-cpu (default) or mec-gpu "
+                    "(measured on an H200 with its own batch curve: use --curve profile)")
     ap.add_argument("--slots", type=int, default=1, help="slot model: concurrent sessions")
     ap.add_argument("--max-batch", type=int, default=32, help="batching: most active sessions")
     ap.add_argument("--curve", default="llama7b-gpu", help="batching: --mec-batch-curve")
@@ -115,14 +119,14 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     try:
         model = LatencyModel(load_profile(ROOT / "profiles" / f"{a.model}.device.json"),
-                             load_profile(ROOT / "profiles" / f"{a.model}.mec-cpu.json"),
+                             load_profile(ROOT / "profiles" / f"{a.model}.{a.mec_class}.json"),
                              mec_speedup=a.mec_speedup)
         BatchServer.for_model(model, MecConfig("batch", a.max_batch, None, a.curve))
     except ValueError as e:
         print(f"mec_load: {e}", file=sys.stderr)
         return 2
     label = MecConfig("batch", a.max_batch, None, a.curve).label
-    print(f"# {a.model}, MEC speedup {a.mec_speedup:g}, full offload, {a.mbps:g} Mbit/s, "
+    print(f"# {a.model}, MEC profile {a.mec_class}, MEC speedup {a.mec_speedup:g}, full offload, {a.mbps:g} Mbit/s, "
           f"{a.delay_ms:g} ms one way, horizon {a.horizon:g} s; batch = {label}; slots = "
           f"{a.slots} exclusive slot(s); Poisson {a.rate:g}/s per device; latency: service "
           f"(closed loop) or response (Poisson), s")

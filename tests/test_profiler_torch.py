@@ -136,3 +136,57 @@ def test_cli_refuses_torch_for_an_onnx_file(tmp_path: Path) -> None:
     assert r.returncode == 1 and "Traceback" not in r.stderr
     lines = [x for x in r.stderr.splitlines() if x.strip()]
     assert len(lines) == 1 and "--backend torch needs a zoo model" in lines[0]
+
+
+def test_cut_from_takes_bytes_from_the_file_and_times_here(tmp_path: Path) -> None:
+    # the GPU path: cut, bytes, state and chain check from a checked profile; nothing exported
+    ref = load_profile(ROOT / "profiles" / "gpt2-tiny.mec-cpu.json")
+    hw = resolve_class("mec", backend="torch")
+    root = tmp_path / "work"
+    prof = profile_zoo("gpt2-tiny", {}, hw, root, warmup=0, runs=2, min_seconds=0.0,
+                       quiet=True, batch_sizes=(1, 2), cut_from=ref)
+    assert not root.exists()  # no export, no pieces
+    assert prof.hardware.backend == "torch-cpu"
+    for a, b in zip(prof.passes, ref.passes, strict=True):
+        assert [x.name for x in a.blocks] == [x.name for x in b.blocks]
+        assert [x.out_bytes for x in a.blocks] == [x.out_bytes for x in b.blocks]
+        assert [x.out_tensors for x in a.blocks] == [x.out_tensors for x in b.blocks]
+        assert [(x.state_bytes_per_token, x.state_bytes_fixed) for x in a.blocks] == \
+            [(x.state_bytes_per_token, x.state_bytes_fixed) for x in b.blocks]
+        assert (a.input_bytes, a.output_bytes, a.chain_max_error) == \
+            (b.input_bytes, b.output_bytes, b.chain_max_error)
+        # the timings are this run's, not the file's: their run counts differ
+        assert all(x.latency.runs >= 2 for x in a.blocks) and a.whole.runs >= 2
+        assert [x.latency for x in a.blocks] != [x.latency for x in b.blocks]
+        assert a.batch_sizes == (1, 2) and "cut and bytes from" in a.note
+
+
+@pytest.mark.parametrize("args,expect", [
+    (["gpt2-tiny", "--prompt-tokens", "16"], "request shape differs from this run's in"),
+    (["gpt2", ], "profiles model 'gpt2-tiny', not 'gpt2'"),
+])
+def test_cut_from_refuses_another_model_or_shape(tmp_path: Path, args: list[str],
+                                                 expect: str) -> None:
+    r = subprocess.run([sys.executable, "-m", "profiler", "model", *args, "--class", "mec",
+                        "--backend", "torch", "--cut-from",
+                        str(ROOT / "profiles" / "gpt2-tiny.mec-cpu.json"),
+                        "--out", str(tmp_path / "o.json")], capture_output=True, text=True,
+                       cwd=ROOT, timeout=300)
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert r.returncode == 1 and len(lines) == 1 and expect in lines[0], r.stderr
+
+
+@pytest.mark.parametrize("model", ["gpt2", "sd15"])
+def test_shipped_gpu_profiles_share_the_cpu_cut_and_batch_flatter(model: str) -> None:
+    # profiles/*.mec-gpu.json (benchmarks/gpu_profiles.sh on an H200) take the cut and bytes of
+    # the CPU profile; a GPU runs a batch of 8 in far less than 8 single passes
+    gpu = load_profile(ROOT / "profiles" / f"{model}.mec-gpu.json")
+    cpu = load_profile(ROOT / "profiles" / f"{model}.mec-cpu.json")
+    assert gpu.hardware.hw_class == "mec-gpu" and gpu.hardware.backend == "torch-cuda"
+    assert gpu.hardware.gpu is not None and "H200" in gpu.hardware.gpu
+    for g, c in zip(gpu.passes, cpu.passes, strict=True):
+        assert [(b.name, b.out_bytes) for b in g.blocks] == [(b.name, b.out_bytes)
+                                                            for b in c.blocks]
+        assert g.batch_sizes == (1, 2, 4, 8, 16, 32)
+        assert g.whole_at(8).median < 8 * g.whole.median
+        assert g.whole.median < c.whole.median  # an H200 beats two CPU threads
