@@ -4,7 +4,7 @@ With exclusive slots a request's timeline is fixed once its slot is granted, so
 :func:`agent.latency.simulate_request` prices requests one at a time. With batching, an
 iteration's length depends on every session in it, so a request's MEC steps are only known when
 the concurrent sessions are: :class:`BatchSim` runs every request's plan as a coroutine
-(:func:`_timeline`, the pricing rules of :func:`agent.latency.run_plan` step for step: device
+(:func:`agent.latency.plan_timeline`, the one owner of the pricing rules: device
 and link steps are the request's own; each MEC computation is handed to the shared
 :class:`agent.mec_server.BatchServer`) and advances the server one iteration at a time.
 
@@ -18,17 +18,15 @@ prices a request with the slot-free timeline and the MEC's predicted iteration t
 from __future__ import annotations
 
 import math
-from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from agent.errors import AgentError
-from agent.latency import LatencyModel, RequestResult, StepTiming
+from agent.latency import LatencyModel, PlanGen, RequestResult, StepTiming, plan_timeline
 from agent.link import Link
 from agent.mec_server import BatchServer, Work, session_state_bytes
-from agent.plan import COMPUTE, DEVICE, Plan
 from agent.policy import Decision, Workload
 
 if TYPE_CHECKING:
@@ -38,89 +36,11 @@ if TYPE_CHECKING:
 
 __all__ = ["BatchSim", "run_policy_batched"]
 
-_SIDE = ("device", "mec")
-_DIR = ("up", "down")
-
-_Gen = Generator[tuple[float, Any], tuple[float, float], tuple[float, list[float],
-                                                              dict[str, float], list[StepTiming]]]
-
-
-def _timeline(plan: Plan, link: Link, t_start: float, detail: bool) -> _Gen:
-    """:func:`agent.latency.run_plan`'s rules as a coroutine: yields ``(ready, step)`` for each
-    MEC computation and is sent back its ``(start, end)``; returns ``(t_end, token_times,
-    totals, steps)``."""
-    inf = float("inf")
-    n = len(plan.item_names)
-    on = ([inf] * n, [inf] * n)
-    for i in plan.initial:
-        on[DEVICE][i] = t_start
-    d = link.one_way_delay_s
-    finish = (link.up_finish, link.down_finish)
-    free = [t_start, -inf]
-    link_free = [-inf, -inf]
-    first = True
-    dev_s = mec_s = wait = up_s = down_s = 0.0
-    up_b = down_b = 0
-    rows: list[StepTiming] = []
-    for st in plan.steps:
-        side = st.side
-        have = on[side]
-        if st.kind == COMPUTE:
-            ready = t_start
-            for it in st.needs:
-                x = have[it]
-                if x > ready:
-                    ready = x
-            if side == DEVICE:
-                start = ready if ready > free[0] else free[0]
-                end = start + st.seconds
-                dev_s += st.seconds
-            else:
-                r = ready if ready > free[1] else free[1]
-                start, end = yield (r, st)
-                if first:
-                    wait = start - ready
-                    first = False
-                mec_s += end - start
-            free[side] = end
-            for it in st.makes:
-                have[it] = end
-        else:
-            ready = t_start
-            for it in st.items:
-                x = have[it]
-                if x > ready:
-                    ready = x
-            lf = link_free[side]
-            start = ready if ready > lf else lf
-            done = finish[side](start, st.nbytes)
-            link_free[side] = done
-            end = done + d
-            there = on[1 - side]
-            for it in st.items:
-                if end < there[it]:
-                    there[it] = end
-            if side == DEVICE:
-                up_s += end - start
-                up_b += st.nbytes
-            else:
-                down_s += end - start
-                down_b += st.nbytes
-        if detail:
-            rows.append(StepTiming("compute" if st.kind == COMPUTE else "send",
-                                   _SIDE[side] if st.kind == COMPUTE else _DIR[side],
-                                   st.pass_name, st.rep, st.lo, st.hi, st.what, st.nbytes,
-                                   ready, start, end))
-    dev_on = on[DEVICE]
-    totals = {"device_s": dev_s, "mec_s": mec_s, "mec_wait_s": wait, "upload_s": up_s,
-              "download_s": down_s, "upload_bytes": float(up_b), "download_bytes": float(down_b)}
-    return dev_on[plan.final], [dev_on[i] for i in plan.outputs], totals, rows
-
 
 @dataclass
 class _Req:
     key: Any
-    gen: _Gen
+    gen: PlanGen
     decision: Decision
     t_start: float
     device: str
@@ -150,7 +70,7 @@ class BatchSim:
         comes out of :meth:`step`). ``mec_arrival`` pins when its first MEC computation is
         ready (a replay of measured arrivals at the MEC) instead of the link's prediction."""
         plan = self.model.plan(decision, workload)
-        gen = _timeline(plan, link, t_start, self.detail)
+        gen = plan_timeline(plan, link, t_start, self.detail)
         sid = self._next
         self._next += 1
         req = _Req(key, gen, decision, t_start, device, t_arrival)
@@ -184,7 +104,7 @@ class BatchSim:
         for w in works:
             req = self._reqs[w.sid]
             try:
-                ready, st = req.gen.send((t0, t0 + secs))
+                ready, st = req.gen.send((t0, secs))
             except StopIteration as stop:
                 self.server.finish(w.sid)
                 del self._reqs[w.sid]

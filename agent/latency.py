@@ -41,13 +41,13 @@ per-request records field by field, so the two can be compared request by reques
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from agent.errors import AgentError
 from agent.link import Link
-from agent.plan import COMPUTE, DEVICE, MEC, Plan, build_plan, tokens_appended
+from agent.plan import COMPUTE, DEVICE, Plan, build_plan, tokens_appended
 from agent.policy import Decision, Workload
 from profiler.schema import Profile, check_compatible
 
@@ -55,8 +55,10 @@ __all__ = [
     "LatencyModel",
     "MecState",
     "PassCosts",
+    "PlanGen",
     "RequestResult",
     "StepTiming",
+    "plan_timeline",
     "run_plan",
     "simulate_request",
 ]
@@ -359,24 +361,28 @@ _SIDE = ("device", "mec")
 _DIR = ("up", "down")
 
 
-def run_plan(plan: Plan, link: Link, t_start: float, mec: MecState | None = None, *,
-             detail: bool = True) -> tuple[float, list[float], dict[str, float], list[StepTiming],
-                                           int, float, float]:
-    """Price ``plan`` started at ``t_start`` (see the module docstring).
+PlanGen = Generator[tuple[float, Any], tuple[float, float], tuple[float, list[float],
+                                                              dict[str, float], list[StepTiming]]]
 
-    Returns ``(t_end, token_times, totals, steps, slot, session_start, session_end)``; the
-    caller commits the slot (``slot`` is -1 when nothing ran on the MEC)."""
+
+def plan_timeline(plan: Plan, link: Link, t_start: float, detail: bool = True) -> PlanGen:
+    """The pricing rules of a plan (the module docstring), as a coroutine: yields ``(ready,
+    step)`` for each MEC computation (``ready``: when its inputs are on the MEC and this
+    session's previous MEC work is done) and is sent back its ``(start, seconds)``; returns
+    ``(t_end, token_times, totals, steps)``.
+
+    The one owner of the rules: :func:`run_plan` drives it with an exclusive MEC slot,
+    :class:`agent.batchsim.BatchSim` with the shared batching server."""
     inf = float("inf")
     n = len(plan.item_names)
-    on = ([inf] * n, [inf] * n)  # when each item is on the device / on the MEC
+    on = ([inf] * n, [inf] * n)
     for i in plan.initial:
         on[DEVICE][i] = t_start
     d = link.one_way_delay_s
     finish = (link.up_finish, link.down_finish)
-    free = [t_start, -inf]  # device, MEC (this session)
-    link_free = [-inf, -inf]  # up, down
-    slot = -1
-    sess_start = sess_end = 0.0
+    free = [t_start, -inf]
+    link_free = [-inf, -inf]
+    first = True
     dev_s = mec_s = wait = up_s = down_s = 0.0
     up_b = down_b = 0
     rows: list[StepTiming] = []
@@ -391,22 +397,17 @@ def run_plan(plan: Plan, link: Link, t_start: float, mec: MecState | None = None
                     ready = x
             if side == DEVICE:
                 start = ready if ready > free[0] else free[0]
+                end = start + st.seconds
                 dev_s += st.seconds
-            elif slot < 0:
-                if mec is not None:
-                    slot, start = mec.acquire(ready)
-                else:
-                    slot, start = 0, ready
-                sess_start = start
-                wait = start - ready
-                mec_s += st.seconds
             else:
-                start = ready if ready > free[1] else free[1]
-                mec_s += st.seconds
-            end = start + st.seconds
+                r = ready if ready > free[1] else free[1]
+                start, secs = yield (r, st)
+                end = start + secs
+                if first:
+                    wait = start - ready
+                    first = False
+                mec_s += secs
             free[side] = end
-            if side == MEC:
-                sess_end = end
             for it in st.makes:
                 have[it] = end
         else:
@@ -436,10 +437,37 @@ def run_plan(plan: Plan, link: Link, t_start: float, mec: MecState | None = None
                                    st.pass_name, st.rep, st.lo, st.hi, st.what, st.nbytes,
                                    ready, start, end))
     dev_on = on[DEVICE]
-    tokens = [dev_on[i] for i in plan.outputs]
     totals = {"device_s": dev_s, "mec_s": mec_s, "mec_wait_s": wait, "upload_s": up_s,
               "download_s": down_s, "upload_bytes": float(up_b), "download_bytes": float(down_b)}
-    return dev_on[plan.final], tokens, totals, rows, slot, sess_start, sess_end
+    return dev_on[plan.final], [dev_on[i] for i in plan.outputs], totals, rows
+
+
+
+def run_plan(plan: Plan, link: Link, t_start: float, mec: MecState | None = None, *,
+             detail: bool = True) -> tuple[float, list[float], dict[str, float], list[StepTiming],
+                                           int, float, float]:
+    """Price ``plan`` started at ``t_start`` with an exclusive MEC slot (:func:`plan_timeline`).
+
+    The session's first MEC computation acquires a slot from ``mec`` (an idle, unlimited MEC
+    when ``None``); it then runs its MEC work back to back as its inputs arrive.
+    Returns ``(t_end, token_times, totals, steps, slot, session_start, session_end)``; the
+    caller commits the slot (``slot`` is -1 when nothing ran on the MEC)."""
+    gen = plan_timeline(plan, link, t_start, detail)
+    slot = -1
+    sess_start = sess_end = 0.0
+    try:
+        ready, st = next(gen)
+        while True:
+            if slot < 0:
+                slot, start = mec.acquire(ready) if mec is not None else (0, ready)
+                sess_start = start
+            else:
+                start = ready
+            sess_end = start + st.seconds
+            ready, st = gen.send((start, st.seconds))
+    except StopIteration as stop:
+        t_end, tokens, totals, rows = stop.value
+    return t_end, tokens, totals, rows, slot, sess_start, sess_end
 
 
 def simulate_request(model: LatencyModel, link: Link, decision: Decision, workload: Workload,
