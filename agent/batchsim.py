@@ -24,9 +24,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from agent.errors import AgentError
-from agent.latency import LatencyModel, PlanGen, RequestResult, StepTiming, plan_timeline
+from agent.latency import (
+    LatencyModel,
+    MecState,
+    PlanGen,
+    RequestResult,
+    StepTiming,
+    plan_timeline,
+)
 from agent.link import Link
-from agent.mec_server import BatchServer, Work, session_state_bytes
+from agent.mec_server import BatchCost, BatchServer, Work, session_state_bytes
+from agent.plan import Plan
 from agent.policy import Decision, Workload
 
 if TYPE_CHECKING:
@@ -34,7 +42,57 @@ if TYPE_CHECKING:
     from agent.scenario import ScenarioConfig
     from traces import Trace
 
-__all__ = ["BatchSim", "run_policy_batched"]
+__all__ = ["BatchSim", "PredictedBatchMec", "run_policy_batched"]
+
+
+class PredictedBatchMec(MecState):
+    """The batching MEC as the RL env sees it at decision time (one request priced per step).
+
+    A request's MEC iterations depend on requests decided after it, which the env does not
+    know yet, so it predicts them from the sessions decided so far: admission is at most
+    ``max_batch`` sessions (a session holds its place from its first MEC computation to its
+    last, FIFO in decision order: :class:`MecState` with ``max_batch`` slots) and each MEC
+    computation takes its batch-1 time scaled by the batch curve at ``1 +`` the number of
+    earlier-decided sessions on the MEC when it starts (:meth:`BatchCost.predict`). Later
+    arrivals that join its iterations, per-block selective batching and the memory budget are
+    left to the exact :class:`BatchSim` that ``agent.evaluate`` runs.
+    """
+
+    __slots__ = ("_cost", "_spans")
+
+    def __init__(self, cost: BatchCost, max_batch: int, queue_limit: int | None = None) -> None:
+        super().__init__(max_batch, queue_limit)
+        self._cost = cost
+        self._spans: list[tuple[float, float]] = []  # committed sessions' MEC (start, end)
+
+    def on_mec(self, t: float) -> int:
+        """Sessions decided so far that are on the MEC at ``t``."""
+        return sum(1 for a, b in self._spans if a <= t < b)
+
+    def run(self, plan: Plan, link: Link, t_start: float) -> tuple[float, int, float, float]:
+        """Price ``plan`` started at ``t_start``: ``(t_end, slot, session_start, session_end)``
+        (slot -1: nothing ran on the MEC); commits the session."""
+        gen = plan_timeline(plan, link, t_start, False)
+        slot = -1
+        s0 = s1 = 0.0
+        try:
+            ready, st = next(gen)
+            while True:
+                if slot < 0:
+                    self._spans = [x for x in self._spans if x[1] > ready]
+                    slot, start = self.acquire(ready)
+                    s0 = start
+                else:
+                    start = ready
+                secs = self._cost.predict(st.seconds, 1 + self.on_mec(start))
+                s1 = start + secs
+                ready, st = gen.send((start, secs))
+        except StopIteration as stop:
+            t_end = stop.value[0]
+        if slot >= 0:
+            self.commit(slot, s0, s1)
+            self._spans.append((s0, s1))
+        return t_end, slot, s0, s1
 
 
 @dataclass

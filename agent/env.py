@@ -102,12 +102,11 @@ class AigcSplitEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
         self.actions = SplitActions(self.model)
         self.encoder = ObservationEncoder(self.actions)
         self.config = config or ScenarioConfig()
-        if self.config.mec_model != "slots":
-            # one step prices one request at decision time; a batching MEC's iterations depend
-            # on requests decided later (agent.batchsim), so the env keeps the slot model
-            raise AgentError("the training env runs the exclusive-slot MEC only "
-                             "(--mec-model slots); evaluate policies on the batching MEC "
-                             "with agent.evaluate --mec-model batch")
+        # a batching MEC is priced at decision time from the sessions decided so far
+        # (agent.batchsim.PredictedBatchMec); agent.evaluate runs the exact BatchSim
+        self._batching = self.config.mec_model == "batch"
+        if self._batching:
+            self._new_mec(self.model)  # bad batch knobs fail here, not at the first reset
         self._base_config = self.config
         self._tables: dict[tuple[object, ...], Any] = {}
         self._scaled: dict[tuple[int, float], Trace] = {}
@@ -161,6 +160,16 @@ class AigcSplitEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
         self._dev = 0
         self._t = 0.0
 
+    def _new_mec(self, model: LatencyModel) -> MecState:
+        """An idle MEC for an episode: exclusive slots, or the batching MEC's prediction."""
+        if not self._batching:
+            return MecState(self.config.mec_slots, self.config.mec_queue_limit)
+        from agent.batchsim import PredictedBatchMec
+        from agent.mec_server import BatchServer
+
+        server = BatchServer.for_model(model, self.config.mec_config, self.config.mec_queue_limit)
+        return PredictedBatchMec(server.cost, server.max_batch, self.config.mec_queue_limit)
+
     def share_tables(self, other: AigcSplitEnv) -> None:
         """Use ``other``'s per-action costs and plans (same profiles and scenario), so env
         copies stepped together build them once."""
@@ -213,7 +222,9 @@ class AigcSplitEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
             mec_queue_limit=base.mec_queue_limit, one_way_delay_s=s["delay_ms"] / 1e3,
             load=s["load"], shared_cell=base.shared_cell, horizon_s=base.horizon_s,
             probe_window_s=base.probe_window_s, mask_budget=base.mask_budget,
-            workloads=base.workloads)
+            workloads=base.workloads, mec_model=base.mec_model,
+            mec_max_batch=base.mec_max_batch, mec_memory_gb=base.mec_memory_gb,
+            mec_batch_curve=base.mec_batch_curve)
         self._use_tables(s["mec_speedup"], s["device_speed"])
         key = (trace_idx, s["scale"])
         scaled = self._scaled.get(key)
@@ -316,7 +327,7 @@ class AigcSplitEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
         self._delays = [ln.one_way_delay_s for ln in links]
         self._hist_feats = [deque(maxlen=HISTORY) for _ in links]
         self._fleet = Fleet(self.config, len(self.variants), self._mean_gap, rng)
-        self._mec = MecState(self.config.mec_slots, self.config.mec_queue_limit)
+        self._mec = self._new_mec(self._model_now)
         self._horizon = min(self.config.horizon_s, trace.period_s)
         obs = self._observe()
         return obs, {"trace": trace.label, "trace_index": idx}
@@ -339,10 +350,13 @@ class AigcSplitEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
             a = self._local
         if offloads[a]:
             mec = self._mec
-            t_end, _, _, _, slot, s0, s1 = run_plan(self._plans[v][a], self._links[i], t, mec,
-                                                    detail=False)
-            if slot >= 0:
-                mec.commit(slot, s0, s1)
+            if self._batching:
+                t_end = mec.run(self._plans[v][a], self._links[i], t)[0]  # type: ignore[attr-defined]
+            else:
+                t_end, _, _, _, slot, s0, s1 = run_plan(self._plans[v][a], self._links[i], t,
+                                                        mec, detail=False)
+                if slot >= 0:
+                    mec.commit(slot, s0, s1)
             offloaded = True
         else:
             t_end = t + local_s

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from agent.actions import SplitActions
@@ -228,14 +229,66 @@ def test_batch_status_reports_what_the_policy_sees() -> None:
     assert st.iteration_s > 0 and st.expected_wait_s > 0
 
 
-def test_env_refuses_the_batching_mec() -> None:
+def test_env_prediction_prices_a_session_against_the_ones_decided_before() -> None:
+    # agent.batchsim.PredictedBatchMec (the env's decision-time price): the first session is
+    # priced alone; the second pays the curve's factor at 2 on each MEC computation that
+    # starts while the first is still on the MEC, batch 1 after it (a rule computed by hand)
+    from agent.batchsim import PredictedBatchMec
+
+    m, srv, _ = _sim()
+    _, _, m_pre, m_dec = _llm_times(m)
+    mec = PredictedBatchMec(srv.cost, 8)
+    plan = m.plan(Decision(FULL), Workload("llm"))
+    a_end, a_slot, a0, a1 = mec.run(plan, _link(), 2.0)
+    ready = 2.0 + up(1024) + D
+    assert (a0, a1) == pytest.approx((ready, ready + m_pre + LLM_T * m_dec), abs=1e-12)
+    assert a_end == pytest.approx(a1 + up(8) + D, abs=1e-12) and a_slot >= 0
+    t = ready
+    for secs in [m_pre] + [m_dec] * LLM_T:
+        t += secs * (f(2) if t < a1 else 1.0)
+    b_end, _, b0, b1 = mec.run(plan, _link(), 2.0)
+    assert b0 == pytest.approx(ready, abs=1e-12)
+    assert b1 == pytest.approx(t, abs=1e-9) and b_end == pytest.approx(t + up(8) + D, abs=1e-9)
+    assert a1 < b1 < ready + f(2) * (m_pre + LLM_T * m_dec)  # partly batched, partly alone
+    assert mec.on_mec(ready) == 2 and mec.on_mec(b1) == 0
+
+
+def test_env_prediction_admits_at_most_max_batch() -> None:
+    # a third session while two are on a MEC of max batch 2 starts when the first one leaves
+    from agent.batchsim import PredictedBatchMec
+
+    m, srv, _ = _sim()
+    mec = PredictedBatchMec(srv.cost, 2)
+    plan = m.plan(Decision(FULL), Workload("llm"))
+    spans = [mec.run(plan, _link(), 2.0)[2:] for _ in range(3)]
+    assert spans[2][0] == pytest.approx(min(spans[0][1], spans[1][1]), abs=1e-12)
+
+
+def test_env_batch_with_max_batch_one_is_the_one_slot_env() -> None:
+    # at most one session on the MEC: no batch ever forms, so the batching env prices every
+    # request exactly as the one-slot env (same seed, same actions)
     from agent.env import AigcSplitEnv
-    from agent.errors import AgentError
 
     m = _model("llm")
-    with pytest.raises(AgentError, match="exclusive-slot MEC only"):
-        AigcSplitEnv(m.device_profile, m.mec_profile, [_link().up],  # type: ignore[list-item]
-                     ScenarioConfig(mec_model="batch", mec_batch_curve="llama7b-gpu"))
+    link = _link()
+    latencies = []
+    for cfg in (ScenarioConfig(mec_slots=1, n_devices=4, load=0.9),
+                ScenarioConfig(mec_model="batch", mec_max_batch=1, n_devices=4, load=0.9,
+                               mec_batch_curve="llama7b-gpu")):
+        env = AigcSplitEnv(m.device_profile, m.mec_profile, [link.up],  # type: ignore[list-item]
+                           cfg)
+        env.reset(seed=3)
+        rng = np.random.default_rng(0)
+        out = []
+        for _ in range(300):
+            allowed = np.flatnonzero(env.action_masks())
+            _, _, _, trunc, info = env.step(int(rng.choice(allowed)))
+            out.append((info["action"], info["latency_s"]))
+            if trunc:
+                env.reset()
+        latencies.append(out)
+    assert latencies[0] == latencies[1]
+    assert sum(1 for a, _ in latencies[0] if a == 0) > 10  # offloads happened (the MEC was used)
 
 
 def test_pinned_mec_arrival_shifts_the_session() -> None:
