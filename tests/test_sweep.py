@@ -89,10 +89,24 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def _ray_left(session_pid: int) -> list[str]:
+def _ray_left(session_pid: int, tag: str) -> list[str]:
+    """Processes left by the sweep started as ``session_pid``: its process group, and every
+    process whose environment carries ``tag`` (Ray's workers inherit the driver's; other
+    sessions' Ray workers on a shared machine do not)."""
     out = subprocess.run(["ps", "-eo", "pid,pgid,cmd"], capture_output=True, text=True).stdout
-    return [ln for ln in out.splitlines()
-            if ln.split(None, 2)[1:2] == [str(session_pid)] or "ray::run_cell" in ln]
+    left = []
+    for ln in out.splitlines()[1:]:
+        pid, pgid = ln.split(None, 2)[:2]
+        if pgid == str(session_pid):
+            left.append(ln)
+            continue
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:  # gone, or not ours to read
+            continue
+        if f"AIGC_TEST_TAG={tag}".encode() in env.split(b"\0"):
+            left.append(ln)
+    return left
 
 
 @pytest.mark.slow
@@ -114,9 +128,10 @@ def test_a_sweep_through_ray_resumes_and_stops_cleanly_on_ctrl_c(tmp_path: Path)
                            text=True, cwd=ROOT, timeout=300)
     assert again.returncode == 0 and "4 already in" in again.stdout and "0 to run" in again.stdout
     # adding a policy runs only the new cells (64 devices, 3000 s: long); Ctrl-C during them
+    tag = f"sweep-{os.getpid()}-{time.monotonic_ns()}"
     p = subprocess.Popen([*base[:-1], "3000", "--policies", "local,offload,greedy"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                         start_new_session=True,
+                         start_new_session=True, env={**os.environ, "AIGC_TEST_TAG": tag},
                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not list((out / "cells").glob("*horizon_3000")):
@@ -130,7 +145,7 @@ def test_a_sweep_through_ray_resumes_and_stops_cleanly_on_ctrl_c(tmp_path: Path)
                                                       "runs are kept in")
     assert len(_rows(out / "results.csv")) < 10  # the 4 and any that finished before Ctrl-C
     time.sleep(2)
-    assert _ray_left(p.pid) == []
+    assert _ray_left(p.pid, tag) == []
 
 
 @pytest.mark.root
@@ -162,11 +177,12 @@ def test_an_emulator_sweep_runs_records_and_resumes(tmp_path: Path) -> None:
 def test_ctrl_c_stops_an_emulator_run_of_a_sweep_in_order(tmp_path: Path) -> None:
     pytest.importorskip("ray")
     out = tmp_path / "esw"
+    tag = f"esweep-{os.getpid()}-{time.monotonic_ns()}"
     p = subprocess.Popen([sys.executable, "-m", "emulator.sweep", "--scenarios",
                           str(SCEN / "demo.toml"), "--policies", "offload", "--seeds", "0", "1",
                           "--duration", "60", "--out", str(out)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                         start_new_session=True,
+                         start_new_session=True, env={**os.environ, "AIGC_TEST_TAG": tag},
                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     log = out / "cells" / "demo__offload__seed0__duration_60.log"
     deadline = time.monotonic() + 120
@@ -186,5 +202,5 @@ def test_ctrl_c_stops_an_emulator_run_of_a_sweep_in_order(tmp_path: Path) -> Non
     assert not (Path("/run/aigc-emu") / f"{run_id.group(1)}.json").exists()
     assert not [n for n in os.listdir("/sys/class/net") if n.startswith(run_id.group(1))]
     time.sleep(2)
-    assert _ray_left(p.pid) == []
+    assert _ray_left(p.pid, tag) == []
     assert not (out / "results.csv").exists()  # nothing finished, nothing recorded
