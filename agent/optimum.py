@@ -15,8 +15,8 @@ Why response time: service latency does not count the time a request waits for i
 so it can be lowered by keeping a device busy. On the gpt2 instance of
 ``benchmarks/agent_optimum.py`` with 3 devices at load 4 (Mahimahi LTE x 0.1, seed 3) the
 service-latency optimum runs one device's first request locally (1.69 s where offload took
-0.25 s): that device's next four requests then start up to 1.4 s after they arrived, when the
-MEC is free, and their service latencies drop; mean service latency 0.278 s against 0.319 s
+0.25 s): that device's next five requests then start 0.6-1.4 s after they arrived, when the
+MEC is mostly free, and their service latencies drop; mean service latency 0.278 s against 0.319 s
 for full offload, but mean response time 0.592 s against 0.415 s. Under response time no such
 trade pays unless the users gain.
 
