@@ -21,7 +21,9 @@ this script patches them in for the measurement only.
 
 Run from the repository root: ``PYTHONPATH=$PWD python benchmarks/agent_whatif.py --backfill
 --fallback-s 0.5 [agent_families options]``; prints agent_families' table and exits with its
-code.
+code. With ``--instances`` it runs the small instances of ``benchmarks/agent_optimum.py``
+instead and prints each policy's mean response time as a ratio to the per-request oracle's
+(the exact optimum's state dominance does not know the patched MEC, so it is not run).
 """
 
 from __future__ import annotations
@@ -136,6 +138,8 @@ def main() -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backfill", action="store_true", help="slot MEC grants idle gaps")
     p.add_argument("--fallback-s", type=float, help="device falls back to local after T s")
+    p.add_argument("--instances", action="store_true",
+                   help="the small instances of agent_optimum.py, against the oracle")
     a, rest = p.parse_known_args()
     if a.fallback_s is not None and not a.fallback_s >= 0:
         print(f"agent_whatif: --fallback-s must be >= 0 s, got {a.fallback_s}")
@@ -145,15 +149,53 @@ def main() -> int:
         mod.simulate_request = simulate_request  # type: ignore[attr-defined]
     if a.backfill:
         scenario.MecState = BackfillMec  # type: ignore[misc]
-    import agent_families
+    if a.instances:
+        code = instances()
+    else:
+        import agent_families
 
-    sys.argv = ["agent_families.py", *rest]
-    code = agent_families.main()
+        sys.argv = ["agent_families.py", *rest]
+        code = agent_families.main()
     print(f"what-if: backfill {'on' if a.backfill else 'off'}, fallback "
           f"{'off' if a.fallback_s is None else f'{a.fallback_s:g} s'}"
           + (f"; {COUNTS[0]} of {COUNTS[1]} sessions committed did not fit their gap"
              if a.backfill else ""))
     return code
+
+
+def instances() -> int:
+    """Response-time ratios to the per-request oracle on agent_optimum's instances."""
+    import warnings
+
+    import agent_optimum
+
+    from agent.actions import SplitActions
+    from agent.policies import make_policy
+    from profiler.schema import load_profile
+    from traces import TraceWarning, load_trace
+
+    for model_name, fname, scale, n_dev, reqs, load in agent_optimum.INSTANCES:
+        dev = load_profile(ROOT / "profiles" / f"{model_name}.device.json")
+        mec = load_profile(ROOT / "profiles" / f"{model_name}.mec-cpu.json")
+        model = lat.LatencyModel(dev, mec, mec_speedup=agent_optimum.MEC_SPEEDUP)
+        acts = SplitActions(model)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", TraceWarning)
+            trace = load_trace(agent_optimum.SHARED / fname)
+        trace = trace.scaled(scale) if scale != 1.0 else trace
+        cfg = scenario.ScenarioConfig(n_devices=n_dev, mec_slots=1,
+                                      one_way_delay_s=agent_optimum.DELAY_S, load=load,
+                                      horizon_s=1e12)
+        means = {}
+        for spec in ("default", "greedy", "offload", "oracle"):
+            pol: Any = (oracle.Oracle(model, acts) if spec == "oracle" else
+                        make_policy(spec, dev, mec, mec_speedup=agent_optimum.MEC_SPEEDUP))
+            res = scenario.run_policy(model, acts, pol, trace, cfg, 3, requests_per_device=reqs)
+            means[spec] = sum(r.response_s for r in res) / len(res)
+        print(f"{model_name} {fname} x {scale:g}, {n_dev} x {reqs}, load {load:g}: oracle "
+              f"{means['oracle']:.4f} s; " + ", ".join(
+                  f"{k} {v / means['oracle']:.3f}x" for k, v in means.items() if k != "oracle"))
+    return 0
 
 
 if __name__ == "__main__":
