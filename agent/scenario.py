@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -196,15 +196,22 @@ def _mean_gap(model: LatencyModel, config: ScenarioConfig) -> float:
 
 def run_policy(model: LatencyModel, actions: SplitActions, policy: Policy | FuturePolicy,
                trace: Trace, config: ScenarioConfig, seed: int, *,
-               detail: bool = False, requests_per_device: int | None = None
-               ) -> list[RequestResult]:
+               detail: bool = False, requests_per_device: int | None = None,
+               on_decision: Callable[[int, Link, MecState, Observation, Decision], None]
+               | None = None) -> list[RequestResult]:
     """Run ``policy`` on ``trace`` with the exact latency model: every request that arrives
     before ``config.horizon_s`` runs to completion (the trace loops when needed); returns them
     in start order. Arrivals and workloads depend only on ``seed``, so every policy gets the
     same requests. With ``requests_per_device``, only each device's first that many requests
     run (the small instances of :mod:`agent.optimum`). With ``config.mec_model == "batch"``
-    the MEC is the batching server, simulated event by event (:mod:`agent.batchsim`)."""
+    the MEC is the batching server, simulated event by event (:mod:`agent.batchsim`).
+    ``on_decision(device, link, mec, observation, decision)`` (slot MEC only), when given, is
+    called before each request is simulated, with the MEC's state as the request finds it and
+    the observation a live policy sees (a diagnostic hook: ``benchmarks/agent_families.py
+    --explain``; it must not change ``mec``)."""
     if config.mec_model == "batch":
+        if on_decision is not None:
+            raise AgentError("on_decision is only supported with the slot MEC")
         from agent.batchsim import run_policy_batched
 
         return run_policy_batched(model, actions, policy, trace, config, seed, detail=detail,
@@ -229,17 +236,20 @@ def run_policy(model: LatencyModel, actions: SplitActions, policy: Policy | Futu
         hist.append(link.recent_up_bps(t, window))
         wl = variants[fleet.variant[i]]
         accepts = mec.accepts(t)
-        if future:
-            decision = policy.decide_future(link, mec, wl, t)  # type: ignore[union-attr]
-        else:
+        obs = None
+        if not future or on_decision is not None:
             obs = Observation(workload=wl, throughput_bps=harmonic_mean(hist),
                               recent_throughputs_bps=tuple(hist), rtt_s=link.rtt_s,
                               mec_queue_len=mec.queue_len(t), mec_busy_slots=mec.busy_slots(t),
                               mec_slots=mec.slots, mec_expected_wait_s=mec.expected_wait(t),
                               time_s=t, mec_accepts=accepts)
-            decision = policy.decide(obs)  # type: ignore[union-attr]
+        decision = (policy.decide_future(link, mec, wl, t) if future  # type: ignore[union-attr]
+                    else policy.decide(obs))  # type: ignore[union-attr,arg-type]
         if not accepts and decision.action != actions.local_action:
             decision = actions.decision(actions.local_action, wl)
+        if on_decision is not None:
+            assert obs is not None
+            on_decision(i, link, mec, obs, decision)
         res = simulate_request(model, link, decision, wl, t, mec, device=f"device{i}",
                                detail=detail, t_arrival=fleet.arrival[i])
         out.append(res)

@@ -12,6 +12,21 @@ fixed, greedy).
 Targets (exit 1 when one is missed, 2 when the traces are missing): in every cell ``default``
 <= 1.05 x the per-request oracle and <= the best baseline (1e-9 relative slack for ties).
 
+Noise: every policy runs the same requests, so each cell also prints the paired difference
+``default - best baseline`` (mean over the requests, matched by trace, device and arrival) and
+twice its standard error; a miss whose difference is inside that band is marked ``~`` (the
+cell's requests cannot tell the two apart; the target still counts it as missed).
+
+``--explain`` adds, for each missed cell, why (the default policy's run replayed decision by
+decision with :func:`agent.scenario.run_policy`'s ``on_decision`` hook): at each decision
+every feasible plan is priced exactly on the state the request finds (its link's future and
+the MEC's reservations, as the per-request oracle does), which splits the gap to the oracle
+into *own regret* (the request's latency minus the best plan's at the same state, by chosen
+and best plan) and *knock-on* (the rest: later requests that find other states, e.g. a MEC
+slot reserved by a request whose upload stalled); also how often ``default`` chose as
+``greedy``, the realized / predicted latency of its choices, the regret of decisions made
+with a single throughput sample, and the observation features at their clip.
+
 Run from the repository root: ``PYTHONPATH=$PWD python benchmarks/agent_families.py``.
 """
 
@@ -23,6 +38,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -46,12 +62,14 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--default", default="default",
                    help="policy spec in the 'default' column (e.g. a candidate .zip)")
+    p.add_argument("--explain", action="store_true",
+                   help="print why each missed cell misses (see above)")
     a = p.parse_args()
     from agent.actions import SplitActions
-    from agent.evaluate import build_policies, evaluate_policies
+    from agent.evaluate import build_policies
     from agent.latency import LatencyModel
     from agent.policy import Workload
-    from agent.scenario import ScenarioConfig
+    from agent.scenario import ScenarioConfig, run_policy
     from profiler.schema import load_profile
     from traces import DATA_DIR, TraceWarning, load_trace, load_traces
 
@@ -94,39 +112,113 @@ def main() -> int:
                 while True:
                     cfg = ScenarioConfig(n_devices=4, mec_slots=1, mec_queue_limit=4,
                                          one_way_delay_s=0.010, load=0.5, horizon_s=horizon)
-                    lat = evaluate_policies(model, acts, pols, traces, cfg, a.seed)
-                    n = min(sum(len(x) for x in v) for v in lat.values())
+                    res = {k: [run_policy(model, acts, pol, tr, cfg, a.seed + j)
+                               for j, tr in enumerate(traces)] for k, pol in pols.items()}
+                    n = min(sum(len(x) for x in v) for v in res.values())
                     if n >= a.min_requests:
                         break
                     horizon *= 1.5 * a.min_requests / max(n, 1)
-                means = {k: float(np.mean(np.concatenate([np.asarray(x) for x in v])))
-                         for k, v in lat.items()}
-                best_base = min(means[b] for b in BASELINES)
+                lat = {k: {(j, r.device, r.t_arrival): r.latency_s
+                           for j, rs in enumerate(v) for r in rs} for k, v in res.items()}
+                means = {k: float(np.mean(list(v.values()))) for k, v in lat.items()}
+                best = min(BASELINES, key=means.__getitem__)
+                diff = np.array([lat["default"][q] - lat[best][q] for q in lat["default"]])
+                band = 2 * float(diff.std(ddof=1)) / math.sqrt(diff.size)
                 r_orc = means["default"] / means["oracle"]
-                r_base = means["default"] / best_base
+                r_base = means["default"] / means[best]
                 good = r_orc <= TARGET and r_base <= 1 + 1e-9
+                noise = not good and r_orc <= TARGET and float(diff.mean()) <= band
                 ok &= good
-                rows.append((model_name, fam, scale, n, means, r_orc, r_base, good))
+                rows.append((model_name, fam, scale, n, means, r_orc, r_base, good, noise,
+                             float(diff.mean()), band))
                 print(f"{model_name:<5} {fam:<9} x{scale:<4g} n={n:<5d} "
                       + " ".join(f"{getattr(pols[k], 'name', k)} {v:.3f}"
                                  for k, v in means.items())
                       + f" | default/oracle {r_orc:.3f} default/best-baseline {r_base:.3f} "
+                      + f"(default - {best}: {diff.mean():+.4f} s, 2 SE {band:.4f} s) "
                       + ("OK" if good else "MISSED"), flush=True)
+                if a.explain and not good:
+                    for line in explain(model, acts, pols["default"], traces, cfg, a.seed,
+                                        means["oracle"]):
+                        print("    " + line, flush=True)
     print(f"\nscenario: 4 devices, 1 MEC slot (queue limit 4), 10 ms one-way, mec-speedup 10, "
           f"load 0.5; {a.files} files per family (seed {a.seed}); mean latency in s; "
           f"{time.perf_counter() - t0:.0f} s")
     head = (f"{'model':<5} {'family':<9} {'scale':>5} {'n':>5} " + " ".join(
-        f"{k:>9}" for k in ("default", *BASELINES, "oracle")) + f" {'/oracle':>8} {'/best':>6}")
+        f"{k:>9}" for k in ("default", *BASELINES, "oracle")) + f" {'/oracle':>8} {'/best':>6}"
+        + f" {'d-best':>8} {'2 SE':>7}")
     print(head)
     print("-" * len(head))
-    for model_name, fam, scale, n, means, r_orc, r_base, good in rows:
+    for model_name, fam, scale, n, means, r_orc, r_base, good, noise, dm, band in rows:
         print(f"{model_name:<5} {fam:<9} {scale:>5g} {n:>5d} " + " ".join(
             f"{means[k]:9.3f}" for k in ("default", *BASELINES, "oracle"))
-            + f" {r_orc:8.3f} {r_base:6.3f} {'' if good else 'MISSED'}")
-    met = sum(r[-1] for r in rows)
+            + f" {r_orc:8.3f} {r_base:6.3f} {dm:+8.4f} {band:7.4f} "
+            + ("" if good else "MISSED~" if noise else "MISSED"))
+    met = sum(r[7] for r in rows)
     print(f"\n{met}/{len(rows)} cells meet both targets (default <= {TARGET:g} x oracle and "
-          "<= best baseline)")
+          f"<= best baseline); {sum(r[8] for r in rows)} more miss only the baseline, by less "
+          "than twice the standard error of the paired difference (MISSED~)")
     return 0 if ok else 1
+
+
+def explain(model: Any, acts: Any, policy: Any, traces: list[Any], cfg: Any, seed: int,
+            oracle_mean: float) -> list[str]:
+    """Why ``policy`` misses in one cell (see the module docstring), as printable lines."""
+    from agent.latency import simulate_request
+    from agent.observation import OBS_HIGH, throughput_estimate
+    from agent.policies import GreedyPolicy
+    from agent.scenario import run_policy
+
+    greedy = GreedyPolicy(acts)
+    enc = getattr(policy, "encoder", None)
+    rows: list[tuple[int, int, float, float, float, int, bool]] = []
+    clipped: list[Any] = []
+
+    def hook(i: int, link: Any, mec: Any, obs: Any, decision: Any) -> None:
+        wl = obs.workload
+        mask = acts.mask(obs.mec_accepts)
+        real = np.full(acts.n_actions, np.inf)
+        for k in range(acts.n_actions):
+            if mask[k]:
+                real[k] = simulate_request(model, link, acts.decision(k, wl), wl, obs.time_s,
+                                           mec.copy(), detail=False).t_end - obs.time_s
+        est = throughput_estimate(obs.recent_throughputs_bps, obs.throughput_bps)
+        pred = acts.costs(wl).predict(est, obs.rtt_s, obs.mec_expected_wait_s)
+        ch = decision.action
+        rows.append((ch, int(np.argmin(real)), float(real[ch]), float(real.min()),
+                     float(real[ch] / max(pred[ch], 1e-9)), len(obs.recent_throughputs_bps),
+                     greedy.decide(obs).action == ch))
+        if enc is not None:
+            clipped.append(enc.encode(obs) >= OBS_HIGH)
+
+    lats = [r.latency_s for j, tr in enumerate(traces)
+            for r in run_policy(model, acts, policy, tr, cfg, seed + j, on_decision=hook)]
+    n = len(rows)
+    mean = float(np.mean(lats))
+    own = sum(r[2] - r[3] for r in rows) / n
+    pairs: dict[tuple[int, int], list[float]] = {}
+    for ch, bst, rc, rb, *_ in rows:
+        if rc > rb:
+            pairs.setdefault((ch, bst), []).append(rc - rb)
+    top = sorted(pairs.items(), key=lambda kv: -sum(kv[1]))[:3]
+    one = sum(r[2] - r[3] for r in rows if r[5] <= 1) / max(n * own, 1e-12)
+    ratio = np.array([r[4] for r in rows])
+    out = [f"why: gap to the oracle {mean - oracle_mean:+.4f} s = own regret {own:.4f} s "
+           f"({own / oracle_mean:.1%} of the oracle) + knock-on "
+           f"{mean - oracle_mean - own:+.4f} s ({(mean - oracle_mean - own) / oracle_mean:+.1%})",
+           "  own regret by chosen -> best plan at the same state: " + "; ".join(
+               f"{acts.names[c]} -> {acts.names[b]} x{len(v)} {sum(v) / n:.4f} s/request"
+               for (c, b), v in top),
+           f"  chose as greedy {sum(r[6] for r in rows)}/{n}; realized/predicted latency of "
+           f"the choice p50 {np.percentile(ratio, 50):.2f} p90 {np.percentile(ratio, 90):.2f} "
+           f"max {ratio.max():.1f}; decisions on a single throughput sample hold "
+           f"{one:.0%} of the own regret"]
+    if clipped:
+        frac = np.mean(np.array(clipped), axis=0)
+        hot = {int(k): round(float(frac[k]), 2) for k in np.flatnonzero(frac > 0.01)}
+        out.append(f"  observation features at the clip ({OBS_HIGH:g}) in > 1% of decisions "
+                   f"(index: share): {hot or 'none'}")
+    return out
 
 
 if __name__ == "__main__":

@@ -4,9 +4,14 @@ For each instance (model, real trace from ``../shared/traces``, devices x reques
 scenario knobs), :func:`agent.optimum.exact_optimum` finds the best joint plan assignment with
 full knowledge of the future (branch and bound under the simulator's latency and MEC model),
 and every policy runs the same requests (:func:`agent.scenario.run_policy` with
-``requests_per_device``). Printed: the scenario, the optimum (proven or not, nodes, seconds),
-and each policy's mean latency as a ratio to it. Target: ``default`` and ``greedy`` <= 1.05x
-the optimum on every instance; exits 1 when one is missed, 2 when an input is missing.
+``requests_per_device``). The optimum is found twice: for the mean *response time* (arrival
+to final output, what a user waits) and for the mean *service latency* (first computation to
+final output; it can be lowered by keeping a device busy so that its next requests start
+later, see :mod:`agent.optimum`). Printed: the scenario, each optimum (proven or not, nodes,
+seconds), and each policy's mean response time and service latency as ratios to them.
+Target: ``default`` and ``greedy`` <= 1.05x the response-time optimum on every instance
+(``--objective service`` judges service latency instead); exits 1 when one is missed, 2 when
+an input is missing.
 
 Run from the repository root: ``PYTHONPATH=$PWD python benchmarks/agent_optimum.py``.
 """
@@ -46,6 +51,8 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=3, help="seed of arrivals and link offsets")
     p.add_argument("--default", default="default",
                    help="policy spec in the 'default' row (e.g. a candidate .zip)")
+    p.add_argument("--objective", choices=("response", "service"), default="response",
+                   help="the optimum the target is judged against")
     a = p.parse_args()
     from agent.actions import SplitActions
     from agent.latency import LatencyModel
@@ -63,7 +70,7 @@ def main() -> int:
     ok = True
     print(f"exact offline optimum vs policies; delay {DELAY_S * 1e3:g} ms one-way, "
           f"mec-speedup {MEC_SPEEDUP:g}, 1 MEC slot, queue limit 4, seed {a.seed}; "
-          f"target: default and greedy <= {TARGET:g} x optimum")
+          f"target: default and greedy <= {TARGET:g} x the {a.objective} optimum")
     for model_name, fname, scale, n_dev, reqs, load in INSTANCES:
         dev = load_profile(ROOT / "profiles" / f"{model_name}.device.json")
         mec = load_profile(ROOT / "profiles" / f"{model_name}.mec-cpu.json")
@@ -79,12 +86,17 @@ def main() -> int:
         print(f"\n{model_name}: {n_dev} device(s) x {reqs} requests on {fname} x {scale:g}, "
               f"load {load:g}; {acts.n_actions} actions ({', '.join(acts.names)})")
         inst = make_instance(model, trace, cfg, a.seed, reqs)
-        t0 = time.perf_counter()
-        opt = exact_optimum(model, acts, inst, cfg, node_limit=a.node_limit)
-        secs = time.perf_counter() - t0
-        print(f"  optimum: mean {opt.mean_s:.4f} s over {opt.n_requests} requests, "
-              f"{'proven' if opt.proven else 'NOT proven (node limit)'}, {opt.nodes} nodes, "
-              f"{secs:.1f} s; static lower bound {opt.lower_bound_s / opt.n_requests:.4f} s")
+        opts = {}
+        for obj in ("response", "service"):
+            t0 = time.perf_counter()
+            opt = opts[obj] = exact_optimum(model, acts, inst, cfg, node_limit=a.node_limit,
+                                            objective=obj)
+            secs = time.perf_counter() - t0
+            print(f"  {obj} optimum: mean {opt.mean_s:.4f} s over {opt.n_requests} requests, "
+                  f"{'proven' if opt.proven else 'NOT proven (node limit)'}, {opt.nodes} "
+                  f"nodes, {secs:.1f} s; static lower bound "
+                  f"{opt.lower_bound_s / opt.n_requests:.4f} s")
+        opt = opts[a.objective]
         for spec in POLICIES:
             if spec == "oracle":
                 pol = Oracle(model, acts)
@@ -97,15 +109,18 @@ def main() -> int:
                                   **kw)  # type: ignore[assignment]
             res = run_policy(model, acts, pol, trace, cfg, a.seed, requests_per_device=reqs)
             assert len(res) == opt.n_requests
-            mean = sum(r.latency_s for r in res) / len(res)
-            ratio = mean / opt.mean_s
+            resp = sum(r.response_s for r in res) / len(res)
+            serv = sum(r.latency_s for r in res) / len(res)
+            ratio = {"response": resp / opts["response"].mean_s,
+                     "service": serv / opts["service"].mean_s}
             name = getattr(pol, "name", spec)
             flag = ""
             if spec in ("default", "greedy"):
-                good = ratio <= TARGET and opt.proven
+                good = ratio[a.objective] <= TARGET and opt.proven
                 ok &= good
                 flag = "OK" if good else "MISSED"
-            print(f"  {spec:<8} {name:<24} mean {mean:9.4f} s  {ratio:6.3f} x optimum {flag}")
+            print(f"  {spec:<8} {name:<24} response {resp:9.4f} s {ratio['response']:6.3f} x, "
+                  f"service {serv:9.4f} s {ratio['service']:6.3f} x optimum {flag}")
     print("\nall targets met" if ok else "\nsome targets MISSED")
     return 0 if ok else 1
 

@@ -10,7 +10,7 @@ import pytest
 
 from agent.actions import SplitActions
 from agent.errors import AgentError
-from agent.latency import LatencyModel, MecState
+from agent.latency import LatencyModel, MecState, RequestResult
 from agent.link import Link
 from agent.optimum import exact_optimum, make_instance
 from agent.oracle import Oracle
@@ -65,21 +65,26 @@ def _setup() -> tuple[LatencyModel, SplitActions, ScenarioConfig]:
     return model, acts, cfg
 
 
-def test_branch_and_bound_equals_brute_force() -> None:
+def _cost(res: list[RequestResult], objective: str) -> float:
+    return sum(r.response_s if objective == "response" else r.latency_s for r in res)
+
+
+@pytest.mark.parametrize("objective", ["service", "response"])
+def test_branch_and_bound_equals_brute_force(objective: str) -> None:
     model, acts, cfg = _setup()
     trace = load_traces(DATA_DIR / "train")[0].scaled(0.2)
     inst = make_instance(model, trace, cfg, 2, 3)
-    opt = exact_optimum(model, acts, inst, cfg)
-    assert opt.proven and opt.n_requests == 6
+    opt = exact_optimum(model, acts, inst, cfg, objective=objective)
+    assert opt.proven and opt.n_requests == 6 and opt.objective == objective
     best = min(
-        sum(r.latency_s for r in run_policy(model, acts, _Sequence(acts, seq), trace, cfg, 2,
-                                            requests_per_device=3))
+        _cost(run_policy(model, acts, _Sequence(acts, seq), trace, cfg, 2,
+                         requests_per_device=3), objective)
         for seq in itertools.product(range(acts.n_actions), repeat=6))
     assert opt.total_s == pytest.approx(best, rel=1e-12)
     # the optimum's own assignment, replayed by the simulator, costs what it says
     rep = _Replay(acts, [ln.offset_s for ln in inst.links], opt.assignment)
     res = run_policy(model, acts, rep, trace, cfg, 2, requests_per_device=3)
-    assert sum(r.latency_s for r in res) == pytest.approx(opt.total_s, rel=1e-12)
+    assert _cost(res, objective) == pytest.approx(opt.total_s, rel=1e-12)
     # no policy is below it; the per-request oracle is not always at it
     pols = [Oracle(model, acts), GreedyPolicy(acts), FixedPolicy("local", acts, acts.local_action),
             FixedPolicy("offload", acts, 0)]
@@ -87,12 +92,33 @@ def test_branch_and_bound_equals_brute_force() -> None:
     for p in pols:
         res = run_policy(model, acts, p, trace, cfg, 2, requests_per_device=3)
         assert len(res) == 6
-        means.append(sum(r.latency_s for r in res))
+        means.append(_cost(res, objective))
     assert min(means) >= opt.total_s * (1 - 1e-12)
-    # on this instance the per-request oracle is not optimal (it does not trade its own latency
-    # for the queue it causes): the test could tell a myopic search from the optimum
-    assert means[0] > opt.total_s * 1.01, (means[0], opt.total_s)
+    # in service latency the per-request oracle is not optimal here (it does not trade its own
+    # latency for the queue it causes): the test could tell a myopic search from the optimum.
+    # In response time it is (that trade delays the device's own next requests; on these
+    # training traces at scales 0.05-0.5, seeds 2-7, the oracle was always at the optimum)
+    if objective == "service":
+        assert means[0] > opt.total_s * 1.01, (means[0], opt.total_s)
     assert opt.lower_bound_s <= opt.total_s
+
+
+def test_objectives_differ_and_bad_objective() -> None:
+    """Each optimum is best under its own objective (so neither search ignores its argument),
+    and an unknown objective is one clear error."""
+    model, acts, cfg = _setup()
+    trace = load_traces(DATA_DIR / "train")[0].scaled(0.2)
+    inst = make_instance(model, trace, cfg, 2, 3)
+    costs = {}
+    for obj in ("service", "response"):
+        opt = exact_optimum(model, acts, inst, cfg, objective=obj)
+        rep = _Replay(acts, [ln.offset_s for ln in inst.links], opt.assignment)
+        res = run_policy(model, acts, rep, trace, cfg, 2, requests_per_device=3)
+        costs[obj] = {o: _cost(res, o) for o in ("service", "response")}
+    assert costs["service"]["service"] <= costs["response"]["service"] * (1 + 1e-12)
+    assert costs["response"]["response"] <= costs["service"]["response"] * (1 + 1e-12)
+    with pytest.raises(AgentError, match="objective must be one of response, service"):
+        exact_optimum(model, acts, inst, cfg, objective="tail")
 
 
 def test_instance_matches_run_policy_arrivals() -> None:
