@@ -37,7 +37,8 @@ Targets (exit status 1 when one is missed): TCP and UDP goodput within 5% of the
 down steps) and delivered rates within 5% of the trace's; one-way delay within 1 ms of target
 (median); burst: per size, the median |error| of the transfer time against the simulator's
 <= 5% (the count within 5% and the largest error are printed, not gated: a 10 KB transfer that
-starts inside a burst leaves up to HTB's 4 ms bucket at once and ends 1.3-1.9 ms (5-7%) early). A missing trace file is one line ``missing input: ...`` and exit status 2 (nothing
+starts inside a burst meets a full HTB bucket, two frames on such traces, and HTB sends three
+frames at once: it ends ~2.5 ms (8-10%) early; measured 4 Dec, load average 1.9-2.4). A missing trace file is one line ``missing input: ...`` and exit status 2 (nothing
 is reported as met). Prints one line per figure and writes ``results.json`` to ``--out``.
 
     sudo .venv/bin/python benchmarks/emulator_fidelity.py --out runs/fidelity

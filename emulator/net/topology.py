@@ -15,8 +15,10 @@ TBF leaf that is normally open (10 Gbit/s, never the bottleneck) and holds the b
 inner bfifo of ``queue_bytes``); the shaper closes it during outages (see
 :mod:`emulator.net.shaper`). All veths have ``gso_max_segs 1`` and TSO/GSO off (per-frame
 shaping); every host has ``net.ipv4.tcp_slow_start_after_idle=0``, cubic congestion control
-(:data:`TCP_CC`) and a minimum RTO longer than the traces' closed stretches
-(:meth:`EmulatedNetwork.rto_min_s`). Unclassified frames (ARP)
+(:data:`TCP_CC`), an initial window of the shaped queue (:meth:`EmulatedNetwork.initial_window`)
+and a minimum RTO longer than the traces' closed stretches (:meth:`EmulatedNetwork.rto_min_s`),
+and on traces with such stretches no tail loss probes and a two-frame HTB bucket
+(:data:`GATED_BURST_S`). Unclassified frames (ARP)
 pass unshaped. ``downlink=None`` leaves MEC->device unshaped (veth/relay line rate, no rows).
 
 Until :meth:`EmulatedNetwork.start_shaping` each class sits at its trace's rate at time 0 (at
@@ -78,15 +80,21 @@ def device_ip(i: int) -> str:
 #: congestion control in every emulated host. Not the machine's default BBR: BBR's PROBE_RTT
 #: drops the window to 4 segments for 0.2 s every 10 s and its pacing follows a bandwidth
 #: estimate, both invisible to the simulator's fluid link (measured on a trace open 0.1 s of
-#: every 0.5 s: 2 of 40 200-KB uploads +4.6 % and +84 % with BBR, a window of 4 after one)
+#: every 0.5 s: 2 of 40 200-KB uploads +4.6 % and +84 % with BBR, a window of 4 after one; in
+#: ``emulator.run`` BBR's estimate fell to 0.97 Mbit/s after a gap and 200 KB uploads took 3-5
+#: bursts instead of 2: requests +106 % and +135 %). A namespace may only choose one the root
+#: namespace allows (:func:`_allow_congestion_control`); until 4 Dec every host had silently
+#: kept BBR
 TCP_CC = "cubic"
 #: upper bound of the hosts' minimum RTO (s): longer outages still see timeouts, with backoff
 RTO_MIN_CAP_S = 5.0
 #: HTB burst (s at the class's rate, at least two frames) of a device class whose trace has
 #: closed stretches, when shorter than ``NetConfig.burst_s``. Its bucket refills to the full
-#: burst in every closed stretch and leaves at once when the gate opens: with the default 4 ms
-#: each burst of a trace open 0.1 s of every 0.5 s carried 4 ms more than the trace, and a 10 KB
-#: transfer that started inside a burst ended up to 7 % early
+#: burst in every closed stretch and leaves at once when the gate opens, and a transfer sent
+#: at once (the initial window) meets a full bucket. Measured on a trace open 0.1 s of every
+#: 0.5 s (11.6 Mbit/s open, 10 ms delay, two runs each, 4 Dec): 10 KB transfers that start
+#: inside a burst ended 16.5-17.1 % early with the 4 ms bucket, 8.2-9.5 % with two frames (HTB
+#: still sends three at once); 200 KB uploads -0.1 to -0.6 % instead of -0.7 to -2.0 %
 GATED_BURST_S = 0.001
 
 
