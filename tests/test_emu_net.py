@@ -73,10 +73,41 @@ def test_topology_up_and_down_leaves_nothing() -> None:
         for d in net.devices:
             assert " 0% packet loss" in d.cmd(f"ping -c 1 -W 2 {net.mec.IP()}")
         assert net.devices[0].cmd("sysctl -n net.ipv4.tcp_slow_start_after_idle").strip() == "0"
+        # the hosts' TCP as the simulator's fluid link assumes: cubic (not the machine's BBR; a
+        # namespace could not pick it before the run allowed it), an initial window of 90 % of
+        # the shaped queue in full frames, tail loss probes kept on a trace without outages
+        iw = max(10, int(0.9 * net.queue_bytes) // 1514)
+        for h in (*net.devices, net.mec):
+            assert h.cmd("sysctl -n net.ipv4.tcp_congestion_control").strip() == "cubic"
+            assert f"initcwnd {iw} initrwnd {iw}" in h.cmd("ip route show 10.0.0.0/24")
+            assert h.cmd("sysctl -n net.ipv4.tcp_early_retrans").strip() != "0"
         sleeper = net.popen(net.mec, ["sleep", "60"])
     assert sleeper.poll() is not None
     assert _leftovers(rid) == []
     assert _links() - before == set()
+
+
+def test_bursty_trace_tunes_tcp_and_keeps_a_small_bucket() -> None:
+    """A trace open 0.1 s of every 0.5 s: no tail loss probes and a minimum RTO above the 0.4 s
+    closed stretch plus a round trip and 0.2 s in every host; the device classes' HTB bucket is
+    two frames (not 4 ms at the rate) in the setup and after the replay's rate changes."""
+    tr = Trace(np.array([0.0, 0.1]), np.array([11.6e6, 0.0]), 0.5, name="burst")
+    cfg = NetConfig(uplink=tr, downlink=tr, one_way_delay_s=0.01)
+    with EmulatedNetwork(cfg, verbose=False) as net:
+        for h in (*net.devices, net.mec):
+            assert h.cmd("sysctl -n net.ipv4.tcp_early_retrans").strip() == "0"
+            rto_us = int(h.cmd("sysctl -n net.ipv4.tcp_rto_min_us").strip())
+            assert rto_us == pytest.approx((0.4 + 0.02 + 0.2) * 1e6, abs=1000)
+        net.start_shaping()
+        time.sleep(0.7)  # past a close and a reopening of both directions
+        for ifb in (net.ifb_up, net.ifb_down):
+            out = subprocess.run(["tc", "class", "show", "dev", ifb], capture_output=True,
+                                 text=True).stdout
+            m = re.search(r"class htb 1:10 .* burst (\d+)b cburst (\d+)b", out)
+            assert m is not None, out
+            # 2 x 1514 B (tc prints the bucket as rounded back from ticks); 4 ms would be 6 KB
+            assert all(abs(int(x) - 2 * 1514) <= 8 for x in m.groups()), out
+        assert not net.shaper_stats()["errors"]
 
 
 def _htb_rate(ifname: str, classid: int) -> tuple[int, int]:

@@ -5,7 +5,11 @@ what the simulator says too.
 
 Measured on the shared 2-core build machine: 0 bytes in all 58 1-s windows (both directions)
 inside the outage; the request caught by it took 30.440 s against 30.292 s simulated (+0.5 %),
-the others after the first (slow start, +16 %) within 1 % on a quiet machine."""
+the others within 1 % on a quiet machine (the connection's first too, since the hosts' initial
+window covers the queue; it was +16 % with the kernel's 10 segments). Under load the requests'
+errors come from the host (a send or a computation starting late: its own stamps show it), so
+the parity check takes that time out (see ``_host_delay_s``) and a load-independent invariant
+(no transfer ends before the trace lets it) is checked on every transfer."""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -49,6 +54,64 @@ def _rel(r: dict[str, float]) -> float:
     return r["latency_s"] / r["predicted_latency_s"] - 1.0
 
 
+def _simulated(tmp_path: Path, trace: Path, out: Path) -> tuple[Any, list[tuple[dict[str, Any], Any]]]:
+    """Every record of the run with the simulator's step-by-step timeline of the same request
+    (its decision, workload and start time; the run's MEC speed-up; an idle MEC)."""
+    from agent.latency import LatencyModel
+    from agent.link import Link
+    from emulator.parity import simulate_record
+    from profiler.schema import load_profile
+    from traces import load_trace
+
+    summary = json.loads((out / "summary.json").read_text())
+    model = LatencyModel(load_profile(tmp_path / "toy.device.json"),
+                         load_profile(tmp_path / "toy.mec.json"),
+                         mec_speedup=float(summary["mec_speedup"]))
+    tr = load_trace(trace)
+    link = Link(up=tr, down=tr, one_way_delay_s=DELAY_S)
+    recs = [json.loads(x) for x in (out / "requests.jsonl").read_text().splitlines()]
+    return link, [(r, simulate_record(model, link, r, detail=True)) for r in recs]
+
+
+def _host_delay_s(rec: dict[str, Any], sim: Any) -> float:
+    """Time the emulating host itself added to the request, as its own step stamps show: a
+    computation or a send that started after its inputs were ready and its side (device or
+    MEC; uplink or downlink) was free, and a computation that ran longer than the profile the
+    simulator prices. None of it is the network's, and all of it grows with CPU load (measured
+    under a load average of 7-10: sends starting 2-9 ms after their data was ready)."""
+    late = 0.0
+    free: dict[str, float] = {}
+    for e, s in zip(rec["steps"], sim.steps, strict=True):
+        key = e["kind"] + e["side"]
+        late += max(0.0, e["t_start"] - max(e["t_ready"], free.get(key, -1e9)))
+        if e["kind"] == "compute":
+            late += max(0.0, (e["t_end"] - e["t_start"]) - (s.t_end - s.t_start))
+        free[key] = e["t_end"]
+    return late
+
+
+def _no_transfer_early(link: Any, pairs: list[tuple[dict[str, Any], Any]],
+                       link_bps: float) -> None:
+    """No transfer ends before the trace lets it (a load-independent invariant: a busy CPU only
+    makes things later): every send of every request ends no earlier than the simulator's
+    link, started when the emulator started it, says, less what the shaper may pass at once
+    (HTB's 4 ms bucket and one frame at the link's wire rate) and 1 ms of clock stamps."""
+    from emulator.net import PAYLOAD_FRACTION
+
+    slack = 0.004 + 1514 * 8 / (link_bps / PAYLOAD_FRACTION) + 0.001
+    early = []
+    for rec, _sim in pairs:
+        for e in rec["steps"]:
+            if e["kind"] != "send" or e["nbytes"] <= 0:
+                continue
+            fin = link.up_finish if e["side"] == "up" else link.down_finish
+            due = fin(e["t_start"], e["nbytes"]) + DELAY_S
+            if e["t_end"] < due - slack:
+                early.append((rec["request"], e["side"], e["nbytes"], e["t_start"], e["t_end"],
+                              due))
+    assert early == [], f"transfers ended before the trace allowed: {early}"
+
+
 def test_outage_delivers_nothing_and_requests_wait(tmp_path: Path) -> None:
     trace = tmp_path / "outage.csv"
     trace.write_text(f"time_s,mbps\n0,10\n{OUTAGE[0]:g},0\n{OUTAGE[1]:g},10\n# period_s=60\n")
@@ -64,26 +127,36 @@ def test_outage_delivers_nothing_and_requests_wait(tmp_path: Path) -> None:
     leaked = [(r["t_s"], r["direction"], r["goodput_mbps"]) for r in inside
               if float(r["goodput_mbps"]) > 0.0]
     assert leaked == [], f"bytes delivered while capacity was zero: {leaked}"
-    recs = [json.loads(x) for x in (out / "requests.jsonl").read_text().splitlines()]
+    link, pairs = _simulated(tmp_path, trace, out)
+    recs = [r for r, _ in pairs]
     caught = [r for r in recs if r["t_start"] < OUTAGE[0] < r["t_end"]]
     assert len(caught) == 1 and caught[0]["t_end"] > OUTAGE[1]  # it waited for the link
-    # parity with the simulator: the request caught by the outage within 5 %, and, leaving out
-    # the connection's first transfer (slow start, not modelled; as in test_emulator_e2e), 90 %
-    # of the others within 5 % and their median within 2 % (on a quiet machine all were within
-    # 1 %; with a load average of 7-10 from other jobs one of 18 came out at +7 %)
+    _no_transfer_early(link, pairs, 10e6)
+    # parity with the simulator, every request (the connection's first included: the hosts'
+    # initial window covers the queue): the one caught by the outage within 5 %; the others'
+    # median within 2 % and 85 % of them within 5 % once the time the host itself added (its
+    # own stamps, _host_delay_s) is taken out. Measured (4 Dec, four runs, load average 2.4-10.7
+    # from other jobs): raw errors up to +22 % (the host's delays 40 ms of 353 ms), within 5 %
+    # without the host's delays 19/19, 17/19, 19/19 and 19/19 (the two misses, +12 % and +9 %:
+    # an upload and token messages late on the link itself under load), raw medians -1.2 % to
+    # +1.2 %; on a quiet machine all within 1 % raw.
     assert abs(_rel(caught[0])) < 0.05, caught[0]
-    rest = [_rel(r) for r in recs[1:]]
-    assert sum(abs(x) < 0.05 for x in rest) >= 0.9 * len(rest), rest
-    assert abs(float(np.median(rest))) < 0.02, rest
+    rest = [(r, s) for r, s in pairs if r is not caught[0]]
+    raw = [_rel(r) for r, _ in rest]
+    net = [(r["latency_s"] - _host_delay_s(r, s)) / r["predicted_latency_s"] - 1.0
+           for r, s in rest]
+    assert sum(abs(x) < 0.05 for x in net) >= 0.85 * len(net), (net, raw)
+    assert abs(float(np.median(raw))) < 0.02, raw
 
 
 def test_burst_trace_requests_match_the_simulator(tmp_path: Path) -> None:
     """Every delivery of a Mahimahi file in the first 0.1 s of each 0.5 s (11.6 Mbit/s open,
     nothing for 0.4 s), both directions: the 200 KB prefill upload spans bursts, each token's
-    exchange waits for one. Before the downlink replayed its trace one delay late and the hosts
-    got a minimum RTO above the 0.4 s gaps (and cubic instead of BBR), requests took up to 2.3 x
-    the simulator's time (a reply sent in a burst's last 10 ms met a closed downlink; spurious
-    timeouts inside the gaps restarted the upload from one segment)."""
+    exchange waits for one. Before the downlink replayed its trace one delay late, the hosts got
+    a minimum RTO above the 0.4 s gaps and really used cubic (a namespace could not leave the
+    machine's BBR, whose bandwidth estimate fell to ~1 Mbit/s after a gap: uploads took 2-3 x
+    the simulator's time) and an initial window of the queue, requests took up to 2.3 x the
+    simulator's time."""
     trace = tmp_path / "burst.up"
     trace.write_text("".join(f"{500 * k + j}\n" for k in range(120) for j in range(1, 101)))
     # compute at the profile's medians (no jitter), as the simulator prices it: on this trace a
@@ -91,13 +164,11 @@ def test_burst_trace_requests_match_the_simulator(tmp_path: Path) -> None:
     # (measured with jitter: one of 17 requests +38 %, 0.3 ms past a burst's end)
     out = _run(tmp_path, trace, 25, "--jitter", "none")
     recs = [json.loads(x) for x in (out / "requests.jsonl").read_text().splitlines()]
-    rest = [_rel(r) for r in recs[1:]]  # the first: slow start, not modelled
-    assert len(rest) >= 10, recs
-    # measured (load average 2-4 from other jobs, three runs): 43 of 49 within 5 %, most within
-    # 1 %; misses +5.2 %, one +106 % and four +38 %, where a token's
-    # 8-byte reply left the MEC 2.6 ms after the simulator's (per-message overheads the simulator
-    # does not price add up over a request), 0.7 ms before the burst's end, after the gate had
-    # closed (one frame time early, see emulator.net.shaper) and waited 0.4 s for the next burst.
-    # Before the fixes 4 of 17 were +37 % to +106 % and 200 KB uploads took up to 3.5 s (0.6 s).
-    assert sum(abs(x) < 0.05 for x in rest) >= 0.8 * len(rest), rest
-    assert abs(float(np.median(rest))) < 0.01, rest
+    rel = [_rel(r) for r in recs]  # the connection's first included (initial window: the queue)
+    assert len(rel) >= 10, recs
+    # measured (load average 1.4-3.6, two runs, 4 Dec): 40 of 40 within 1.4 %. Each token's
+    # exchange still costs ~0.8 ms more than simulated (per-message overheads, a reply's 0.37 ms
+    # through the relay and the stacks), so a late token can still miss a burst's end and wait
+    # 0.4 s (+38 %; seen before the fixes above): 90 % within 5 % and a median within 1 %.
+    assert sum(abs(x) < 0.05 for x in rel) >= 0.9 * len(rel), rel
+    assert abs(float(np.median(rel))) < 0.01, rel

@@ -110,6 +110,8 @@ class ShapedClass:
     #: lag_s``): a downlink whose propagation delay comes before its shaper (see the module
     #: docstring); until then it sits at the trace's time-0 rate
     lag_s: float = 0.0
+    #: HTB burst/cburst of this class in seconds at its rate (``None``: the settings' own)
+    burst_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -237,7 +239,7 @@ class _Child:
             return msgs
         if state["rate"] != capacity_bps:
             rate = wire_Bps(capacity_bps, self.cfg.compensate_overhead)
-            b = burst_bytes(rate, self.cfg.burst_s)
+            b = burst_bytes(rate, self.cfg.burst_s if c.burst_s is None else c.burst_s)
             msgs.append(setter.encode(c.ifindex, c.classid, c.parent, rate, rate, b, b))
             state["rate"] = capacity_bps
         if not state["open"]:
