@@ -89,8 +89,8 @@ class ShapedClass:
     """One HTB class the run shapes or measures.
 
     :param role: ``leaf`` (own trace, updated live), ``cell`` (shared-cell parent, updated
-        live), ``child`` (a device's share of a cell: fixed floor rate, borrows up to the cell
-        ceiling; measured only).
+        live), ``child`` (a device's share of a cell: a class of the HTB under the cell's class,
+        fixed at the trace's peak; measured only).
     :param trace: capacity (goodput bit/s) the class follows; for ``child`` the cell's trace.
     """
 
