@@ -93,7 +93,7 @@ def _timeline(plan: Plan, link: Link, t_start: float, detail: bool) -> _Gen:
                     ready = x
             lf = link_free[side]
             start = ready if ready > lf else lf
-            done = finish[side](start, st.nbytes)
+            done = finish[side](start, st.wire_bytes)
             link_free[side] = done
             end = done + d
             there = on[1 - side]

@@ -483,6 +483,7 @@ class ShaperProcess:
         env = dict(os.environ)
         # the child imports exactly what the parent imports (same traces, same emulator)
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        env.setdefault("AIGC_AGENT_NO_GYM", "1")  # config's agent.wire import: no Gymnasium
         fd = child_sock.fileno()
         code = "import sys; from emulator.net.shaper import main; sys.exit(main(sys.argv[1:]))"
         self._proc = subprocess.Popen(
