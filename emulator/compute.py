@@ -187,9 +187,12 @@ class ProfiledCompute:
         n = output_bytes(self.profile.passes[pass_index], lo, hi)
         return self._zeros[:n]
 
-    def run(self, pass_index: int, lo: int, hi: int) -> tuple[float, memoryview]:
-        """Wait out a drawn duration of blocks ``[lo, hi)``; returns (target_s, output bytes)."""
-        start = time.perf_counter()
+    def run(self, pass_index: int, lo: int, hi: int,
+            start: float | None = None) -> tuple[float, memoryview]:
+        """Wait out a drawn duration of blocks ``[lo, hi)``, counted from ``start``
+        (``time.monotonic()``; default now); returns (target_s, output bytes)."""
+        now = time.perf_counter()
+        start = now if start is None else start + (now - time.monotonic())
         target = self.sample_s(pass_index, lo, hi)
         if target > 0:
             wait_until(start + target, self.spin_s)
