@@ -8,7 +8,8 @@ cross the link, in order). This module prices a plan on a link (:func:`simulate_
   lasts its profile medians (device profile for the device, MEC profile divided by
   ``mec_speedup`` for the MEC);
 * a send starts when its items exist on the sender and the link direction is free (each
-  direction is a FIFO); it finishes when the trace has delivered its bytes (fluid, exact,
+  direction is a FIFO); it finishes when the trace has delivered its bytes, the payload with
+  the framing and TCP/IP headers that carry it (:mod:`agent.wire`) (fluid, exact,
   zero-capacity gaps stall, the trace loops), and its items are on the receiver one one-way
   delay later;
 * the device and the MEC work in parallel: the MEC keeps running the loop while tokens stream;
@@ -30,7 +31,8 @@ depends on every session in it.
 
 Not modelled, on purpose: TCP slow start after idle (the emulator sets
 ``net.ipv4.tcp_slow_start_after_idle=0`` and ``TCP_NODELAY``), packet loss and retransmission,
-protocol header overhead, and contention between a device's own uploads and downloads.
+the ACKs and control messages that are not steps of the plan (:mod:`agent.wire`), and
+contention between a device's own uploads and downloads.
 Several devices on one shared cell are modelled as each getting an equal, fixed share of the
 cell's capacity (the emulator's HTB parent with equal children under saturation).
 
@@ -99,12 +101,15 @@ class LatencyModel:
         wherever a result is printed).
     :param device_speed: divide every device block time by this (a device this many times as
         fast as the profiled device class; default 1).
+    :param wire_overhead: price every send with the framing and TCP/IP headers that carry it
+        (:mod:`agent.wire`, default); ``False`` prices payload bytes only (the closed forms of
+        ``shared/PLANS.md``).
     :raises profiler.schema.ProfileError: the profiles are of different models or blocks.
     :raises AgentError: ``mec_speedup`` or ``device_speed`` is not a positive finite number.
     """
 
     def __init__(self, device: Profile, mec: Profile, *, mec_speedup: float = 1.0,
-                 device_speed: float = 1.0) -> None:
+                 device_speed: float = 1.0, wire_overhead: bool = True) -> None:
         check_compatible(device, mec)
         if not (mec_speedup > 0 and mec_speedup < float("inf")):
             raise AgentError(f"--mec-speedup must be a positive number, got {mec_speedup!r}")
@@ -114,6 +119,7 @@ class LatencyModel:
         self.mec_profile = mec
         self.mec_speedup = float(mec_speedup)
         self.device_speed = float(device_speed)
+        self.wire_overhead = bool(wire_overhead)
         self.model = device.model.name
         costs = []
         params = device.model.parameters
@@ -418,7 +424,7 @@ def plan_timeline(plan: Plan, link: Link, t_start: float, detail: bool = True) -
                     ready = x
             lf = link_free[side]
             start = ready if ready > lf else lf
-            done = finish[side](start, st.nbytes)
+            done = finish[side](start, st.wire_bytes)
             link_free[side] = done
             end = done + d
             there = on[1 - side]

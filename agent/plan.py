@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING
 
 from agent.errors import AgentError
 from agent.policy import Decision, Workload
+from agent.wire import priced_bytes
 
 if TYPE_CHECKING:
     from agent.latency import LatencyModel
@@ -92,6 +93,9 @@ class Step:
     nbytes: int = 0
     what: str = ""
     visible: bool = False
+    wire_bytes: float = 0.0
+    """What a send costs at the link's rate: its payload with the framing and headers that
+    carry it (:func:`agent.wire.priced_bytes`); ``nbytes`` is the payload alone."""
 
 
 @dataclass(frozen=True)
@@ -224,14 +228,16 @@ def build_plan(model: LatencyModel, decision: Decision, workload: Workload) -> P
     final = chain
     if not visible or visible[-1] != final:
         visible.append(final)
-    return _emit(model.model, b, parts, inp, tuple(visible), final)
+    return _emit(model.model, b, parts, inp, tuple(visible), final, model.wire_overhead)
 
 
 def _emit(model: str, b: _Builder,
           parts: list[tuple[int, str, int, int, int, list[int], list[int], float]],
-          inp: int, visible: tuple[int, ...], final: int) -> Plan:
+          inp: int, visible: tuple[int, ...], final: int, wire_overhead: bool = True) -> Plan:
     """Order computations and sends: a send right after the computation that made its items,
-    to every other side that needs them (or to the device when they are user-visible)."""
+    to every other side that needs them (or to the device when they are user-visible). A
+    send's :attr:`Step.wire_bytes` is its :func:`agent.wire.priced_bytes` (``wire_overhead``)
+    or its payload."""
     consumers: dict[int, set[int]] = {}
     for side, *_rest, needs, _makes, _secs in parts:
         for it in needs:
@@ -250,9 +256,11 @@ def _emit(model: str, b: _Builder,
         for it in go:
             groups.setdefault(_what(b.names[it], it == inp), []).append(it)
         for what, its in groups.items():
+            nbytes = sum(b.size[i] for i in its)
             steps.append(Step(SEND, producer, pass_name, rep, items=tuple(its),
-                              nbytes=sum(b.size[i] for i in its), what=what,
-                              visible=any(i in vis for i in its)))
+                              nbytes=nbytes, what=what, visible=any(i in vis for i in its),
+                              wire_bytes=priced_bytes(nbytes, len(steps), its)
+                              if wire_overhead else float(nbytes)))
 
     sends_for([inp], DEVICE, parts[0][1], 0)
     for side, pname, rep, lo, hi, needs, makes, secs in parts:

@@ -136,6 +136,9 @@ def main() -> int:
         lines.append(line)
         print(head if len(lines) == 1 else "", end="\n" if len(lines) == 1 else "")
         print(line, flush=True)
+        print("     CPU s (after t0) by kind: " + ", ".join(
+            f"{name} {k['cpu_s']:.1f} ({k['run_cpu_s']:.1f})" for name, k in
+            sorted(res["kinds"].items(), key=lambda kv: -kv[1]["cpu_s"])), flush=True)
         if n == max(a.devices):
             if s.get("lost", 0):
                 missed.append(f"{s['lost']} request(s) lost")

@@ -7,8 +7,8 @@ is the unique lognormal with that median and that std. It is positive and right-
 measured block times are. ``jitter="none"`` uses the median exactly. A range of blocks draws
 each block independently and waits once for the sum.
 
-Waiting: :func:`wait_until` sleeps until ``spin_s`` before the deadline, then spins on
-``time.perf_counter()``; ``benchmarks/emulator_compute.py`` measures how close it gets (within
+Waiting: :func:`wait_until` sleeps until ``spin_s`` before the deadline (2 ms, 0.5 ms in a
+``SCHED_FIFO`` thread), then spins on ``time.perf_counter()``; ``benchmarks/emulator_compute.py`` measures how close it gets (within
 1 ms or 2% of the target is the bar). This is how a MEC GPU is emulated on a CPU-only host:
 its measured times are waited out, not computed.
 
@@ -47,7 +47,20 @@ __all__ = [
 Jitter = Literal["lognormal", "none"]
 JITTERS: tuple[str, ...] = ("lognormal", "none")
 _DEFAULT_SPIN_S = 0.002
+_RT_SPIN_S = 0.0005
+"""The spin of a ``SCHED_FIFO`` thread: such a thread has no timer slack and preempts normal
+threads, so its sleep ends close to when asked (a 3 ms sleep 82 us late at p50, 210 us at p99,
+457 us at most in 400 on the 2-core build machine at load 4; a normal thread: 132 us, 3.9 ms,
+4.9 ms). Spinning 2 ms of every wait kept a MEC of 64 streaming sessions a whole core busy
+(28.8 s of CPU in a 30 s run, ``benchmarks/scale.py``) and its threads fighting for the GIL."""
 RT_PRIORITY = 5
+
+
+def _is_realtime() -> bool:
+    try:
+        return os.sched_getscheduler(0) == os.SCHED_FIFO
+    except (OSError, AttributeError):
+        return False
 
 
 def realtime_thread(priority: int = RT_PRIORITY) -> bool:
@@ -59,11 +72,14 @@ def realtime_thread(priority: int = RT_PRIORITY) -> bool:
     return True
 
 
-def wait_until(deadline: float, spin_s: float = _DEFAULT_SPIN_S) -> float:
-    """Wait until ``time.perf_counter() >= deadline``: sleep, then spin for the last ``spin_s``.
+def wait_until(deadline: float, spin_s: float | None = None) -> float:
+    """Wait until ``time.perf_counter() >= deadline``: sleep, then spin for the last ``spin_s``
+    (default: 0.5 ms in a ``SCHED_FIFO`` thread, see :data:`_RT_SPIN_S`, else 2 ms).
 
     Returns the overshoot in seconds (``>= 0``).
     """
+    if spin_s is None:
+        spin_s = _RT_SPIN_S if _is_realtime() else _DEFAULT_SPIN_S
     while True:
         rem = deadline - time.perf_counter()
         if rem <= 0:
@@ -114,7 +130,7 @@ class ProfiledCompute:
         profile: Profile,
         rng: np.random.Generator,
         jitter: Jitter = "lognormal",
-        spin_s: float = _DEFAULT_SPIN_S,
+        spin_s: float | None = None,
         speedup: float = 1.0,
     ) -> None:
         if jitter not in JITTERS:
@@ -171,9 +187,12 @@ class ProfiledCompute:
         n = output_bytes(self.profile.passes[pass_index], lo, hi)
         return self._zeros[:n]
 
-    def run(self, pass_index: int, lo: int, hi: int) -> tuple[float, memoryview]:
-        """Wait out a drawn duration of blocks ``[lo, hi)``; returns (target_s, output bytes)."""
-        start = time.perf_counter()
+    def run(self, pass_index: int, lo: int, hi: int,
+            start: float | None = None) -> tuple[float, memoryview]:
+        """Wait out a drawn duration of blocks ``[lo, hi)``, counted from ``start``
+        (``time.monotonic()``; default now); returns (target_s, output bytes)."""
+        now = time.perf_counter()
+        start = now if start is None else start + (now - time.monotonic())
         target = self.sample_s(pass_index, lo, hi)
         if target > 0:
             wait_until(start + target, self.spin_s)

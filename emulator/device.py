@@ -43,6 +43,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -113,7 +114,8 @@ class Device:
     def __init__(self, index: int, sock: Any, profile: Profile, mec_profile: Profile,
                  policy: Policy, compute: ProfiledCompute, workload: Workload, t0: float,
                  estimator: LinkEstimator | None = None, runner: PieceRunner | None = None,
-                 seed: int = 0, mec_speedup: float = 1.0, data_timeout_s: float = 600.0) -> None:
+                 seed: int = 0, mec_speedup: float = 1.0, data_timeout_s: float = 600.0,
+                 report_dir: Path | None = None) -> None:
         self.index = index
         self.sock = sock
         self.profile = profile
@@ -127,6 +129,8 @@ class Device:
         self.compute_mode = self.steps.mode
         self.seed = seed
         self.data_timeout_s = data_timeout_s
+        self.report_dir = report_dir
+        """Where the MEC writes the REPORT stamps it names (``--report-dir``), else None."""
         self.next_id = 1
         self.in_flight: dict[str, Any] | None = None
         """The request being run (what is known of it so far), or None: written as an
@@ -329,12 +333,17 @@ class Device:
             raise ProtocolError(f"no REPORT for request {rid} from the MEC") from None
         if isinstance(msg, str):
             raise ProtocolError(msg)
+        name = msg.meta.get("report_file")
         try:
+            if isinstance(name, str) and self.report_dir is not None:
+                path = self.report_dir / Path(name).name  # only ever inside our own directory
+                msg.payload = path.read_bytes()
+                path.unlink(missing_ok=True)
             rep = json.loads(bytes(msg.payload))
             assert isinstance(rep, dict)
             return rep
-        except (ValueError, AssertionError) as e:
-            raise ProtocolError(f"malformed REPORT for request {rid}") from e
+        except (ValueError, AssertionError, OSError) as e:
+            raise ProtocolError(f"malformed REPORT for request {rid}: {e}") from e
 
     def _step_rows(self, plan: Plan, rows: dict[int, dict[str, Any]], inbox: Inbox,
                    report: dict[str, Any] | None, t_start: float) -> list[dict[str, Any]]:
@@ -424,6 +433,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                     help="do not run with SCHED_FIFO (see emulator.compute)")
     ap.add_argument("--window-clamp", type=int, default=0,
                     help="TCP_WINDOW_CLAMP bytes on the MEC connection (0: none)")
+    ap.add_argument("--report-dir", type=Path, default=None,
+                    help="the MEC's --report-dir: where it writes the REPORT stamps it names")
     return ap.parse_args(argv)
 
 
@@ -461,7 +472,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         dev = Device(args.index, sock, profile, mec_profile, policy,
                      ProfiledCompute(profile, comp_rng, args.jitter), workload, 0.0,
                      LinkEstimator(probe_bytes=args.probe_bytes), runner, args.seed,
-                     mec_speedup=args.mec_speedup)
+                     mec_speedup=args.mec_speedup, report_dir=args.report_dir)
         dev.hello()
         t0 = time.monotonic() if args.t0 is None else args.t0
         if args.wait_go:

@@ -25,6 +25,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -182,6 +183,9 @@ def run_session(plan: RunPlan, net: Any, predictor: Any, provenance: dict[str, A
     error = ""
     log_files: list[IO[str]] = []
     token = new_token()
+    # the MEC's per-request stamps go through here, not over the emulated link (see mec.py)
+    reports = out / ".reports"
+    reports.mkdir(exist_ok=True)
 
     def on_record(_pr: _Proc, rec: dict[str, Any]) -> None:
         sink.add(rec)
@@ -211,7 +215,7 @@ def run_session(plan: RunPlan, net: Any, predictor: Any, provenance: dict[str, A
             "--slots", str(plan.mec_slots), "--seed", str(plan.seed), "--jitter", plan.jitter,
             "--compute", plan.compute, "--speedup", str(plan.mec_speedup), *plan.mec_args,
             *(["--pieces", str(plan.pieces)] if plan.pieces else []),
-            *([] if plan.realtime else ["--no-realtime"])],
+            *([] if plan.realtime else ["--no-realtime"]), "--report-dir", str(reports)],
             stdin=False)
         _wait_ready([mec], plan.startup_timeout_s)
         addr = f"{net.mec.IP()}:{int(mec.info['port'])}"
@@ -225,6 +229,7 @@ def run_session(plan: RunPlan, net: Any, predictor: Any, provenance: dict[str, A
             argv += ["--closed-loop"] if plan.rate is None else ["--rate", str(plan.rate)]
             argv += [] if plan.realtime else ["--no-realtime"]
             argv += ["--compute", plan.compute, "--window-clamp", str(clamp)]
+            argv += ["--report-dir", str(reports)]
             argv += ["--pieces", str(plan.pieces)] if plan.pieces else []
             for r in plan.repeats:
                 argv += ["--repeat", r]
@@ -257,6 +262,7 @@ def run_session(plan: RunPlan, net: Any, predictor: Any, provenance: dict[str, A
             pr.stop()
         for f in log_files:
             f.close()
+        shutil.rmtree(reports, ignore_errors=True)
         sink.close()
         with contextlib.suppress(Exception):
             net.stop_shaping()

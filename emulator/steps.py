@@ -71,17 +71,18 @@ class StepRunner:
         return self._zeros[:n]
 
     def run(self, step: Step, request_seed: int,
-            received: Mapping[str, np.ndarray] | None = None
+            received: Mapping[str, np.ndarray] | None = None, start: float | None = None
             ) -> tuple[float, dict[str, Any] | None]:
         """Run a computation step; returns ``(target_s, tensors)``: the drawn duration
         (profiled; 0 when executed) and, in execute mode, the tensors it hands on (the cut
         after ``hi``, or the pass outputs when ``hi`` is the last block, and an LLM's cache
         outputs of the blocks it ran). ``received``: the tensors of the items it needs
-        (:meth:`gather`)."""
+        (:meth:`gather`). ``start``: profiled time counts from then (``time.monotonic()``;
+        default now)."""
         pi = self._pass_index[step.pass_name]
         r = self.runner
         if r is None:
-            target, _ = self.compute.run(pi, step.lo, step.hi)
+            target, _ = self.compute.run(pi, step.lo, step.hi, start)
             return target, None
         seed = instance_seed(request_seed, pi, step.rep)
         got = dict(received or {})

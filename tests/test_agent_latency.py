@@ -19,8 +19,9 @@ FIX = Path(__file__).parent / "fixtures" / "agent"
 
 
 def _model(name: str = "twoblock", **kw: float) -> LatencyModel:
+    # payload bytes only: the hand timelines here are PLANS.md's (framing: test_agent_wire.py)
     return LatencyModel(load_profile(FIX / f"{name}.device.json"),
-                        load_profile(FIX / f"{name}.mec.json"), **kw)
+                        load_profile(FIX / f"{name}.mec.json"), wire_overhead=False, **kw)
 
 
 def _const_link(bps: float = 8e6, delay: float = 0.01) -> Link:

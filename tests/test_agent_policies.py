@@ -123,8 +123,9 @@ def test_fixed_picks_the_split_known_by_hand(mbps: float, best: int) -> None:
     p = make_policy("fixed", dev, mec, traces=[link], config=cfg)
     assert isinstance(p, FixedPolicy)
     assert p.decide(_obs("handtwo", mbps * 1e6)).split_for("main") == best
-    # and the simulator's latency of that split is the hand value above (one device, idle MEC)
-    model = LatencyModel(dev, mec)
+    # and the simulator's latency of that split is the hand value above (one device, idle MEC;
+    # payload bytes only, as the hand values)
+    model = LatencyModel(dev, mec, wire_overhead=False)
     acts = SplitActions(model)
     got = run_policy(model, acts, p, link, cfg, 0)
     assert got

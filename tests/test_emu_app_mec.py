@@ -8,6 +8,7 @@ import json
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -162,3 +163,27 @@ def test_mec_side_of_a_split_plan_waits_for_the_cut() -> None:
     mec_steps = plan.side_steps(MEC)
     assert [(s.kind, s.what) for s in mec_steps[:2]] == [(0, ""), (1, "output")]
     assert mec_steps[0].lo == 2 and mec_steps[0].hi == 4
+
+
+def test_report_dir_keeps_the_stamps_off_the_link(tmp_path: Path) -> None:
+    dev = synthetic_profile(hw_class="device", block_ms=20.0, decode_block_ms=4.0)
+    mec = synthetic_profile(hw_class="mec", block_ms=BLOCK_MS, decode_block_ms=1.0)
+    steps = StepRunner(ProfiledCompute(mec, np.random.default_rng(0), jitter="none"))
+    srv = MecServer(LatencyModel(dev, mec), steps, slots=1, host="127.0.0.1",
+                    report_dir=tmp_path)
+    srv.start()
+    try:
+        a = _dev(srv, 3)
+        _offload(srv, a, 7)
+        while True:
+            m = recv_message(a)
+            assert m is not None
+            if m.type == MsgType.REPORT:
+                break
+        a.close()
+    finally:
+        srv.stop()
+    assert m.payload_size == 0 and m.meta["report_file"] == "3-7.json"
+    report = json.loads((tmp_path / "3-7.json").read_text())
+    assert len([r for r in report["steps"] if "t_end" in r]) == 5  # prefill + 4 decodes
+    assert set(report["recv"]) == {"0"}

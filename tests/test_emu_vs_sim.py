@@ -46,6 +46,7 @@ def test_per_request_latency_matches_the_simulator(tmp_path: Path) -> None:
         [sys.executable, "-m", "emulator.run", "--trace", str(TRACE), "--model", str(dev),
          "--mec-profile", str(mec), "--policy", "fixed:2", "--devices", "4", "--mec-slots", "1",
          "--closed-loop", "--duration", "8", "--delay-ms", "10", "--seed", "4", "--quiet",
+         "--mec-speedup", "1",  # as replayed below (emulator.run's default is the scenario's)
          "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr

@@ -30,7 +30,7 @@ def test_first_pass_of_every_split_matches_the_curve(model: str) -> None:
     mbps, one_way_ms = 20.0, 15.0
     link = Link(up=Trace(times_s=np.array([0.0]), rates_bps=np.array([mbps * 1e6]), period_s=10.0),
                 one_way_delay_s=one_way_ms / 1e3)
-    lm = LatencyModel(dev, mec)
+    lm = LatencyModel(dev, mec, wire_overhead=False)  # the curve prices payload bytes
     first = dev.passes[0]
     # bytes crossing the link, read from the file itself (not through profiler.schema.Pass):
     # the pass input at k = 0, the cut after block k-1 inside, nothing when all is local

@@ -320,7 +320,8 @@ def _with_batch_curve(factor4: float):
     from agent.latency import LatencyModel
 
     return LatencyModel(load_profile(FIX / "llm.device.json"),
-                        dataclasses.replace(mec, passes=passes))
+                        dataclasses.replace(mec, passes=passes),
+                        wire_overhead=False)  # the closed forms price payload bytes
 
 
 def test_profile_batch_curve_interpolates_between_measured_sizes() -> None:

@@ -35,7 +35,8 @@ def _link() -> Link:
 
 def _model(name: str, kv_per_token: int | None = None) -> LatencyModel:
     m = LatencyModel(load_profile(FIX / f"{name}.device.json"),
-                     load_profile(FIX / f"{name}.mec.json"))
+                     load_profile(FIX / f"{name}.mec.json"),
+                     wire_overhead=False)  # PLANS.md's closed forms price payload bytes
     if kv_per_token is not None:  # hand-set state: every h.* layer keeps a KV cache
         passes = tuple(dataclasses.replace(p, state=tuple(
             (kv_per_token if b.startswith("h.") else 0, 0) for b in p.block_names))

@@ -17,6 +17,7 @@ import re
 import secrets
 from dataclasses import dataclass, field
 
+from agent.wire import PAYLOAD_FRACTION  # the one owner of the wire-bytes rule
 from emulator.net.errors import NetError
 from traces import Trace
 
@@ -29,8 +30,6 @@ __all__ = [
     "new_run_id",
 ]
 
-#: payload bytes per wire byte of a full-size TCP/IPv4 segment with timestamps (1448 / 1514)
-PAYLOAD_FRACTION: float = 1448.0 / 1514.0
 #: HTB needs a positive rate: the lowest rate ever given to an HTB class (bit/s)
 MIN_RATE_BPS: float = 8_000.0
 #: capacity below this (bit/s) is an outage: the class's TBF gate closes (see shaper)

@@ -89,8 +89,8 @@ class ShapedClass:
     """One HTB class the run shapes or measures.
 
     :param role: ``leaf`` (own trace, updated live), ``cell`` (shared-cell parent, updated
-        live), ``child`` (a device's share of a cell: fixed floor rate, borrows up to the cell
-        ceiling; measured only).
+        live), ``child`` (a device's share of a cell: a class of the HTB under the cell's class,
+        fixed at the trace's peak; measured only).
     :param trace: capacity (goodput bit/s) the class follows; for ``child`` the cell's trace.
     """
 
@@ -485,6 +485,7 @@ class ShaperProcess:
         env = dict(os.environ)
         # the child imports exactly what the parent imports (same traces, same emulator)
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        env.setdefault("AIGC_AGENT_NO_GYM", "1")  # config's agent.wire import: no Gymnasium
         fd = child_sock.fileno()
         code = "import sys; from emulator.net.shaper import main; sys.exit(main(sys.argv[1:]))"
         self._proc = subprocess.Popen(
