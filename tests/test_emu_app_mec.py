@@ -16,7 +16,7 @@ from agent.latency import LatencyModel
 from agent.plan import MEC, SEND
 from agent.policy import Decision, Workload
 from emulator.compute import ProfiledCompute
-from emulator.errors import ProtocolError
+from emulator.errors import EmulatorError, ProtocolError
 from emulator.mec import MecServer
 from emulator.protocol import Message, MsgType, connect, recv_message, send_message
 from emulator.steps import StepRunner
@@ -162,3 +162,10 @@ def test_mec_side_of_a_split_plan_waits_for_the_cut() -> None:
     mec_steps = plan.side_steps(MEC)
     assert [(s.kind, s.what) for s in mec_steps[:2]] == [(0, ""), (1, "output")]
     assert mec_steps[0].lo == 2 and mec_steps[0].hi == 4
+
+
+def test_mec_refuses_an_unknown_congestion_control_in_one_line() -> None:
+    prof = synthetic_profile(hw_class="mec", block_ms=1.0)
+    steps = StepRunner(ProfiledCompute(prof, np.random.default_rng(0), jitter="none"))
+    with pytest.raises(EmulatorError, match=r"--tcp-congestion no-such-cc: refused"):
+        MecServer(LatencyModel(prof, prof), steps, host="127.0.0.1", congestion="no-such-cc")
