@@ -17,7 +17,9 @@ Per request (arrivals: Poisson at ``rate`` per second from a seeded generator, o
 
 Compute is profiled (:mod:`emulator.compute`) or, with ``--compute execute``, the profiler's
 ONNX pieces (:mod:`emulator.steps`; outputs the MEC sent are checked against local execution
-and the result stored in the record's ``check``).
+and the result stored in the record's ``check``). The checks run after the device's last
+request (the reference generations would take the CPU the requests are timed on): it then
+prints ``{"checking": N}``, checks, and writes the N held records.
 
 The record mirrors :meth:`agent.latency.RequestResult.to_record` field by field: ``t_start``
 (first computation may begin) to ``t_end`` (final output here) is ``latency_s``; ``steps``
@@ -435,6 +437,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                     help="TCP_WINDOW_CLAMP bytes on the MEC connection (0: none)")
     ap.add_argument("--report-dir", type=Path, default=None,
                     help="the MEC's --report-dir: where it writes the REPORT stamps it names")
+    ap.add_argument("--tcp-congestion", default="",
+                    help="TCP congestion control of the MEC connection (default: the host's)")
     return ap.parse_args(argv)
 
 
@@ -465,7 +469,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         seq = np.random.SeedSequence([args.seed, args.index, 0x444556])
         arr_rng, comp_rng = (np.random.default_rng(s) for s in seq.spawn(2))
         host, _, port = args.mec.rpartition(":")
-        sock = connect(host, int(port), window_clamp=args.window_clamp)
+        sock = connect(host, int(port), window_clamp=args.window_clamp,
+                       congestion=args.tcp_congestion)
         runner = None
         if args.compute == "execute":
             runner = PieceRunner(profile, find_pieces_dir(profile, args.pieces))
@@ -505,7 +510,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout.flush()
         dev.sender.send(Message(MsgType.BYE))
         dev.sender.close()
-        dev.finish_checks(held)
+        if held:  # requests over: the run's grace deadline no longer applies (emulator.session)
+            print(json.dumps({"checking": len(held)}), flush=True)
+            t_chk = time.monotonic()
+            dev.finish_checks(held)
+            print(f"device {args.index}: {len(held)} requests checked in "
+                  f"{time.monotonic() - t_chk:.1f} s", file=sys.stderr)
     except _Stop:
         pass
     except (EmulatorError, ProfileError) as e:

@@ -190,7 +190,7 @@ class MecServer:
     def __init__(self, model: LatencyModel, steps: StepRunner, slots: int = 1,
                  host: str = "127.0.0.1", port: int = 0,
                  max_payload: int | None = None, realtime: bool = False,
-                 window_clamp: int = 0, token: str | None = None,
+                 window_clamp: int = 0, token: str | None = None, congestion: str = "",
                  memory_budget: int | None = None, max_connections: int = 1024,
                  hello_timeout_s: float = 5.0, idle_timeout_s: float = 120.0,
                  max_session_s: float | None = None,
@@ -201,6 +201,7 @@ class MecServer:
         self.realtime = realtime
         self.window_clamp = window_clamp
         self.report_dir = report_dir
+        self.congestion = congestion
         self.model = model
         self.profile = model.mec_profile
         self.steps = steps
@@ -243,7 +244,17 @@ class MecServer:
         try:
             self._listener.bind((host, port))
         except OSError as e:
+            self._listener.close()
             raise EmulatorError(f"MEC cannot listen on {host}:{port}: {e.strerror or e}") from e
+        if congestion:  # refused here in one line, not as every connection dropped later
+            try:
+                self._listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION,
+                                          congestion.encode())
+            except OSError as e:
+                self._listener.close()
+                raise EmulatorError(f"--tcp-congestion {congestion}: refused by the kernel "
+                                    f"({e.strerror or e}); see "
+                                    "/proc/sys/net/ipv4/tcp_available_congestion_control") from e
         self._listener.listen(64)
         self.port: int = self._listener.getsockname()[1]
 
@@ -358,7 +369,7 @@ class MecServer:
                 sock.close()
                 continue
             try:
-                configure_socket(sock, self.window_clamp)
+                configure_socket(sock, self.window_clamp, self.congestion)
             except OSError:  # the peer already left
                 sock.close()
                 continue
@@ -760,6 +771,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                     help="do not run compute with SCHED_FIFO (see emulator.compute)")
     ap.add_argument("--window-clamp", type=int, default=0,
                     help="TCP_WINDOW_CLAMP bytes on device connections (0: none)")
+    ap.add_argument("--tcp-congestion", default="",
+                    help="TCP congestion control of device connections (default: the host's)")
     ap.add_argument("--speedup", type=float, default=1.0,
                     help="divide every profiled MEC block time by this (mec_speedup)")
     ap.add_argument("--report-dir", type=Path, default=None,
@@ -811,7 +824,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   file=sys.stderr)
         server = MecServer(model, StepRunner(compute, runner), args.slots, args.host, args.port,
                            bound, realtime=not args.no_realtime, window_clamp=args.window_clamp,
-                           token=token, memory_budget=budget,
+                           token=token, congestion=args.tcp_congestion, memory_budget=budget,
                            max_connections=args.max_connections,
                            hello_timeout_s=args.hello_timeout, idle_timeout_s=args.session_idle,
                            max_session_s=args.session_max,

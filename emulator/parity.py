@@ -6,13 +6,15 @@ request through the public latency API (:func:`agent.latency.simulate_request`):
 time, the same decision (the split of every pass repetition), the same workload, on the trace
 given by the caller (the file itself, or :func:`averaged`: the file averaged onto the grid the
 emulator replays, computed here from the file), with one :class:`agent.latency.MecState` shared
-by all devices in the order the requests started, so the MEC wait is predicted too (the
-emulator's own ``predicted_latency_s`` assumes an idle MEC). The MEC's other sessions are, by
-default (``mec="measured"``), the sessions the records show (from the first MEC job's start to
-the request's end, as the simulator holds a slot): each request is predicted against the
-occupancy the real MEC had, so one request's error does not move the next one's wait. With
+by all devices, so the MEC wait is predicted too (the emulator's own ``predicted_latency_s``
+assumes an idle MEC). The MEC's other sessions are, by default (``mec="measured"``), the
+sessions the records show (from the first MEC job's start to its last one's end, as the
+simulator holds a slot), taken in the order the MEC granted them: each request is predicted
+against the occupancy the real MEC had when it was granted (the sessions granted before it),
+so one request's error does not move the next one's wait. With
 ``mec="predicted"`` every session is the simulator's own (a whole run simulated, errors carry
-on), granted in the order the sessions' first MEC computations are ready (the MEC's FIFO). :func:`compare` turns the pairs into the relative errors ``(measured - predicted) /
+on), granted in the order the sessions' first MEC computations are ready (the MEC's FIFO).
+:func:`compare` turns the pairs into the relative errors ``(measured - predicted) /
 predicted``, and their median and p95 of the absolute value.
 
 The reference is the record's measured ``latency_s`` (``t_end - t_start``, device clock). A
@@ -167,7 +169,7 @@ def replay_with(model: LatencyModel, link: Link, records: Iterable[Mapping[str, 
                      if s.kind == "compute" and s.side == "mec"]
             key.append(first[0] if first else float(rec["t_start"]))
     else:
-        key = [float(r["t_start"]) for r in recs]
+        key = [_grant_key(r) for r in recs]
     state = MecState(slots=mec_slots)
     out = []
     for i in sorted(range(len(recs)), key=key.__getitem__):
@@ -179,6 +181,18 @@ def replay_with(model: LatencyModel, link: Link, records: Iterable[Mapping[str, 
         out.append(_pair(rec, res))
     return sorted(out, key=lambda p: p.t_start)
 
+
+
+def _grant_key(rec: Mapping[str, Any]) -> float:
+    """Where ``rec`` goes in a replay against the measured MEC sessions: when the MEC granted
+    its session (its first MEC computation's start), else its start time (it ran nothing on the
+    MEC). Each request is predicted against the sessions the MEC granted before it, and its own
+    is committed after: in start order, a request that started first but reached the MEC
+    later (a longer upload) was committed ahead of one it really queued behind, which was then
+    predicted to wait for a session that ran after it (measured: up to 1.5 s of wait on the
+    T-Mobile trace's slow stretch at 20 s)."""
+    sess = _session(rec)
+    return float(rec["t_start"]) if sess is None else sess[0]
 
 
 def _commit_measured(state: MecState, rec: Mapping[str, Any]) -> None:
@@ -262,7 +276,7 @@ def replay_shared_cell(model: LatencyModel, records: Iterable[Mapping[str, Any]]
     moment (:func:`_shared_share`), instead of the simulator's fixed ``1/N`` share. The
     analogue of the measured MEC occupancy for the link; an unshaped downlink (``down`` None)
     is not divided."""
-    recs = sorted(records, key=lambda r: float(r["t_start"]))
+    recs = sorted(records, key=_grant_key)
     busy_up = _transfers(recs, "up", one_way_delay_s)
     busy_down = _transfers(recs, "down", one_way_delay_s)
     state = MecState(slots=mec_slots)
@@ -279,4 +293,4 @@ def replay_shared_cell(model: LatencyModel, records: Iterable[Mapping[str, Any]]
         res = simulate_record(model, link, rec, state.copy())
         _commit_measured(state, rec)
         out.append(_pair(rec, res))
-    return out
+    return sorted(out, key=lambda p: p.t_start)

@@ -10,9 +10,10 @@ entered). It
    shaper at ``t0`` and sends ``{"t0": ...}`` to every device;
 4. writes every request record as it arrives (reader thread per device) and prints a progress
    line to stderr once per second;
-5. after ``duration`` the devices stop issuing requests and finish the one in flight (up to
-   ``grace_s``); then everything is stopped and ``link.csv``, ``summary.json`` and the plots
-   are written.
+5. after ``duration`` the devices stop issuing requests and finish the ones that arrived
+   (up to ``grace_s``; a device in execute mode that then checks its outputs gets ``grace_s``
+   more from when it says so); then everything is stopped and ``link.csv``,
+   ``summary.json`` and the plots are written.
 
 Every exit path (normal end, Ctrl-C, SIGTERM turned into ``KeyboardInterrupt`` by the caller,
 crash) goes through one ``finally``: processes are terminated (then killed), readers drained,
@@ -112,6 +113,9 @@ class _Proc:
         self.info: dict[str, Any] = {}
         self.exit_info: dict[str, Any] = {}
         self.unfinished: list[dict[str, Any]] = []
+        self.checking_since: float | None = None
+        """When the device said its requests are over and it checks their outputs (execute
+        mode), ``time.monotonic()``; ``None`` before."""
         self.bad_lines = 0
         self._on_line = on_line
         self.thread = threading.Thread(target=self._read, name=f"read-{name}", daemon=True)
@@ -132,6 +136,8 @@ class _Proc:
                 self.exit_info = obj
             elif isinstance(obj, dict) and obj.get("unfinished") is True:
                 self.unfinished.append(obj)
+            elif isinstance(obj, dict) and "checking" in obj and len(obj) == 1:
+                self.checking_since = time.monotonic()
             elif isinstance(obj, dict):
                 self._on_line(self, obj)
 
@@ -204,6 +210,9 @@ def run_session(plan: RunPlan, net: Any, predictor: Any, provenance: dict[str, A
     clamp = plan.window_clamp
     if clamp is None:  # payload bytes in flight < the queue's wire bytes (1448/1514 + margin)
         clamp = int(0.9 * int(getattr(net, "queue_bytes", 0) or 0))
+    # the network's congestion control, set on each socket (emulator.protocol.configure_socket)
+    congestion = str(getattr(net, "tcp_congestion", "") or "")
+    cc = ["--tcp-congestion", congestion] if congestion else []
     try:
         mec = start("mec", net.mec, [
             "-m", "emulator.mec", "--profile", str(plan.mec_profile),
@@ -211,7 +220,7 @@ def run_session(plan: RunPlan, net: Any, predictor: Any, provenance: dict[str, A
             # a session silent through the trace's longest outage is not idle
             "--session-idle", f"{120.0 + max((e - s for s, e in plan.trace.zero_gaps()), default=0.0):g}",
             *[a for r in plan.repeats for a in ("--repeat", r)],
-            "--window-clamp", str(clamp),
+            "--window-clamp", str(clamp), *cc,
             "--slots", str(plan.mec_slots), "--seed", str(plan.seed), "--jitter", plan.jitter,
             "--compute", plan.compute, "--speedup", str(plan.mec_speedup), *plan.mec_args,
             *(["--pieces", str(plan.pieces)] if plan.pieces else []),
@@ -228,7 +237,7 @@ def run_session(plan: RunPlan, net: Any, predictor: Any, provenance: dict[str, A
                     str(plan.probe_bytes), "--wait-go"]
             argv += ["--closed-loop"] if plan.rate is None else ["--rate", str(plan.rate)]
             argv += [] if plan.realtime else ["--no-realtime"]
-            argv += ["--compute", plan.compute, "--window-clamp", str(clamp)]
+            argv += ["--compute", plan.compute, "--window-clamp", str(clamp), *cc]
             argv += ["--report-dir", str(reports)]
             argv += ["--pieces", str(plan.pieces)] if plan.pieces else []
             for r in plan.repeats:
@@ -298,6 +307,13 @@ def _follow(plan: RunPlan, net: Any, devices: list[_Proc], sink: RecordSink,
             t0: float) -> None:
     t_end = t0 + plan.duration_s
     deadline = t_end + plan.grace_s
+
+    def due(d: _Proc) -> float:
+        """A device running requests has until ``deadline``; one checking its outputs (its
+        requests over) has ``grace_s`` from when it started, and at least ``deadline``."""
+        since = d.checking_since
+        return deadline if since is None else max(deadline, since + plan.grace_s)
+
     next_print = t0 + 1.0
     while True:
         now = time.monotonic()
@@ -306,10 +322,12 @@ def _follow(plan: RunPlan, net: Any, devices: list[_Proc], sink: RecordSink,
         alive = [d for d in devices if d.p.poll() is None]
         if not alive:
             break
-        if now > deadline:
-            print(f"emulator: {len(alive)} device(s) still busy {plan.grace_s:.0f} s after the "
-                  "end; stopping them (their unfinished requests are recorded as such in "
-                  "summary.json)", file=sys.stderr)
+        if all(now > due(d) for d in alive):
+            busy = sum(d.checking_since is None for d in alive)
+            print(f"emulator: {busy} device(s) still running requests and "
+                  f"{len(alive) - busy} still checking outputs past the grace period "
+                  f"({plan.grace_s:.0f} s); stopping them (unfinished requests are recorded as "
+                  "such, unchecked ones without a check, in summary.json)", file=sys.stderr)
             break
         if plan.progress and now >= next_print:
             next_print += 1.0
@@ -372,6 +390,7 @@ def _write_outputs(plan: RunPlan, net: Any, sink: RecordSink, prov: dict[str, An
                                         "active": plan.payload_scale < 1.0},
         "tcp_window_clamp": plan.window_clamp if plan.window_clamp is not None else
         int(0.9 * int(getattr(net, "queue_bytes", 0) or 0)),
+        "tcp_congestion": getattr(net, "tcp_congestion", None),
         "arrivals": "closed-loop" if plan.rate is None else f"poisson {plan.rate}/s per device",
         "duration_s": plan.duration_s,
         "elapsed_s": (t_stop - t0) if math.isfinite(t0) else 0.0,

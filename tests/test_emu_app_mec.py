@@ -17,7 +17,7 @@ from agent.latency import LatencyModel
 from agent.plan import MEC, SEND
 from agent.policy import Decision, Workload
 from emulator.compute import ProfiledCompute
-from emulator.errors import ProtocolError
+from emulator.errors import EmulatorError, ProtocolError
 from emulator.mec import MecServer
 from emulator.protocol import Message, MsgType, connect, recv_message, send_message
 from emulator.steps import StepRunner
@@ -187,3 +187,10 @@ def test_report_dir_keeps_the_stamps_off_the_link(tmp_path: Path) -> None:
     report = json.loads((tmp_path / "3-7.json").read_text())
     assert len([r for r in report["steps"] if "t_end" in r]) == 5  # prefill + 4 decodes
     assert set(report["recv"]) == {"0"}
+
+
+def test_mec_refuses_an_unknown_congestion_control_in_one_line() -> None:
+    prof = synthetic_profile(hw_class="mec", block_ms=1.0)
+    steps = StepRunner(ProfiledCompute(prof, np.random.default_rng(0), jitter="none"))
+    with pytest.raises(EmulatorError, match=r"--tcp-congestion no-such-cc: refused"):
+        MecServer(LatencyModel(prof, prof), steps, host="127.0.0.1", congestion="no-such-cc")

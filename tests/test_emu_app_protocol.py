@@ -106,3 +106,13 @@ def test_metadata_must_be_a_json_object() -> None:
         recv_message(b)
     a.close()
     b.close()
+
+
+def test_configure_socket_sets_the_congestion_control() -> None:
+    """The socket's own algorithm, whatever the namespace's default (reno: always allowed)."""
+    with socket.socket() as s:
+        configure_socket(s, congestion="reno")
+        got = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16)
+        assert got.rstrip(b"\0") == b"reno"
+    with socket.socket() as s, pytest.raises(OSError):
+        configure_socket(s, congestion="no-such-algorithm")

@@ -67,7 +67,7 @@ class NetConfig:
         delivery opportunities. ``None`` replays segments as they are.
     :param compensate_overhead: shape at ``capacity / PAYLOAD_FRACTION`` so application goodput
         matches the trace (default); ``False`` shapes wire bytes at the trace's rate.
-    :param burst_s: HTB burst/cburst as seconds at the current rate (at least 2 frames),
+    :param burst_s: HTB burst/cburst as seconds at the current rate (no floor of frames),
         recomputed at every rate change.
     :param sample_s: measurement interval of :meth:`EmulatedNetwork.link_rows`.
     :param outage_below_bps: capacity below this is treated as an outage (less than one

@@ -38,8 +38,15 @@ def handle(major: int, minor: int) -> int:
 
 
 def burst_bytes(rate_Bps: float, burst_s: float) -> int:
-    """HTB burst for a rate: ``burst_s`` seconds of it, at least two full frames."""
-    return max(2 * FRAME_BYTES, int(rate_Bps * burst_s))
+    """HTB burst for a rate: ``burst_s`` seconds of it (at least one byte).
+
+    No floor of whole frames: HTB sends a frame whenever its tokens are >= 0 and lets them go
+    negative, so a bucket below one frame still passes full frames at the rate, and the bucket
+    is exactly the credit an idle class gets for a short message, which the simulator's fluid
+    link does not give. A floor of two frames (the former rule) was 42 ms of credit at
+    0.58 Mbit/s: 3 KB messages after a pause arrived 22 ms (median) earlier than the trace
+    allows below 1 Mbit/s, 8 ms at 1-2 Mbit/s (execute-mode parity run, T-Mobile LTE trace)."""
+    return max(1, int(rate_Bps * burst_s))
 
 
 def tc_batch(lines: list[str], *, mnexec_pid: int | None = None) -> None:

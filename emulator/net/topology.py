@@ -162,6 +162,10 @@ class EmulatedNetwork:
     rates at time 0. See the module docstring for the layout.
     """
 
+    #: the congestion control the emulator's processes set on their sockets (a namespace
+    #: may not take :data:`TCP_CC` as its default: see emulator.protocol.configure_socket)
+    tcp_congestion: str = TCP_CC
+
     def __init__(self, cfg: NetConfig, *, verbose: bool = True) -> None:
         cfg.validate()
         self.cfg = cfg
