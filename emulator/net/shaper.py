@@ -240,6 +240,8 @@ class _Child:
         if state["rate"] != capacity_bps:
             rate = wire_Bps(capacity_bps, self.cfg.compensate_overhead)
             b = burst_bytes(rate, self.cfg.burst_s if c.burst_s is None else c.burst_s)
+            if c.burst_s is not None:  # a gated class: two frames to pass at an open gate
+                b = max(b, 2 * FRAME_BYTES)
             msgs.append(setter.encode(c.ifindex, c.classid, c.parent, rate, rate, b, b))
             state["rate"] = capacity_bps
         if not state["open"]:

@@ -496,6 +496,8 @@ class EmulatedNetwork:
                         cls_burst = min(cfg.burst_s, GATED_BURST_S)
                 cls = f"{dev_major:x}:{minor:x}"
                 b = burst_bytes(ceil, cfg.burst_s if cls_burst is None else cls_burst)
+                if cls_burst is not None:  # a gated class: two frames to pass at an open gate
+                    b = max(b, 2 * FRAME_BYTES)
                 lines.append(
                     f"class add dev {ifb} parent {par} classid {cls} htb rate "
                     f"{rate * 8}bit ceil {ceil * 8}bit burst {b} cburst {b} "
