@@ -24,6 +24,8 @@ from pyroute2 import IPRoute
 from emulator.net import PAYLOAD_FRACTION, EmulatedNetwork, NetConfig, new_run_id
 from emulator.net.cleanup import STATE_DIR
 from emulator.net.measure import bulk_goodput, ping_one_way
+from emulator.net.shaper import wire_Bps
+from emulator.net.tc import burst_bytes
 from traces import Trace
 
 pytestmark = [
@@ -108,6 +110,22 @@ def test_bursty_trace_tunes_tcp_and_keeps_a_small_bucket() -> None:
             # 2 x 1514 B (tc prints the bucket as rounded back from ticks); 4 ms would be 6 KB
             assert all(abs(int(x) - 2 * 1514) <= 8 for x in m.groups()), out
         assert not net.shaper_stats()["errors"]
+
+
+def test_outage_trace_keeps_a_one_ms_bucket() -> None:
+    """A steady trace with one 30 s outage: gated (1 ms bucket, no tail loss probes) but its
+    gate opens for long stretches, so no two-frame floor: 1 ms at 10 Mbit/s on the wire."""
+    tr = Trace(np.array([0.0, 3.0, 33.0]), np.array([10e6, 0.0, 10e6]), 60.0, name="outage")
+    cfg = NetConfig(uplink=tr, downlink=tr, one_way_delay_s=0.01)
+    with EmulatedNetwork(cfg, verbose=False) as net:
+        want = burst_bytes(wire_Bps(10e6, cfg.compensate_overhead), 0.001)
+        assert want < 2 * 1514
+        for ifb in (net.ifb_up, net.ifb_down):
+            out = subprocess.run(["tc", "class", "show", "dev", ifb], capture_output=True,
+                                 text=True).stdout
+            m = re.search(r"class htb 1:10 .* burst (\d+)b cburst (\d+)b", out)
+            assert m is not None, out
+            assert all(abs(int(x) - want) <= 8 for x in m.groups()), (want, out)
 
 
 def _htb_rate(ifname: str, classid: int) -> tuple[int, int]:

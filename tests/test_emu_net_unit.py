@@ -181,6 +181,21 @@ def test_longest_closed_stretch_wraps_around_a_looping_trace() -> None:
     assert _longest_closed(_trace([0.0, 0.0]), 100e3) == np.inf
 
 
+def test_shortest_open_stretch_decides_the_two_frame_bucket() -> None:
+    """Only a gate that opens for short stretches (bursts) gets the two-frame bucket floor."""
+    from emulator.net.topology import GATED_OPEN_SHORT_S, _shortest_open
+
+    outage = Trace(np.array([0.0, 3.0, 33.0]), np.array([10e6, 0.0, 10e6]), 60.0)
+    assert _shortest_open(outage, 100e3) == pytest.approx(30.0)  # 27 s + 3 s across the loop
+    burst = Trace(np.array([0.0, 0.1]), np.array([11.6e6, 0.0]), 0.5)
+    assert _shortest_open(burst, 100e3) == pytest.approx(0.1)
+    # open 0.2 s and 0.3 s between closed stretches: the shorter one counts
+    two = Trace(np.array([0.0, 0.2, 0.4, 0.7]), np.array([5e6, 0.0, 5e6, 0.0]), 1.0)
+    assert _shortest_open(two, 100e3) == pytest.approx(0.2)
+    assert _shortest_open(_trace([1e6, 2e6]), 100e3) == np.inf  # never closed
+    assert _shortest_open(burst, 100e3) < GATED_OPEN_SHORT_S < _shortest_open(outage, 100e3)
+
+
 def test_a_lagging_class_reports_the_capacity_it_replays() -> None:
     from emulator.net.shaper import ShapedClass, ShaperSettings, _Child
 

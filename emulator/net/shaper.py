@@ -112,6 +112,8 @@ class ShapedClass:
     lag_s: float = 0.0
     #: HTB burst/cburst of this class in seconds at its rate (``None``: the settings' own)
     burst_s: float | None = None
+    #: the least HTB bucket of this class (bytes), whatever ``burst_s`` gives at its rate
+    burst_floor_bytes: int = 1
 
 
 @dataclass(frozen=True)
@@ -239,9 +241,8 @@ class _Child:
             return msgs
         if state["rate"] != capacity_bps:
             rate = wire_Bps(capacity_bps, self.cfg.compensate_overhead)
-            b = burst_bytes(rate, self.cfg.burst_s if c.burst_s is None else c.burst_s)
-            if c.burst_s is not None:  # a gated class: two frames to pass at an open gate
-                b = max(b, 2 * FRAME_BYTES)
+            b = max(c.burst_floor_bytes,
+                    burst_bytes(rate, self.cfg.burst_s if c.burst_s is None else c.burst_s))
             msgs.append(setter.encode(c.ifindex, c.classid, c.parent, rate, rate, b, b))
             state["rate"] = capacity_bps
         if not state["open"]:
