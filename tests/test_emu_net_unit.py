@@ -181,19 +181,32 @@ def test_longest_closed_stretch_wraps_around_a_looping_trace() -> None:
     assert _longest_closed(_trace([0.0, 0.0]), 100e3) == np.inf
 
 
-def test_shortest_open_stretch_decides_the_two_frame_bucket() -> None:
-    """Only a gate that opens for short stretches (bursts) gets the two-frame bucket floor."""
-    from emulator.net.topology import GATED_OPEN_SHORT_S, _shortest_open
+def test_two_frame_bucket_only_for_short_openings_that_carry_two_frames() -> None:
+    from emulator.net.topology import (
+        GATED_BURST_FLOOR_BYTES,
+        _burst_floor_bytes,
+        _open_stretches,
+    )
 
     outage = Trace(np.array([0.0, 3.0, 33.0]), np.array([10e6, 0.0, 10e6]), 60.0)
-    assert _shortest_open(outage, 100e3) == pytest.approx(30.0)  # 27 s + 3 s across the loop
+    assert [d for d, _ in _open_stretches(outage, 100e3)] == pytest.approx([30.0])  # 27 + 3
+    assert _burst_floor_bytes(outage, 100e3) == 1  # long openings: no floor
     burst = Trace(np.array([0.0, 0.1]), np.array([11.6e6, 0.0]), 0.5)
-    assert _shortest_open(burst, 100e3) == pytest.approx(0.1)
-    # open 0.2 s and 0.3 s between closed stretches: the shorter one counts
+    opens = _open_stretches(burst, 100e3)
+    assert {round(d, 9) for d, _ in opens} == {0.1}
+    assert {round(b) for _, b in opens} == {1_160_000}  # bits: 0.1 s at 11.6 Mbit/s
+    assert _burst_floor_bytes(burst, 100e3) == GATED_BURST_FLOOR_BYTES
+    # a Mahimahi-like file: 1 ms delivery opportunities (1448 B each) 20 ms apart: no floor,
+    # two frames would pass twice what an opening gives
+    spikes = Trace(np.arange(0.0, 1.0, 0.001), np.array([11.58e6 if i % 20 == 0 else 0.0
+                                                          for i in range(1000)]), 1.0)
+    assert min(b for _, b in _open_stretches(spikes, 100e3)) / 8 == pytest.approx(1447.5)
+    assert _burst_floor_bytes(spikes, 100e3) == 1
+    # open 0.2 s and 0.3 s between closed stretches: both counted
     two = Trace(np.array([0.0, 0.2, 0.4, 0.7]), np.array([5e6, 0.0, 5e6, 0.0]), 1.0)
-    assert _shortest_open(two, 100e3) == pytest.approx(0.2)
-    assert _shortest_open(_trace([1e6, 2e6]), 100e3) == np.inf  # never closed
-    assert _shortest_open(burst, 100e3) < GATED_OPEN_SHORT_S < _shortest_open(outage, 100e3)
+    assert sorted({round(d, 9) for d, _ in _open_stretches(two, 100e3)}) == [0.2, 0.3]
+    assert _open_stretches(_trace([1e6, 2e6]), 100e3) == []  # never closed
+    assert _burst_floor_bytes(_trace([1e6, 2e6]), 100e3) == 1
 
 
 def test_a_lagging_class_reports_the_capacity_it_replays() -> None:
