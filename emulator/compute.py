@@ -72,6 +72,24 @@ def realtime_thread(priority: int = RT_PRIORITY) -> bool:
     return True
 
 
+def background_thread() -> str:
+    """Put the calling thread on ``SCHED_IDLE`` (``nice 19`` where that is not allowed): work
+    that must not take the CPU from a run still going, such as a device's after-run checks of
+    its generated outputs, which had run at the device's ``SCHED_FIFO`` priority and slowed
+    the other devices' still-running requests. Returns the policy it got."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        return "idle"
+    except (OSError, AttributeError):
+        pass
+    try:
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        os.setpriority(os.PRIO_PROCESS, 0, 19)
+        return "nice"
+    except (OSError, AttributeError):
+        return "unchanged"
+
+
 def wait_until(deadline: float, spin_s: float | None = None) -> float:
     """Wait until ``time.perf_counter() >= deadline``: sleep, then spin for the last ``spin_s``
     (default: 0.5 ms in a ``SCHED_FIFO`` thread, see :data:`_RT_SPIN_S`, else 2 ms).

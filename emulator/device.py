@@ -54,7 +54,7 @@ from agent.errors import AgentError
 from agent.latency import LatencyModel
 from agent.plan import COMPUTE, DEVICE, SEND, Plan
 from agent.policy import Policy, Workload
-from emulator.compute import JITTERS, ProfiledCompute, realtime_thread
+from emulator.compute import JITTERS, ProfiledCompute, background_thread, realtime_thread
 from emulator.errors import EmulatorError, ProtocolError
 from emulator.execute import PieceRunner, find_pieces_dir
 from emulator.guard import token_from_env
@@ -512,6 +512,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         dev.sender.close()
         if held:  # requests over: the run's grace deadline no longer applies (emulator.session)
             print(json.dumps({"checking": len(held)}), flush=True)
+            background_thread()  # other devices may still be running requests
             t_chk = time.monotonic()
             dev.finish_checks(held)
             print(f"device {args.index}: {len(held)} requests checked in "

@@ -73,3 +73,30 @@ def test_estimator_harmonic_mean_probe_and_observation() -> None:
     est.add_rtt(0.02)
     obs = est.observation(Workload("toy"), 4.0)
     assert obs.rtt_s == 0.02 and obs.recent_throughputs_bps == (8e6, 2e6) and obs.time_s == 4.0
+
+
+def test_background_thread_yields_to_the_run() -> None:
+    """A device's after-run checks leave SCHED_FIFO (where a run's devices compute) for
+    SCHED_IDLE, or at least nice 19, in that thread only."""
+    import os
+    import threading
+
+    from emulator.compute import background_thread, realtime_thread
+
+    got: dict[str, object] = {}
+
+    def body() -> None:
+        got["rt"] = realtime_thread()
+        got["policy"] = background_thread()
+        got["sched"] = os.sched_getscheduler(0)
+        got["nice"] = os.getpriority(os.PRIO_PROCESS, 0)
+
+    t = threading.Thread(target=body)
+    t.start()
+    t.join()
+    assert got["policy"] in ("idle", "nice"), got
+    if got["policy"] == "idle":
+        assert got["sched"] == os.SCHED_IDLE
+    else:
+        assert got["sched"] == os.SCHED_OTHER and got["nice"] == 19
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the calling thread is untouched
