@@ -27,8 +27,12 @@ go cold; on the 2-core build VM h.0 of a decode takes 1.1 ms back to back and 2.
 20 ms sleep). So each block is re-timed as execute mode meets it (:func:`retime`): its piece
 through the emulator's own :class:`emulator.execute.PieceRunner`, after a 25 ms idle wait, on
 the tensors of a real generation at every past length the generation runs at; those medians
-and stds replace the profiler's in the profile the simulator prices. Run the whole
-benchmark under ``flock /tmp/quiet.lock`` on a shared machine.
+and stds replace the profiler's in the profile the simulator prices. A step in execute mode is
+more than its pieces (its inputs built, its outputs handed on; the first decode after a prefill
+slower), so a calibration run first (``--calibrate-s``, default 30 s, another seed) measures the
+steps as this scenario runs them and :func:`calibrate` scales each step's blocks to their mean;
+the evaluated run is a separate one. Run the whole benchmark under ``flock /tmp/quiet.lock``
+on a shared machine.
 
 Usage: ``sudo .venv/bin/python benchmarks/emulator_parity.py [--duration 60] [--only NAME]``.
 """
