@@ -144,8 +144,10 @@ def _burst_floor_bytes(trace: Trace, below_bps: float) -> int:
     """The least HTB bucket of a gated class on ``trace``: :data:`GATED_BURST_FLOOR_BYTES`
     where every opening of its gate is shorter than :data:`GATED_OPEN_SHORT_S` and carries at
     least that many bytes (so the floor never passes more than an opening gives: a Mahimahi
-    file's 1 ms delivery opportunities carry 1448 B at 11.58 Mbit/s, and two frames there
-    would pass up to twice the trace's capacity in its sparse stretches), else one byte."""
+    file replayed at its own 1 ms resolution, ``resample_s=None``, opens for 1 ms delivery
+    opportunities of 1448 B at 11.58 Mbit/s), else one byte. At the default 0.1 s resampling
+    ``TMobile-LTE-short.up`` has three closed stretches (at most 0.6 s) and opens for up to
+    83 s: no floor."""
     opens = _open_stretches(trace, below_bps)
     if opens and max(d for d, _ in opens) < GATED_OPEN_SHORT_S \
             and min(b for _, b in opens) / 8.0 >= GATED_BURST_FLOOR_BYTES:
