@@ -107,13 +107,14 @@ RTO_MIN_CAP_S = 5.0
 GATED_BURST_S = 0.001
 #: a gated class whose trace opens only for stretches shorter than this (s), each carrying at
 #: least :data:`GATED_BURST_FLOOR_BYTES`, keeps that much in its bucket
-#: (:func:`_burst_floor_bytes`): each message costs ~0.8 ms more than the
-#: simulator prices (relay, stacks), and without the floor a token ready just before a 0.1 s
-#: burst ends missed it and waited 0.4 s for the next (+38 %: 16 of 18 requests within 5 % in
-#: CI, 4 Dec; 5 of 48 missed and the others +0.9 % in three runs of the burst test on 5 Dec,
-#: none missed with the floor in five). On traces with long open stretches (an outage in a steady trace) the floor only
-#: adds credit the fluid link does not give: 3 KB uploads at 10 Mbit/s passed 1.9 ms early of
-#: 12.5 ms, request medians -2.0 % (CI, 4 Dec) against -0.8 % on the quiet build machine
+#: (:func:`_burst_floor_bytes`): each message costs ~0.8 ms more than the simulator prices
+#: (relay, stacks), and without the floor a token ready just before a 0.1 s burst ends missed
+#: it and waited 0.4 s for the next (+38 %: 16 of 18 requests within 5 % in CI, 4 Dec; 5 of
+#: 48 missed and the others +0.9 % in three runs of the burst test on 5 Dec, none missed with
+#: the floor in five). On traces with long open stretches (an outage in a steady trace) the
+#: floor only adds credit the fluid link does not give: 3 KB uploads at 10 Mbit/s passed
+#: 1.9 ms early of 12.5 ms, request medians -2.5 % with the host's own delays taken out
+#: (-0.4 % without the floor; 5 Dec, two runs each)
 GATED_OPEN_SHORT_S = 1.0
 #: two frames: a message of two frames passes at an open gate at once
 GATED_BURST_FLOOR_BYTES = 2 * FRAME_BYTES
