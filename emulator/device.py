@@ -508,11 +508,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 continue
             sys.stdout.write(json.dumps(rec, separators=(",", ":")) + "\n")
             sys.stdout.flush()
+        # requests over: what is left (the BYE, the after-run checks, the interpreter's exit)
+        # must not take the CPU from devices still running theirs, as it did at SCHED_FIFO
+        background_thread()
         dev.sender.send(Message(MsgType.BYE))
         dev.sender.close()
         if held:  # requests over: the run's grace deadline no longer applies (emulator.session)
             print(json.dumps({"checking": len(held)}), flush=True)
-            background_thread()  # other devices may still be running requests
             t_chk = time.monotonic()
             dev.finish_checks(held)
             print(f"device {args.index}: {len(held)} requests checked in "
