@@ -93,6 +93,19 @@ def _host_delay_s(rec: dict[str, Any], sim: Any) -> float:
     return late
 
 
+def _sends(link: Any, pairs: list[tuple[dict[str, Any], Any]]
+           ) -> list[tuple[dict[str, Any], dict[str, Any], float]]:
+    """``(record, send step, due)`` of every send with bytes: ``due`` is when the simulator's
+    link, started when the emulator started the send, delivers it (one delay included)."""
+    out = []
+    for rec, _sim in pairs:
+        for e in rec["steps"]:
+            if e["kind"] == "send" and e["nbytes"] > 0:
+                fin = link.up_finish if e["side"] == "up" else link.down_finish
+                out.append((rec, e, fin(e["t_start"], e["nbytes"]) + DELAY_S))
+    return out
+
+
 def _no_transfer_early(link: Any, pairs: list[tuple[dict[str, Any], Any]],
                        link_bps: float) -> None:
     """No transfer ends before the trace lets it (a load-independent invariant: a busy CPU only
@@ -102,16 +115,8 @@ def _no_transfer_early(link: Any, pairs: list[tuple[dict[str, Any], Any]],
     from emulator.net import PAYLOAD_FRACTION
 
     slack = 0.004 + 1514 * 8 / (link_bps / PAYLOAD_FRACTION) + 0.001
-    early = []
-    for rec, _sim in pairs:
-        for e in rec["steps"]:
-            if e["kind"] != "send" or e["nbytes"] <= 0:
-                continue
-            fin = link.up_finish if e["side"] == "up" else link.down_finish
-            due = fin(e["t_start"], e["nbytes"]) + DELAY_S
-            if e["t_end"] < due - slack:
-                early.append((rec["request"], e["side"], e["nbytes"], e["t_start"], e["t_end"],
-                              due))
+    early = [(rec["request"], e["side"], e["nbytes"], e["t_start"], e["t_end"], due)
+             for rec, e, due in _sends(link, pairs) if e["t_end"] < due - slack]
     assert early == [], f"transfers ended before the trace allowed: {early}"
 
 
@@ -193,13 +198,7 @@ def test_burst_trace_requests_match_the_simulator(tmp_path: Path) -> None:
     # reaches a burst's edge within the shaper's lag (median 0.02 ms, p95 8 ms) or the relay's
     # 0.4 ms of it goes in the other burst. Measured (5 Dec, this machine, 12 runs of 160-204
     # transfers): 96.9-100 % within 5 ms + 5 %, every other one 400.4-407.9 ms off.
-    errs = []
-    for rec, _sim in pairs:
-        for e in rec["steps"]:
-            if e["kind"] == "send" and e["nbytes"] > 0:
-                fin = link.up_finish if e["side"] == "up" else link.down_finish
-                due = fin(e["t_start"], e["nbytes"]) + DELAY_S
-                errs.append((e["t_end"] - due, due - e["t_start"]))
+    errs = [(e["t_end"] - due, due - e["t_start"]) for _rec, e, due in _sends(link, pairs)]
     close = [x for x in errs if abs(x[0]) <= 0.005 + 0.05 * x[1]]
     assert len(close) >= 0.95 * len(errs), errs
     assert all(abs(abs(x[0]) - 0.4) < 0.015 for x in errs if x not in close), errs
