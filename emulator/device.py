@@ -218,8 +218,9 @@ class Device:
             self.sender.send(Message(MsgType.ECHO, payload=probe))
             reply = self._recv(MsgType.ECHO_REPLY)
             t3 = time.monotonic()
-            self.est.add_upload(len(probe), float(reply.meta["t_recv"]) - t1, t3)
-            self.est.charge_probe(len(probe), t3 - t1)
+            t_recv = float(reply.meta["t_recv"])
+            self.est.add_upload(len(probe), t_recv - t1, t3)
+            self.est.charge_probe(len(probe), t3 - t1, (t1 - self.t0, t_recv - self.t0))
 
     # ------------------------------------------------------------------ one request
     def run_request(self, t_arrival: float) -> dict[str, Any]:

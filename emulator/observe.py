@@ -47,6 +47,7 @@ class LinkEstimator:
         self.queue = QueueState(0, 0, 1, 0.0)
         self._probe_bytes = 0
         self._probe_s = 0.0
+        self._probe_on_link: list[list[float]] = []
 
     def add_upload(self, nbytes: int, seconds: float, now: float) -> None:
         """Record a finished upload (``seconds`` from first byte sent to last byte received)."""
@@ -70,15 +71,23 @@ class LinkEstimator:
         want = thr / 8.0 * max(self.rtt_s / 2, 2 * _MIN_SERIAL_S)
         return int(min(self.probe_bytes, max(_MIN_PROBE_BYTES, want)))
 
-    def charge_probe(self, nbytes: int, seconds: float) -> None:
-        """A probe of ``nbytes`` took ``seconds`` (send to reply): charged to the next record."""
+    def charge_probe(self, nbytes: int, seconds: float,
+                     on_link: tuple[float, float] | None = None) -> None:
+        """A probe of ``nbytes`` took ``seconds`` (send to reply): charged to the next record.
+        ``on_link``: (first byte written, last byte received by the MEC), in the caller's
+        time base, kept for the record (the only time the probe's bytes were on the link)."""
         self._probe_bytes += nbytes
         self._probe_s += seconds
+        if on_link is not None:
+            self._probe_on_link.append([float(on_link[0]), float(on_link[1])])
 
-    def take_probe(self) -> dict[str, float]:
-        """The probe cost since the last call (``bytes``, ``s``), for a request's record."""
-        out = {"bytes": self._probe_bytes, "s": self._probe_s}
-        self._probe_bytes, self._probe_s = 0, 0.0
+    def take_probe(self) -> dict[str, object]:
+        """The probe cost since the last call (``bytes``, ``s``, and ``on_link``: each probe's
+        [sent, received] when the caller gave it), for a request's record."""
+        out: dict[str, object] = {"bytes": self._probe_bytes, "s": self._probe_s}
+        if self._probe_on_link:
+            out["on_link"] = self._probe_on_link
+        self._probe_bytes, self._probe_s, self._probe_on_link = 0, 0.0, []
         return out
 
     def add_rtt(self, seconds: float) -> None:

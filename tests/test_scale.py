@@ -164,6 +164,36 @@ def test_the_shared_cell_replay_divides_the_cell_among_active_devices() -> None:
     assert own.bytes_between(1.5, 2.0) * 16 == pytest.approx(4e6)
 
 
+
+def test_a_probe_counts_as_a_transfer_only_while_on_the_link() -> None:
+    """A record's probe occupies the uplink from its first byte written to the MEC's receipt
+    less the delay (``probe.on_link``); the empty echo, the reply and the decision around it
+    do not. A record without ``on_link`` (older runs) keeps ``t_decide`` .. ``t_start``."""
+    from emulator.parity import _transfers
+
+    send = {"kind": "send", "side": "up", "nbytes": 1024, "t_start": 2.0, "t_end": 2.05}
+    new = {"device": 3, "t_decide": 1.0, "t_start": 2.0, "steps": [send],
+           "probe": {"bytes": 32768, "s": 0.9, "on_link": [[1.1, 1.6]]}}
+    old = {"device": 4, "t_decide": 1.0, "t_start": 2.0, "steps": [],
+           "probe": {"bytes": 32768, "s": 0.9}}
+    dev, t0, t1 = _transfers([new, old], "up", 0.01)
+    got = sorted(zip(dev.tolist(), t0.tolist(), t1.tolist(), strict=True))
+    assert got == [(3, 1.1, pytest.approx(1.59)), (3, 2.0, pytest.approx(2.04)),
+                   (4, 1.0, pytest.approx(2.0))]
+    # the downlink sees neither probe
+    assert _transfers([new, old], "down", 0.01)[0].size == 0
+
+
+def test_the_device_records_when_its_probe_was_on_the_link() -> None:
+    from emulator.observe import LinkEstimator
+
+    est = LinkEstimator()
+    est.charge_probe(4096, 0.05, (1.0, 1.03))
+    est.charge_probe(4096, 0.04, (1.2, 1.22))
+    assert est.take_probe() == {"bytes": 8192, "s": pytest.approx(0.09),
+                                "on_link": [[1.0, 1.03], [1.2, 1.22]]}
+    assert est.take_probe() == {"bytes": 0, "s": 0.0}
+
 @pytest.mark.root
 @pytest.mark.skipif(__import__("os").geteuid() != 0, reason="needs root (namespaces and tc)")
 def test_a_run_in_high_rate_mode_says_so_and_keeps_real_units(tmp_path: Path,
