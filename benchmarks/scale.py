@@ -14,7 +14,9 @@ offload --mec-speedup 10 --mec-slots 4``, the bundled cellular trace, ``--durati
   (``summary.json`` ``simulator_replay.mec_measured``), |relative error| median and p95; and
   the same with the cell's sharing as measured (:func:`emulator.parity.replay_shared_cell`:
   each transfer gets the cell's capacity divided among the transfers the records show at the
-  same time, instead of the simulator's fixed 1/N share);
+  same time, instead of the simulator's fixed 1/N share; the uplink shared is the cell less
+  what the devices' sockets sent that no plan step prices: pure ACKs of the tokens, ECHO, PLAN,
+  RELEASE, from the kernel's counters; the figure without that is printed below the row);
 * link windows: 1 s windows of the cell's uplink and downlink (``link.csv``) whose measured
   goodput is at most 5% above the trace's capacity (the shaper never hands out more than the
   trace; whether a window got all it should have depends on demand, which only a saturated
@@ -67,7 +69,7 @@ def _windows(link_csv: Path, tol: float) -> tuple[int, int]:
     return sum(got <= cap * (1 + tol) for cap, got in used), len(used)
 
 
-def _shared_cell_error(run: Path) -> dict[str, float]:
+def _shared_cell_error(run: Path, count_unpriced: bool = True) -> dict[str, float]:
     from agent.latency import LatencyModel
     from emulator.parity import averaged, compare, replay_shared_cell
     from profiler.schema import load_profile
@@ -82,7 +84,7 @@ def _shared_cell_error(run: Path) -> dict[str, float]:
                                scale=inp["trace"]["scale"]))
     pairs = replay_shared_cell(model, recs, up=cell, down=cell if inp["downlink"] == "same"
                                else None, one_way_delay_s=inp["delay_ms"] / 1e3,
-                               mec_slots=s["mec_slots"])
+                               mec_slots=s["mec_slots"], count_unpriced=count_unpriced)
     return compare(pairs)
 
 
@@ -136,6 +138,10 @@ def main() -> int:
         lines.append(line)
         print(head if len(lines) == 1 else "", end="\n" if len(lines) == 1 else "")
         print(line, flush=True)
+        if cell:
+            bare = _shared_cell_error(run, count_unpriced=False)
+            print(f"     measured sharing without the unpriced uplink (ACKs, control): "
+                  f"median {bare['median_abs']:.1%}, p95 {bare['p95_abs']:.1%}", flush=True)
         print("     CPU s (after t0) by kind: " + ", ".join(
             f"{name} {k['cpu_s']:.1f} ({k['run_cpu_s']:.1f})" for name, k in
             sorted(res["kinds"].items(), key=lambda kv: -kv[1]["cpu_s"])), flush=True)

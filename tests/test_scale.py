@@ -216,3 +216,67 @@ def test_a_run_in_high_rate_mode_says_so_and_keeps_real_units(tmp_path: Path,
 
     caps = {float(r["capacity_mbps"]) for r in csv.DictReader((out / "link.csv").open())}
     assert caps == {100.0}  # the trace's rate, not the shaped 10 Mbit/s
+
+
+def test_tcp_counters_count_the_pure_acks_a_receiver_sends() -> None:
+    """A receiver of 20 small messages sends data on nothing but ACKs them: its socket's
+    counters (``TCP_INFO``) show segments out with no data segment; the sender's show 20 data
+    segments of the bytes written."""
+    import socket
+    import time
+
+    from emulator.tcpinfo import sent
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    rx = socket.create_connection(srv.getsockname())
+    tx, _ = srv.accept()
+    try:
+        tx.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        r0, t0 = sent(rx), sent(tx)
+        if r0 is None or t0 is None:
+            pytest.skip("this kernel gives no TCP_INFO counters")
+        got = 0
+        for _ in range(20):
+            tx.sendall(b"x" * 100)
+            while got < 100 * (_ + 1):
+                got += len(rx.recv(4096))
+            time.sleep(0.002)
+        time.sleep(0.1)
+        r1, t1 = sent(rx), sent(tx)
+        assert r1 is not None and t1 is not None
+        rd, td = r1.since(r0), t1.since(t0)
+        assert td["data_segments"] == 20 and td["payload_bytes"] == 2000
+        assert rd["data_segments"] == 0 and rd["payload_bytes"] == 0
+        assert 1 <= rd["segments"] <= 20  # one ACK per segment at most (delayed ACKs fewer)
+    finally:
+        for s in (rx, tx, srv):
+            s.close()
+
+
+def test_unpriced_uplink_is_what_the_socket_sent_beyond_the_priced_messages() -> None:
+    from agent.wire import HEADER_BYTES, PAYLOAD_FRACTION, data_meta, message_wire_bytes
+    from emulator.parity import averaged, less_unpriced, unpriced_uplink
+    from traces.synth import constant
+
+    data = message_wire_bytes(1024, HEADER_BYTES + len(data_meta(10, [10])))
+    probe = message_wire_bytes(4096, HEADER_BYTES)
+    extra_wire = 10 * 66 + 300  # ten pure ACKs and 300 bytes of control messages
+    segs = extra_wire // 66  # write the socket's counters so that they hold exactly that
+    tcp_wire = data + probe + extra_wire
+    rec = {"t_decide": 1.0, "t_end": 3.0,
+           "steps": [{"kind": "send", "side": "up", "nbytes": 1024},
+                     {"kind": "send", "side": "down", "nbytes": 8}],
+           "probe": {"bytes": 4096, "on_link": [[1.0, 1.1]]},
+           "uplink_tcp": {"segments": segs, "data_segments": 0,
+                          "payload_bytes": tcp_wire - 66 * segs}}
+    spans = unpriced_uplink([rec, {"t_decide": 0.0, "t_end": 1.0, "steps": []}])
+    assert spans == [(1.0, 3.0, pytest.approx(extra_wire * PAYLOAD_FRACTION))]
+    cell = constant(10.0, 1.0)  # 1 Mbit/s, one segment
+    grid = averaged(cell, 0.5)
+    left = less_unpriced(grid, [(1.0, 3.0, 50_000.0)])  # 200 kbit/s over [1, 3)
+    for a, b, mbps in ((0.0, 1.0, 1.0), (1.0, 3.0, 0.8), (3.0, 10.0, 1.0)):
+        assert left.bytes_between(a, b) * 8 / (b - a) == pytest.approx(mbps * 1e6), (a, b)
+    # a saturated bin keeps a floor of its capacity (queueing, not an outage)
+    assert less_unpriced(grid, [(0.0, 0.5, 1e6)]).rates_bps[0] == pytest.approx(0.05e6)
