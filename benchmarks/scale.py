@@ -14,13 +14,19 @@ offload --mec-speedup 10 --mec-slots 4``, the bundled cellular trace, ``--durati
   (``summary.json`` ``simulator_replay.mec_measured``), |relative error| median and p95; and
   the same with the cell's sharing as measured (:func:`emulator.parity.replay_shared_cell`:
   each transfer gets the cell's capacity divided among the transfers the records show at the
-  same time, instead of the simulator's fixed 1/N share; the uplink shared is the cell less
-  what the devices' sockets sent that no plan step prices: pure ACKs of the tokens, ECHO, PLAN,
-  RELEASE, from the kernel's counters; the figure without that is printed below the row);
+  same time, instead of the simulator's fixed 1/N share; each direction shared is the cell
+  less what the sockets sent that no plan step prices: pure ACKs, ``ECHO``, ``PLAN``,
+  ``RELEASE``, ``ECHO_REPLY``, from the kernel's counters; the figure without that is printed
+  below the row);
 * link windows: 1 s windows of the cell's uplink and downlink (``link.csv``) whose measured
   goodput is at most 5% above the trace's capacity (the shaper never hands out more than the
   trace; whether a window got all it should have depends on demand, which only a saturated
   calibration, ``emulator.calibrate``, can show), and the shaper's lag p95.
+
+Compute runs at the profile's block medians (``--jitter none``, as in
+``benchmarks/emulator_parity.py``): the simulator prices medians, and the default lognormal
+draws would add their own spread (and a mean above the median) to every request's error;
+``-- --jitter lognormal`` draws them. Arguments after ``--`` go to every ``emulator.run``.
 
 Target at the largest count (64): p95 error <= 5% (shared cell replay), >= 95% of windows
 within 5%, no request lost. Exit 1 when missed.
@@ -100,6 +106,8 @@ def main() -> int:
                     help="-- then more emulator.run arguments")
     a = ap.parse_args()
     extra = [x for x in a.run_args if x != "--"]
+    if not any(x == "--jitter" or x.startswith("--jitter=") for x in extra):
+        extra = ["--jitter", "none", *extra]  # compute at the profile's medians, as priced
     out = a.out or Path(tempfile.mkdtemp(prefix="scale."))
     with open("/proc/loadavg") as f:
         print(f"scale: load average before {f.read().split()[:3]}, {os.cpu_count()} cores; "
@@ -140,7 +148,7 @@ def main() -> int:
         print(line, flush=True)
         if cell:
             bare = _shared_cell_error(run, count_unpriced=False)
-            print(f"     measured sharing without the unpriced uplink (ACKs, control): "
+            print(f"     measured sharing without the unpriced traffic (ACKs, control messages): "
                   f"median {bare['median_abs']:.1%}, p95 {bare['p95_abs']:.1%}", flush=True)
         print("     CPU s (after t0) by kind: " + ", ".join(
             f"{name} {k['cpu_s']:.1f} ({k['run_cpu_s']:.1f})" for name, k in

@@ -317,6 +317,7 @@ class Device:
                             "mec_expected_wait_s": obs.mec_expected_wait_s},
             "phases": phases, "steps": steps, "probe": self.est.take_probe(),
             **self._uplink_tcp(),
+            **({"downlink_tcp": report["tcp"]} if report and "tcp" in report else {}),
             **({"check": check} if check is not None else {}),
         }
 

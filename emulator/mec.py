@@ -91,6 +91,7 @@ from emulator.protocol import (
 )
 from emulator.records import tolerate_log_errors
 from emulator.steps import StepRunner
+from emulator.tcpinfo import sent as tcp_sent
 from emulator.transport import Inbox, Sender, stamp_into
 from profiler.schema import ProfileError, check_compatible, load_profile
 from traces import synth
@@ -121,6 +122,15 @@ class _Conn:
         self.rx = RxClock()
         self.t_accept = self.rx.last
         self.buf = PayloadBuffer(budget=budget)
+        self.tcp_last = tcp_sent(sock)  # the socket's counters at the last REPORT
+
+    def tcp_since_report(self) -> dict[str, int] | None:
+        """What this connection's socket sent since the previous REPORT (the kernel's counters:
+        every segment, pure ACKs included, data segments, payload bytes); ``None`` without them.
+        Called from the connection's sender thread only."""
+        now = tcp_sent(self.sock)
+        before, self.tcp_last = self.tcp_last, now
+        return None if now is None or before is None else now.since(before)
 
     def send(self, msg: Message) -> None:
         """Queue a message behind this connection's earlier ones."""
@@ -589,7 +599,11 @@ class MecServer:
             rep = Message(MsgType.REPORT, sess.rid, meta={"queue": self.queue_state().to_json()})
 
             def _fill(_t: float, rep: Message = rep) -> None:  # when written: every stamp is in
-                body = json.dumps({"steps": rows, "recv": recv}, separators=(",", ":")).encode()
+                doc: dict[str, Any] = {"steps": rows, "recv": recv}
+                tcp = conn.tcp_since_report()
+                if tcp is not None:
+                    doc["tcp"] = tcp
+                body = json.dumps(doc, separators=(",", ":")).encode()
                 if self.report_dir is None:
                     rep.payload = body
                     return

@@ -59,7 +59,7 @@ from profiler.schema import Profile
 from traces import Trace
 
 __all__ = ["Pair", "averaged", "compare", "less_unpriced", "replay", "replay_batched",
-           "replay_shared_cell", "replay_with", "simulate_record", "unpriced_uplink"]
+           "replay_shared_cell", "replay_with", "simulate_record", "unpriced"]
 
 
 @dataclass(frozen=True)
@@ -280,25 +280,28 @@ def _shared_share(cell: Trace, busy: tuple[np.ndarray, np.ndarray, np.ndarray], 
                  name=f"{cell.name}@shared")
 
 
-def unpriced_uplink(records: Iterable[Mapping[str, Any]]) -> list[tuple[float, float, float]]:
-    """(from, to, goodput bytes) of what each record's device sent on the uplink that no plan
-    step prices: its socket's wire bytes since the previous record (``uplink_tcp``: payload
-    plus 66 bytes per segment, pure ACKs included) less the priced wire bytes of its ``DATA``
-    uploads and its probes, spread over ``t_decide`` .. ``t_end`` (the token stream's ACKs,
-    ``ECHO``, ``PLAN``, the previous request's ``RELEASE``). Records without ``uplink_tcp``
-    (older runs, kernels without the counters) give nothing."""
+def unpriced(records: Iterable[Mapping[str, Any]],
+             side: str = "up") -> list[tuple[float, float, float]]:
+    """(from, to, goodput bytes) of what each record's connection carried in direction ``side``
+    that no plan step prices: the sending socket's wire bytes since its previous count (payload
+    plus 66 bytes per segment, pure ACKs included; ``uplink_tcp`` from the device's socket,
+    ``downlink_tcp`` from the MEC's, counted when it wrote the request's REPORT) less the priced
+    wire bytes of the ``DATA`` messages in that direction and, up, the probes; spread over
+    ``t_decide`` .. ``t_end``. Up: the ACKs of the tokens, ``ECHO``, ``PLAN``, the previous
+    request's ``RELEASE``; down: the ACKs of the uploads and probes, ``ECHO_REPLY``, ``REPORT``.
+    Records without the counters (older runs, kernels without them) give nothing."""
     framing = HEADER_BYTES + len(data_meta(10, [10]))
     out = []
     for r in records:
-        tcp = r.get("uplink_tcp")
+        tcp = r.get(f"{side}link_tcp")
         if not tcp:
             continue
         wire = tcp["payload_bytes"] + SEGMENT_OVERHEAD_BYTES * tcp["segments"]
         for st in r.get("steps", []):
-            if st["kind"] == "send" and st["side"] == "up" and st["nbytes"] > 0:
+            if st["kind"] == "send" and st["side"] == side and st["nbytes"] > 0:
                 wire -= message_wire_bytes(int(st["nbytes"]), framing)
         probe = r.get("probe") or {}
-        if probe.get("bytes", 0) > 0:
+        if side == "up" and probe.get("bytes", 0) > 0:
             n = max(1, len(probe.get("on_link") or ()))
             wire -= n * message_wire_bytes(int(probe["bytes"]) // n, HEADER_BYTES)
         lo, hi = max(float(r["t_decide"]), 0.0), float(r["t_end"])
@@ -310,7 +313,7 @@ def unpriced_uplink(records: Iterable[Mapping[str, Any]]) -> list[tuple[float, f
 def less_unpriced(cell: Trace, spans: Sequence[tuple[float, float, float]],
                   floor: float = 0.05) -> Trace:
     """``cell`` (on its own grid, e.g. :func:`averaged`'s 0.1 s) less the rate of ``spans``
-    (:func:`unpriced_uplink`), each spread evenly over its interval: what the priced transfers
+    (:func:`unpriced`), each spread evenly over its interval: what the priced transfers
     share. Pure ACKs and control messages need far less than a fair share, so under max-min
     sharing (HTB's round robin of the device classes) they are served whole and the rest of the
     cell is shared; a bin is kept at ``floor`` of its capacity at least (the unpriced traffic of
@@ -334,13 +337,15 @@ def replay_shared_cell(model: LatencyModel, records: Iterable[Mapping[str, Any]]
     moment, among its device and the other devices the records show transferring at that
     moment (:func:`_shared_share`), instead of the simulator's fixed ``1/N`` share. The
     analogue of the measured MEC occupancy for the link; an unshaped downlink (``down`` None)
-    is not divided. ``count_unpriced``: the uplink shared is the cell less what the devices'
-    sockets sent that no plan step prices (:func:`unpriced_uplink`, :func:`less_unpriced`;
-    measured at 64 devices: without it, requests in the first seconds, when the cell's uplink
-    is saturated, came out 6-12% slower than replayed)."""
+    is not divided. ``count_unpriced``: each direction shared is the cell less what the
+    sockets sent that no plan step prices (:func:`unpriced`, :func:`less_unpriced`; measured at
+    64 devices: without it, requests in the first seconds, when the cell's uplink is saturated
+    by the devices' first probes, came out 6-12% slower than replayed)."""
     recs = sorted(records, key=_grant_key)
     if count_unpriced:
-        up = less_unpriced(up, unpriced_uplink(recs))
+        up = less_unpriced(up, unpriced(recs, "up"))
+        if down is not None:
+            down = less_unpriced(down, unpriced(recs, "down"))
     busy_up = _transfers(recs, "up", one_way_delay_s)
     busy_down = _transfers(recs, "down", one_way_delay_s)
     state = MecState(slots=mec_slots)

@@ -255,9 +255,9 @@ def test_tcp_counters_count_the_pure_acks_a_receiver_sends() -> None:
             s.close()
 
 
-def test_unpriced_uplink_is_what_the_socket_sent_beyond_the_priced_messages() -> None:
+def test_unpriced_traffic_is_what_a_socket_sent_beyond_the_priced_messages() -> None:
     from agent.wire import HEADER_BYTES, PAYLOAD_FRACTION, data_meta, message_wire_bytes
-    from emulator.parity import averaged, less_unpriced, unpriced_uplink
+    from emulator.parity import averaged, less_unpriced, unpriced
     from traces.synth import constant
 
     data = message_wire_bytes(1024, HEADER_BYTES + len(data_meta(10, [10])))
@@ -271,8 +271,13 @@ def test_unpriced_uplink_is_what_the_socket_sent_beyond_the_priced_messages() ->
            "probe": {"bytes": 4096, "on_link": [[1.0, 1.1]]},
            "uplink_tcp": {"segments": segs, "data_segments": 0,
                           "payload_bytes": tcp_wire - 66 * segs}}
-    spans = unpriced_uplink([rec, {"t_decide": 0.0, "t_end": 1.0, "steps": []}])
+    spans = unpriced([rec, {"t_decide": 0.0, "t_end": 1.0, "steps": []}], "up")
     assert spans == [(1.0, 3.0, pytest.approx(extra_wire * PAYLOAD_FRACTION))]
+    # down: the MEC's counters less the priced DATA down (one 8-byte token here)
+    token = message_wire_bytes(8, HEADER_BYTES + len(data_meta(10, [10])))
+    rec["downlink_tcp"] = {"segments": 3, "data_segments": 1,
+                           "payload_bytes": token + 500 - 3 * 66}  # wire: token + 500
+    assert unpriced([rec], "down") == [(1.0, 3.0, pytest.approx(500 * PAYLOAD_FRACTION))]
     cell = constant(10.0, 1.0)  # 1 Mbit/s, one segment
     grid = averaged(cell, 0.5)
     left = less_unpriced(grid, [(1.0, 3.0, 50_000.0)])  # 200 kbit/s over [1, 3)
