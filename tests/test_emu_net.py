@@ -285,3 +285,50 @@ def test_shared_cell_splits_capacity_and_lends_it() -> None:
     assert mbps[0][0] + mbps[1][0] == pytest.approx(20.0, rel=0.08), mbps
     assert mbps[0][0] == pytest.approx(10.0, rel=0.25), mbps
     assert mbps[0][2] == pytest.approx(20.0, rel=0.08), mbps
+
+
+def test_the_raw_class_counter_reads_what_pyroute2_reads(tmp_path: Path) -> None:
+    """:class:`emulator.net.tc.ClassCounter` (the shaper's sampler: one dump, only the byte
+    counters parsed) against pyroute2's full decode of the same classes, after real traffic
+    through an HTB on a veth between two namespaces."""
+    import uuid
+
+    a, b = f"cc{uuid.uuid4().hex[:6]}", f"cd{uuid.uuid4().hex[:6]}"
+    v0, v1 = f"v{a}", f"v{b}"
+
+    def sh(*cmd: str) -> None:
+        subprocess.run(cmd, check=True, capture_output=True, timeout=10)
+
+    sh("ip", "netns", "add", a)
+    try:
+        sh("ip", "netns", "add", b)
+        sh("ip", "-n", a, "link", "add", v0, "type", "veth", "peer", "name", v1, "netns", b)
+        sh("ip", "-n", a, "addr", "add", "10.77.0.1/24", "dev", v0)
+        sh("ip", "-n", b, "addr", "add", "10.77.0.2/24", "dev", v1)
+        sh("ip", "-n", a, "link", "set", v0, "up")
+        sh("ip", "-n", b, "link", "set", v1, "up")
+        for cmd in ("qdisc add dev {} root handle 1: htb default 10",
+                    "class add dev {} parent 1: classid 1:1 htb rate 20mbit",
+                    "class add dev {} parent 1:1 classid 1:10 htb rate 10mbit",
+                    "class add dev {} parent 1:1 classid 1:20 htb rate 10mbit"):
+            sh("ip", "netns", "exec", a, "tc", *cmd.format(v0).split())
+        code = ("import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                "for _ in range(200): s.sendto(b'x' * 1000, ('10.77.0.2', 9))\n"
+                "import socket as S, time; time.sleep(0.3)\n"
+                "from pyroute2 import IPRoute\n"
+                "from emulator.net.tc import ClassCounter, class_bytes\n"
+                f"i = S.if_nametoindex('{v0}')\n"
+                "with IPRoute() as ipr: full = class_bytes(ipr, i)\n"
+                "with ClassCounter() as c: raw = c.read(i)\n"
+                "import json; print(json.dumps([full, raw]))\n")
+        out = subprocess.run(["ip", "netns", "exec", a, sys.executable, "-c", code],
+                             capture_output=True, text=True, timeout=30,
+                             env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+        assert out.returncode == 0, out.stderr
+        full, raw = json.loads(out.stdout)
+        assert raw == full
+        assert raw[str(0x10010)] >= 200 * 1000  # the default class carried the 200 datagrams
+        assert set(raw) == {str(h) for h in (0x10001, 0x10010, 0x10020)}
+    finally:
+        subprocess.run(["ip", "netns", "del", a], capture_output=True)
+        subprocess.run(["ip", "netns", "del", b], capture_output=True)

@@ -6,8 +6,9 @@ the reliable path for the static part. The live path, :class:`HtbRateSetter`, en
 ``RTM_NEWTCLASS`` change with pyroute2's own HTB class encoder (``tc('change-class', 'htb',
 ...)`` builds the same message) and sends it on a dedicated netlink socket, without pyroute2's
 asyncio round trip: ~0.6 ms instead of ~1.3-2 ms per change on the 2-core reference machine.
-The class handle is unchanged by a change; the qdisc is never recreated. Class byte counters
-come from pyroute2's ``get_classes``.
+The class handle is unchanged by a change; the qdisc is never recreated. Class byte counters:
+:class:`ClassCounter` (a raw dump, what the shaper samples with) or pyroute2's ``get_classes``
+(:func:`class_bytes`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from pyroute2.netlink.rtnl.tcmsg import tcmsg
 
 from emulator.net.errors import NetError
 
-__all__ = ["FRAME_BYTES", "HtbRateSetter", "burst_bytes", "class_bytes", "handle", "tc_batch"]
+__all__ = ["FRAME_BYTES", "ClassCounter", "HtbRateSetter", "burst_bytes", "class_bytes", "handle",
+           "tc_batch"]
 
 #: largest Ethernet frame HTB sees with gso_max_segs 1 (1500 MTU + 14 header)
 FRAME_BYTES: int = 1514
@@ -203,6 +205,84 @@ class HtbRateSetter:
     def change(self, *args: int) -> None:
         """:meth:`encode` then :meth:`send` (same arguments as :meth:`encode`)."""
         self.send(self.encode(*args))
+
+
+_RTM_GETTCLASS = 42
+_NLM_F_DUMP = 0x300
+_NLMSG_DONE = 3
+_TCA_STATS2 = 7
+_TCA_STATS_BASIC = 1
+_NLA_TYPE_MASK = 0x3FFF
+
+
+class ClassCounter:
+    """Reads every HTB class's byte counter of an interface with one netlink dump, parsing only
+    the header and ``TCA_STATS2/TCA_STATS_BASIC`` (pyroute2's ``get_classes`` decodes every
+    attribute of every class: ~22 ms median for the 130 classes of 64 devices on the 2-core
+    reference machine, 46 ms at p95, which the shaper's sampler spent once a second). Same
+    result as :func:`class_bytes` (tested)."""
+
+    def __init__(self) -> None:
+        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        self._sock.bind((0, 0))
+        self._seq = 0
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __enter__(self) -> ClassCounter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def read(self, ifindex: int) -> dict[int, int]:
+        """Bytes sent so far by each class of ``ifindex`` (handle -> bytes)."""
+        self._seq += 1
+        body = struct.pack("=BxxxiIII", socket.AF_UNSPEC, ifindex, 0, 0, 0)
+        self._sock.send(struct.pack("=IHHII", 16 + len(body), _RTM_GETTCLASS,
+                                    NLM_F_REQUEST | _NLM_F_DUMP, self._seq, 0) + body)
+        out: dict[int, int] = {}
+        while True:
+            data = self._sock.recv(1 << 16)
+            off = 0
+            while off + 16 <= len(data):
+                length, kind, _flags, seq, _pid = struct.unpack_from("=IHHII", data, off)
+                if length < 16:
+                    raise NetError("netlink: a malformed class dump reply")
+                if seq == self._seq:
+                    if kind == _NLMSG_DONE:
+                        return out
+                    if kind == NLMSG_ERROR:
+                        code, = struct.unpack_from("=i", data, off + 16)
+                        raise NetError(f"netlink class dump of ifindex {ifindex} failed: "
+                                       f"{os.strerror(-code)}")
+                    if kind == RTM_NEWTCLASS:
+                        _fam, idx, hdl = struct.unpack_from("=BxxxiI", data, off + 16)
+                        n = _basic_bytes(data, off + 36, off + length)
+                        if idx == ifindex and n is not None:
+                            out[hdl] = n
+                off += (length + 3) & ~3
+
+
+def _basic_bytes(data: bytes, lo: int, hi: int) -> int | None:
+    """``bytes`` of ``TCA_STATS2 / TCA_STATS_BASIC`` in the attributes ``data[lo:hi]``."""
+    while lo + 4 <= hi:
+        alen, atype = struct.unpack_from("=HH", data, lo)
+        if alen < 4:
+            return None
+        if atype & _NLA_TYPE_MASK == _TCA_STATS2:
+            sub, end = lo + 4, lo + alen
+            while sub + 4 <= end:
+                blen, btype = struct.unpack_from("=HH", data, sub)
+                if blen < 4:
+                    return None
+                if btype & _NLA_TYPE_MASK == _TCA_STATS_BASIC and blen >= 12:
+                    return int(struct.unpack_from("=Q", data, sub + 4)[0])
+                sub += (blen + 3) & ~3
+            return None
+        lo += (alen + 3) & ~3
+    return None
 
 
 def class_bytes(ipr: IPRoute, ifindex: int) -> dict[int, int]:
