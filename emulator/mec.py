@@ -127,7 +127,7 @@ class _Conn:
     def tcp_since_report(self) -> dict[str, int] | None:
         """What this connection's socket sent since the previous REPORT (the kernel's counters:
         every segment, pure ACKs included, data segments, payload bytes); ``None`` without them.
-        Called from the connection's sender thread only."""
+        Called with the connection's send lock held (from :meth:`Sender.send`'s on_start)."""
         now = tcp_sent(self.sock)
         before, self.tcp_last = self.tcp_last, now
         return None if now is None or before is None else now.since(before)

@@ -66,6 +66,8 @@ __all__ = [
     "connect",
     "decode_header",
     "encode_header",
+    "encode_message",
+    "is_small",
     "recv_message",
     "send_message",
 ]
@@ -301,18 +303,29 @@ def connect(host: str, port: int, timeout_s: float = 10.0,
     return sock
 
 
+def is_small(msg: Message) -> bool:
+    """Whether ``msg`` goes out in one write (payload up to :data:`_ONE_WRITE` bytes)."""
+    return memoryview(msg.payload).nbytes <= _ONE_WRITE
+
+
+def encode_message(msg: Message) -> bytes:
+    """Header, metadata and payload of ``msg`` as one byte string (what one write sends)."""
+    meta = json.dumps(msg.meta, separators=(",", ":")).encode() if msg.meta else b""
+    payload = memoryview(msg.payload).cast("B")
+    return b"".join((encode_header(msg, len(meta), payload.nbytes), meta, payload))
+
+
 def send_message(sock: socket.socket, msg: Message) -> None:
     """Send header, metadata and payload: in one write up to :data:`_ONE_WRITE` payload
     bytes (a token and its framing in one segment, as :mod:`agent.wire` prices it; two writes
     with ``TCP_NODELAY`` put a small message in two segments, 66 more bytes of headers); a
     larger payload follows the header and metadata without a copy."""
+    if is_small(msg):
+        sock.sendall(encode_message(msg))
+        return
     meta = json.dumps(msg.meta, separators=(",", ":")).encode() if msg.meta else b""
     payload = memoryview(msg.payload).cast("B")
-    head = encode_header(msg, len(meta), payload.nbytes)
-    if payload.nbytes <= _ONE_WRITE:
-        sock.sendall(b"".join((head, meta, payload)))
-        return
-    sock.sendall(head + meta)
+    sock.sendall(encode_header(msg, len(meta), payload.nbytes) + meta)
     sock.sendall(payload)
 
 

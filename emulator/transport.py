@@ -8,8 +8,12 @@ computation waits in :meth:`Inbox.wait` until everything it needs is there.
 Sends are asynchronous, as the plan says: the side that made an item hands the message to its
 :class:`Sender` and goes on computing (the MEC keeps running the loop while tokens stream);
 one thread per connection writes the queued messages in order, so each direction of the link
-is a FIFO, as the simulator models it. The time a message's first byte was written is
-recorded (``t_start`` of the send).
+is a FIFO, as the simulator models it. A small message (one write) sent while nothing is queued
+or being written is written at once by the caller, without blocking (whatever the socket does
+not take goes to the thread, in order): handing it to the thread cost ~0.5 ms (a wake-up and
+the GIL) on every token, measured at 64 devices as the median lag from a token's computation
+to its write. The time a message's first byte was written is recorded (``t_start`` of the
+send).
 
 High-rate mode (payload scaling): with a payload scale ``f < 1`` (``emulator.run`` picks it
 when a trace's peak exceeds what this machine can shape, and passes it to every device and MEC
@@ -38,7 +42,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from emulator.errors import ProtocolError
-from emulator.protocol import Message, MsgType, send_message
+from emulator.protocol import Message, MsgType, encode_message, is_small, send_message
 
 __all__ = ["PAYLOAD_SCALE_ENV", "Inbox", "Sender", "payload_scale_from_env", "stamp_into",
            "wire_payload"]
@@ -148,21 +152,53 @@ class Sender:
     environment (:func:`payload_scale_from_env`)."""
 
     def __init__(self, sock: socket.socket, lock: threading.Lock | None = None,
-                 name: str = "sender", payload_scale: float | None = None) -> None:
+                 name: str = "sender", payload_scale: float | None = None,
+                 direct: bool = True) -> None:
         self.sock = sock
         self.payload_scale = payload_scale_from_env() if payload_scale is None else payload_scale
         self.lock = lock or threading.Lock()
-        self._q: queue.SimpleQueue[tuple[Message, Callable[[float], None] | None] | None] = \
-            queue.SimpleQueue()
+        self.direct = direct
+        self._q: queue.SimpleQueue[tuple[Message | bytes, Callable[[float], None] | None]
+                                   | None] = queue.SimpleQueue()
+        self._state = threading.Lock()
+        self._busy = 0  # jobs queued or being written by the thread
         self.error: str | None = None
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
     def send(self, msg: Message, on_start: Callable[[float], None] | None = None) -> None:
-        """Queue ``msg``; ``on_start(t)`` is called with the time its writing began."""
+        """Send ``msg`` after the earlier ones; ``on_start(t)`` is called with the time its
+        writing began (before it is encoded: it may still fill the message in)."""
         if self.error is not None:
             raise ProtocolError(self.error)
-        self._q.put((msg, on_start))
+        with self._state:
+            if self._busy == 0 and self.direct and is_small(msg) \
+                    and self.lock.acquire(blocking=False):
+                try:
+                    rest = self._write_now(msg, on_start)
+                finally:
+                    self.lock.release()
+                if not rest:
+                    return
+                job: tuple[Message | bytes, Callable[[float], None] | None] = (rest, None)
+            else:
+                job = (msg, on_start)
+            self._busy += 1
+            self._q.put(job)
+
+    def _write_now(self, msg: Message, on_start: Callable[[float], None] | None) -> bytes:
+        """Write ``msg`` without blocking; returns what the socket did not take."""
+        if on_start is not None:
+            on_start(time.monotonic())
+        frame = encode_message(wire_payload(msg, self.payload_scale))
+        try:
+            n = self.sock.send(frame, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        except OSError as e:
+            self.error = f"sending {msg.type.name} failed: {e}"
+            raise ProtocolError(self.error) from None
+        return frame[n:]
 
     def _loop(self) -> None:
         while True:
@@ -172,12 +208,19 @@ class Sender:
             msg, on_start = job
             try:
                 with self.lock:
-                    if on_start is not None:
-                        on_start(time.monotonic())
-                    send_message(self.sock, wire_payload(msg, self.payload_scale))
+                    if isinstance(msg, bytes):  # the rest of a message written at once
+                        self.sock.sendall(msg)
+                    else:
+                        if on_start is not None:
+                            on_start(time.monotonic())
+                        send_message(self.sock, wire_payload(msg, self.payload_scale))
             except (OSError, ProtocolError) as e:
-                self.error = f"sending {msg.type.name} failed: {e}"
+                what = "a message" if isinstance(msg, bytes) else msg.type.name
+                self.error = f"sending {what} failed: {e}"
                 return
+            finally:
+                with self._state:
+                    self._busy -= 1
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Stop after the queued messages are written (or ``timeout_s``)."""

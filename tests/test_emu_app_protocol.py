@@ -116,3 +116,77 @@ def test_configure_socket_sets_the_congestion_control() -> None:
         assert got.rstrip(b"\0") == b"reno"
     with socket.socket() as s, pytest.raises(OSError):
         configure_socket(s, congestion="no-such-algorithm")
+
+
+def test_the_sender_keeps_order_when_small_messages_are_written_at_once() -> None:
+    """Small messages sent while nothing is queued are written by the caller without
+    blocking, the rest (what a full socket did not take) by the sender's thread: from three
+    threads into a socket with a tiny send buffer and a slow reader, every message arrives
+    whole, each thread's in the order it sent them, and every on_start is called once."""
+    import socket
+    import threading
+    import time
+
+    from emulator.protocol import Message, MsgType, recv_message
+    from emulator.transport import Sender
+
+    a, b = socket.socketpair()
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sender = Sender(a, payload_scale=1.0)
+    starts: list[float] = []
+    n_each, size = 60, 3000
+
+    def produce(k: int) -> None:
+        for i in range(n_each):
+            sender.send(Message(MsgType.DATA, k, 0, i, meta={"k": k, "i": i},
+                                payload=bytes([i % 251]) * size),
+                        on_start=starts.append)
+
+    threads = [threading.Thread(target=produce, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    got: dict[int, list[int]] = {0: [], 1: [], 2: []}
+    try:
+        for _ in range(3 * n_each):
+            time.sleep(0.0005)
+            msg = recv_message(b)
+            k, i = msg.meta["k"], msg.meta["i"]
+            assert bytes(msg.payload) == bytes([i % 251]) * size
+            got[k].append(i)
+    finally:
+        for t in threads:
+            t.join(5)
+        sender.close()
+        a.close()
+        b.close()
+    assert all(v == list(range(n_each)) for v in got.values()), got
+    assert len(starts) == 3 * n_each
+    assert sender.error is None
+
+
+def test_a_small_message_on_an_idle_sender_is_written_by_the_caller() -> None:
+    import socket
+    import threading
+
+    from emulator.protocol import Message, MsgType, recv_message
+    from emulator.transport import Sender
+
+    a, b = socket.socketpair()
+    seen: list[str] = []
+    sender = Sender(a, payload_scale=1.0)
+    try:
+        sender.send(Message(MsgType.ECHO, 7),
+                    on_start=lambda _t: seen.append(threading.current_thread().name))
+        assert recv_message(b).request_id == 7
+        assert seen == [threading.current_thread().name]
+        queued = Sender(a, payload_scale=1.0, direct=False, name="queued-sender")
+        queued.send(Message(MsgType.ECHO, 8),
+                    on_start=lambda _t: seen.append(threading.current_thread().name))
+        assert recv_message(b).request_id == 8
+        assert seen[-1] == "queued-sender"
+        queued.close()
+    finally:
+        sender.close()
+        a.close()
+        b.close()
