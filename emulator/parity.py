@@ -284,13 +284,16 @@ def unpriced(records: Iterable[Mapping[str, Any]],
              side: str = "up") -> list[tuple[float, float, float]]:
     """(from, to, goodput bytes) of what each record's connection carried in direction ``side``
     that no plan step prices: the sending socket's wire bytes since its previous count (payload
-    plus 66 bytes per segment, pure ACKs included; ``uplink_tcp`` from the device's socket,
-    ``downlink_tcp`` from the MEC's, counted when it wrote the request's REPORT) less the priced
-    wire bytes of the ``DATA`` messages in that direction and, up, the probes; spread over
-    ``t_decide`` .. ``t_end``. Up: the ACKs of the tokens, ``ECHO``, ``PLAN``, the previous
-    request's ``RELEASE``; down: the ACKs of the uploads and probes, ``ECHO_REPLY``, ``REPORT``.
-    Records without the counters (older runs, kernels without them) give nothing."""
+    plus 66 bytes per segment; ``uplink_tcp`` from the device's socket, ``downlink_tcp`` from
+    the MEC's, counted when it wrote the request's REPORT) less the priced wire bytes of the
+    ``DATA`` messages in that direction and, up, the probes. Two spans per record: the pure
+    ACKs (66 bytes per segment without data) while what they acknowledge arrived (up: the
+    downlink messages, the tokens; down: the probe and the uploads), and the control messages
+    (up: ``ECHO``, ``PLAN``, the previous request's ``RELEASE``, from ``t_decide`` to
+    ``t_start``; down: ``ECHO_REPLY``, ``REPORT``, over the whole request). Records without the
+    counters (older runs, kernels without them) give nothing."""
     framing = HEADER_BYTES + len(data_meta(10, [10]))
+    other = "down" if side == "up" else "up"
     out = []
     for r in records:
         tcp = r.get(f"{side}link_tcp")
@@ -301,12 +304,24 @@ def unpriced(records: Iterable[Mapping[str, Any]],
             if st["kind"] == "send" and st["side"] == side and st["nbytes"] > 0:
                 wire -= message_wire_bytes(int(st["nbytes"]), framing)
         probe = r.get("probe") or {}
+        spans = probe.get("on_link") or []
         if side == "up" and probe.get("bytes", 0) > 0:
-            n = max(1, len(probe.get("on_link") or ()))
+            n = max(1, len(spans))
             wire -= n * message_wire_bytes(int(probe["bytes"]) // n, HEADER_BYTES)
-        lo, hi = max(float(r["t_decide"]), 0.0), float(r["t_end"])
-        if wire > 0 and hi > lo:
-            out.append((lo, hi, wire * PAYLOAD_FRACTION))
+        acks = SEGMENT_OVERHEAD_BYTES * max(0, tcp["segments"] - tcp["data_segments"])
+        rest = wire - acks
+        t_decide, t_start, t_end = (max(float(r[k]), 0.0) for k in
+                                    ("t_decide", "t_start", "t_end"))
+        got = [float(st["t_end"]) for st in r.get("steps", [])
+               if st["kind"] == "send" and st["side"] == other]
+        if side == "down":
+            got += [float(b) for _, b in spans]
+        lo, hi = (min(got), max(got)) if got else (t_decide, t_end)
+        for a, b, nbytes in ((lo, hi, min(acks, wire)),
+                             ((t_decide, t_start) if side == "up" else (t_decide, t_end))
+                             + (rest,)):
+            if nbytes > 0:
+                out.append((a, max(b, a + 1e-3), nbytes * PAYLOAD_FRACTION))
     return out
 
 

@@ -262,22 +262,28 @@ def test_unpriced_traffic_is_what_a_socket_sent_beyond_the_priced_messages() -> 
 
     data = message_wire_bytes(1024, HEADER_BYTES + len(data_meta(10, [10])))
     probe = message_wire_bytes(4096, HEADER_BYTES)
-    extra_wire = 10 * 66 + 300  # ten pure ACKs and 300 bytes of control messages
-    segs = extra_wire // 66  # write the socket's counters so that they hold exactly that
-    tcp_wire = data + probe + extra_wire
-    rec = {"t_decide": 1.0, "t_end": 3.0,
-           "steps": [{"kind": "send", "side": "up", "nbytes": 1024},
-                     {"kind": "send", "side": "down", "nbytes": 8}],
+    # the device's socket: the DATA, the probe, ten pure ACKs (66 B each, no data) and two
+    # control messages of 150 payload bytes each (one segment each)
+    control = 2 * (150 + 66)
+    rec = {"t_decide": 1.0, "t_start": 1.5, "t_end": 3.0,
+           "steps": [{"kind": "send", "side": "up", "nbytes": 1024, "t_end": 1.6},
+                     {"kind": "send", "side": "down", "nbytes": 8, "t_end": 2.0},
+                     {"kind": "send", "side": "down", "nbytes": 8, "t_end": 2.9}],
            "probe": {"bytes": 4096, "on_link": [[1.0, 1.1]]},
-           "uplink_tcp": {"segments": segs, "data_segments": 0,
-                          "payload_bytes": tcp_wire - 66 * segs}}
-    spans = unpriced([rec, {"t_decide": 0.0, "t_end": 1.0, "steps": []}], "up")
-    assert spans == [(1.0, 3.0, pytest.approx(extra_wire * PAYLOAD_FRACTION))]
-    # down: the MEC's counters less the priced DATA down (one 8-byte token here)
+           "uplink_tcp": {"segments": 1 + 3 + 10 + 2, "data_segments": 1 + 3 + 2,
+                          "payload_bytes": data + probe - 4 * 66 + 300}}
+    assert 66 * 16 + rec["uplink_tcp"]["payload_bytes"] == data + probe + 10 * 66 + control
+    spans = unpriced([rec, {"t_decide": 0.0, "t_start": 0.5, "t_end": 1.0, "steps": []}], "up")
+    # the ACKs while the tokens arrived, the control messages from the decision to the start
+    assert spans == [(2.0, 2.9, pytest.approx(660 * PAYLOAD_FRACTION)),
+                     (1.0, 1.5, pytest.approx(control * PAYLOAD_FRACTION))]
+    # down: the MEC's counters less its priced DATA (two 8-byte tokens): two pure ACKs while
+    # the probe and the upload arrived, 500 wire bytes of control over the whole request
     token = message_wire_bytes(8, HEADER_BYTES + len(data_meta(10, [10])))
-    rec["downlink_tcp"] = {"segments": 3, "data_segments": 1,
-                           "payload_bytes": token + 500 - 3 * 66}  # wire: token + 500
-    assert unpriced([rec], "down") == [(1.0, 3.0, pytest.approx(500 * PAYLOAD_FRACTION))]
+    rec["downlink_tcp"] = {"segments": 2 + 2 + 2, "data_segments": 2 + 2,
+                           "payload_bytes": 2 * token + 132 + 500 - 6 * 66}
+    assert unpriced([rec], "down") == [(1.1, 1.6, pytest.approx(132 * PAYLOAD_FRACTION)),
+                                       (1.0, 3.0, pytest.approx(500 * PAYLOAD_FRACTION))]
     cell = constant(10.0, 1.0)  # 1 Mbit/s, one segment
     grid = averaged(cell, 0.5)
     left = less_unpriced(grid, [(1.0, 3.0, 50_000.0)])  # 200 kbit/s over [1, 3)
