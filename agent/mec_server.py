@@ -28,7 +28,12 @@ The batching rule (:class:`BatchServer`)
 Per-block batch time ``t_{p,j}(n)`` (:class:`BatchCost`, ``--mec-batch-curve``)
     * ``profile``: the MEC profile's own batch curve (``profiler model --batch-sizes``),
       :meth:`profiler.schema.Block.latency_at` (median), linear between measured sizes;
-    * a path: another profile file of the same model and blocks that carries batch curves;
+    * a path: another profile file of the same model and blocks that carries batch curves.
+    Both are applied as the curve's shape: ``t_{p,j}(n) = t_{p,j}(1) x median_{p,j}(n) /
+    median_{p,j}(1)`` of the curve's file, on the run's own batch-1 time (the MEC profile /
+    ``mec_speedup``). For the profile's own curve that is its measured time; a file measured
+    in another session or on another machine of the same class then joins the run's batch-1
+    times without a step at batch 2;
     * ``llama7b-gpu``: the batch-1 profile times a GPU batch-scaling factor, from llama.cpp
       ``batched-bench`` on LLaMA-7B F16, one GPU: decode step 24.1 ms at batch 1, 57.4 ms at 8,
       68.8 ms at 32 (factor 1, 2.382, 2.855; linear between these sizes). Outputs that use it
@@ -183,10 +188,10 @@ class BatchCost:
         if hit is None:
             if n == 1 or self._prof is None:
                 f = 1.0 if n == 1 else _interp(self._factor or ((1, 1.0),), n, self.curve)
-                hit = self._t1[pass_name][j] * f
-            else:
-                p = next(x for x in self._prof.passes if x.name == pass_name)
-                hit = p.blocks[j].latency_at(n).median / 1e3 / self.speedup
+            else:  # the curve's shape, on this run's batch-1 time (see the module docstring)
+                b = next(x for x in self._prof.passes if x.name == pass_name).blocks[j]
+                f = b.latency_at(n).median / b.latency.median
+            hit = self._t1[pass_name][j] * f
             self._cache[key] = hit
         return hit
 

@@ -19,7 +19,13 @@ import pytest
 from agent.actions import SplitActions
 from agent.batchsim import BatchSim
 from agent.latency import simulate_request
-from agent.mec_server import BatchServer, MecConfig, MecConfigError, session_state_bytes
+from agent.mec_server import (
+    BatchCost,
+    BatchServer,
+    MecConfig,
+    MecConfigError,
+    session_state_bytes,
+)
 from agent.policies import FixedPolicy
 from agent.policy import Decision, Workload
 from agent.scenario import ScenarioConfig, run_policy
@@ -337,3 +343,37 @@ def test_profile_batch_curve_interpolates_between_measured_sizes() -> None:
     assert res[0].latency_s == pytest.approx(want, abs=1e-9)
     with pytest.raises(MecConfigError, match="above the largest batch size"):
         BatchServer.for_model(m, MecConfig("batch", 5, None, "profile"))
+
+
+def test_a_batch_curve_file_applies_its_shape_to_the_runs_batch_1_times(tmp_path: Path) -> None:
+    """A batch profile file measured elsewhere (here: every block twice as slow at batch 1 and
+    3x its own batch 1 at batch 4) gives the run's batch-1 times x its ratio, not its own
+    absolute times: no step between batch 1 and 2."""
+    import dataclasses
+
+    from profiler.schema import LatencyStats, save_profile
+
+    m = _model("llm", KV)
+
+    def slower(s: LatencyStats) -> LatencyStats:
+        return dataclasses.replace(s, median=2.0 * s.median)
+
+    mec = m.mec_profile
+    passes = tuple(dataclasses.replace(
+        p, whole=slower(p.whole),
+        batch_whole={4: dataclasses.replace(p.whole, median=6.0 * p.whole.median)},
+        blocks=tuple(dataclasses.replace(
+            b, latency=slower(b.latency),
+            batch_latency={4: dataclasses.replace(b.latency, median=6.0 * b.latency.median)},
+            state_bytes_per_token=b.state_bytes_per_token or 0,
+            state_bytes_fixed=b.state_bytes_fixed or 0)
+            for b in p.blocks)) for p in mec.passes)
+    path = tmp_path / "llm.mec-other.batch.json"
+    save_profile(dataclasses.replace(mec, passes=passes), path)
+    _, _, m_pre, m_dec = _llm_times(m)  # the run's batch-1 MEC times, from the fixture
+    cost = BatchCost(m, str(path), max_batch=4)
+    for name, t1 in (("prefill", m_pre), ("decode", m_dec)):
+        n_blocks = next(p.n_blocks for p in m.passes if p.name == name)
+        for n, want in ((1, t1), (4, 3.0 * t1), (2, (1 + 2 / 3) * t1)):  # linear in 1..4
+            got = sum(cost.block(name, j, n) for j in range(n_blocks))
+            assert got == pytest.approx(want), (name, n)
