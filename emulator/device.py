@@ -70,7 +70,7 @@ from emulator.protocol import (
 )
 from emulator.records import tolerate_log_errors
 from emulator.steps import StepRunner
-from emulator.tcpinfo import sent as tcp_sent
+from emulator.tcpinfo import SentSince
 from emulator.transport import Inbox, Sender, stamp_into
 from profiler.schema import Profile, ProfileError, load_profile
 
@@ -121,7 +121,7 @@ class Device:
                  report_dir: Path | None = None) -> None:
         self.index = index
         self.sock = sock
-        self._tcp_last = tcp_sent(sock)
+        self._tcp = SentSince(sock)
         self.profile = profile
         self.mec_profile = mec_profile
         self.model = LatencyModel(profile, mec_profile, mec_speedup=mec_speedup)
@@ -300,6 +300,7 @@ class Device:
         ttft = tokens[0] - t_start
         tpot = (tokens[-1] - tokens[0]) / (len(tokens) - 1) if len(tokens) > 1 else None
         phases = _phases(steps)
+        up = self._tcp.take()  # what this device's socket sent since the previous record
         self.in_flight = None
         return {
             "device": self.index, "request": rid, "workload": self.profile.model.name,
@@ -316,20 +317,10 @@ class Device:
                             "mec_busy_slots": obs.mec_busy_slots,
                             "mec_expected_wait_s": obs.mec_expected_wait_s},
             "phases": phases, "steps": steps, "probe": self.est.take_probe(),
-            **self._uplink_tcp(),
+            **({"uplink_tcp": up} if up is not None else {}),
             **({"downlink_tcp": report["tcp"]} if report and "tcp" in report else {}),
             **({"check": check} if check is not None else {}),
         }
-
-    def _uplink_tcp(self) -> dict[str, Any]:
-        """``uplink_tcp``: what the device's socket sent since the previous record (the kernel's
-        counters, :mod:`emulator.tcpinfo`; absent where it has none): every segment, pure ACKs
-        included, data segments and payload bytes."""
-        now = tcp_sent(self.sock)
-        before, self._tcp_last = self._tcp_last, now
-        if now is None or before is None:
-            return {}
-        return {"uplink_tcp": now.since(before)}
 
     def finish_checks(self, recs: list[dict[str, Any]]) -> None:
         """Check the tokens of the requests in ``recs`` (held since they ran), below the

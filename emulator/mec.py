@@ -91,7 +91,7 @@ from emulator.protocol import (
 )
 from emulator.records import tolerate_log_errors
 from emulator.steps import StepRunner
-from emulator.tcpinfo import sent as tcp_sent
+from emulator.tcpinfo import SentSince
 from emulator.transport import Inbox, Sender, stamp_into
 from profiler.schema import ProfileError, check_compatible, load_profile
 from traces import synth
@@ -122,15 +122,9 @@ class _Conn:
         self.rx = RxClock()
         self.t_accept = self.rx.last
         self.buf = PayloadBuffer(budget=budget)
-        self.tcp_last = tcp_sent(sock)  # the socket's counters at the last REPORT
-
-    def tcp_since_report(self) -> dict[str, int] | None:
-        """What this connection's socket sent since the previous REPORT (the kernel's counters:
-        every segment, pure ACKs included, data segments, payload bytes); ``None`` without them.
-        Called with the connection's send lock held (from :meth:`Sender.send`'s on_start)."""
-        now = tcp_sent(self.sock)
-        before, self.tcp_last = self.tcp_last, now
-        return None if now is None or before is None else now.since(before)
+        # what the socket sent since the previous REPORT; taken with the connection's send
+        # lock held (a REPORT's on_start)
+        self.tcp = SentSince(sock)
 
     def send(self, msg: Message) -> None:
         """Queue a message behind this connection's earlier ones."""
@@ -600,7 +594,7 @@ class MecServer:
 
             def _fill(_t: float, rep: Message = rep) -> None:  # when written: every stamp is in
                 doc: dict[str, Any] = {"steps": rows, "recv": recv}
-                tcp = conn.tcp_since_report()
+                tcp = conn.tcp.take()
                 if tcp is not None:
                     doc["tcp"] = tcp
                 body = json.dumps(doc, separators=(",", ":")).encode()

@@ -308,11 +308,17 @@ def is_small(msg: Message) -> bool:
     return memoryview(msg.payload).nbytes <= _ONE_WRITE
 
 
-def encode_message(msg: Message) -> bytes:
-    """Header, metadata and payload of ``msg`` as one byte string (what one write sends)."""
+def _head_and_meta(msg: Message) -> tuple[bytes, memoryview]:
+    """The header and JSON metadata of ``msg`` (one byte string) and its payload."""
     meta = json.dumps(msg.meta, separators=(",", ":")).encode() if msg.meta else b""
     payload = memoryview(msg.payload).cast("B")
-    return b"".join((encode_header(msg, len(meta), payload.nbytes), meta, payload))
+    return encode_header(msg, len(meta), payload.nbytes) + meta, payload
+
+
+def encode_message(msg: Message) -> bytes:
+    """Header, metadata and payload of ``msg`` as one byte string (what one write sends)."""
+    head, payload = _head_and_meta(msg)
+    return head + payload
 
 
 def send_message(sock: socket.socket, msg: Message) -> None:
@@ -320,12 +326,11 @@ def send_message(sock: socket.socket, msg: Message) -> None:
     bytes (a token and its framing in one segment, as :mod:`agent.wire` prices it; two writes
     with ``TCP_NODELAY`` put a small message in two segments, 66 more bytes of headers); a
     larger payload follows the header and metadata without a copy."""
+    head, payload = _head_and_meta(msg)
     if is_small(msg):
-        sock.sendall(encode_message(msg))
+        sock.sendall(head + payload)
         return
-    meta = json.dumps(msg.meta, separators=(",", ":")).encode() if msg.meta else b""
-    payload = memoryview(msg.payload).cast("B")
-    sock.sendall(encode_header(msg, len(meta), payload.nbytes) + meta)
+    sock.sendall(head)
     sock.sendall(payload)
 
 

@@ -18,7 +18,7 @@ import socket
 import struct
 from dataclasses import dataclass
 
-__all__ = ["TcpSent", "sent"]
+__all__ = ["SentSince", "TcpSent", "sent"]
 
 _LEN = 208
 
@@ -52,3 +52,18 @@ def sent(sock: socket.socket) -> TcpSent | None:
     data_segs_out, = struct.unpack_from("I", raw, 156)
     bytes_sent, = struct.unpack_from("Q", raw, 200)
     return TcpSent(int(segs_out), int(data_segs_out), int(bytes_sent))
+
+
+class SentSince:
+    """What a socket sent since the previous :meth:`take` (or since it was made)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._last = sent(sock)
+
+    def take(self) -> dict[str, int] | None:
+        """The counters' growth since the previous call (:meth:`TcpSent.since`); ``None``
+        where the kernel gives no counters."""
+        now = sent(self.sock)
+        before, self._last = self._last, now
+        return None if now is None or before is None else now.since(before)
