@@ -75,7 +75,8 @@ def _windows(link_csv: Path, tol: float) -> tuple[int, int]:
     return sum(got <= cap * (1 + tol) for cap, got in used), len(used)
 
 
-def _shared_cell_error(run: Path, count_unpriced: bool = True) -> dict[str, float]:
+def _shared_cell_error(run: Path) -> tuple[dict[str, float], dict[str, float]]:
+    """The measured-sharing replay's error with and without the unpriced traffic counted."""
     from agent.latency import LatencyModel
     from emulator.parity import averaged, compare, replay_shared_cell
     from profiler.schema import load_profile
@@ -88,10 +89,11 @@ def _shared_cell_error(run: Path, count_unpriced: bool = True) -> dict[str, floa
                          load_profile(inp["mec_profile"]["path"]), mec_speedup=s["mec_speedup"])
     cell = averaged(load_trace(inp["trace"]["path"], inp["trace"]["format"],
                                scale=inp["trace"]["scale"]))
-    pairs = replay_shared_cell(model, recs, up=cell, down=cell if inp["downlink"] == "same"
-                               else None, one_way_delay_s=inp["delay_ms"] / 1e3,
-                               mec_slots=s["mec_slots"], count_unpriced=count_unpriced)
-    return compare(pairs)
+    down = cell if inp["downlink"] == "same" else None
+    with_, without = (compare(replay_shared_cell(
+        model, recs, up=cell, down=down, one_way_delay_s=inp["delay_ms"] / 1e3,
+        mec_slots=s["mec_slots"], count_unpriced=c)) for c in (True, False))
+    return with_, without
 
 
 def main() -> int:
@@ -133,7 +135,7 @@ def main() -> int:
                                           "pss_mib_per_proc": 0.0})
         total = sum(k["cpu_s"] for k in res["kinds"].values())
         rep = (s.get("simulator_replay") or {}).get("mec_measured") or {}
-        cell = _shared_cell_error(run) if s.get("requests") else {}
+        cell, bare = _shared_cell_error(run) if s.get("requests") else ({}, {})
         ok, nw = _windows(run / "link.csv", a.tol)
         lag = (s.get("shaper") or {}).get("lag_ms", {}).get("p95", float("nan"))
         line = (f"{n:>3} {dev['run_cpu_s'] / dev['procs']:9.3f} {res['run_busy_mean']:5.0%} "
@@ -146,8 +148,7 @@ def main() -> int:
         lines.append(line)
         print(head if len(lines) == 1 else "", end="\n" if len(lines) == 1 else "")
         print(line, flush=True)
-        if cell:
-            bare = _shared_cell_error(run, count_unpriced=False)
+        if bare:
             print(f"     measured sharing without the unpriced traffic (ACKs, control messages): "
                   f"median {bare['median_abs']:.1%}, p95 {bare['p95_abs']:.1%}", flush=True)
         print("     CPU s (after t0) by kind: " + ", ".join(
