@@ -195,6 +195,55 @@ class BatchSim:
                              t_arrival=req.t_arrival)
 
 
+class _Replay:
+    """What the per-request oracle needs to price a plan on the batching MEC: the requests
+    started since the MEC last had no session (in start order) and the server's state then
+    (its busy-until time, last iteration). Replaying them on a fresh server with a candidate
+    reproduces the run's iterations exactly up to the candidate's start (the simulation is
+    deterministic and nothing before that epoch is on the MEC), and then prices the candidate
+    with every session it shares iterations with; later requests are unknown, as with slots."""
+
+    def __init__(self, model: LatencyModel, config: ScenarioConfig,
+                 server: BatchServer) -> None:
+        self.model = model
+        self.config = config
+        self.server = server
+        self.reqs: list[tuple[Decision, Workload, Link, float]] = []
+        self.busy_until = -math.inf
+        self.last_iteration_s = 0.0
+
+    def reset(self) -> None:
+        self.reqs.clear()
+        self.busy_until = self.server.busy_until
+        self.last_iteration_s = self.server.last_iteration_s
+
+    def add(self, decision: Decision, workload: Workload, link: Link, t: float) -> None:
+        self.reqs.append((decision, workload, link, t))
+
+    def end(self, decision: Decision, workload: Workload, link: Link, t: float) -> float:
+        """When ``decision`` started at ``t`` ends, given the requests of this epoch."""
+        server = BatchServer.for_model(self.model, self.config.mec_config,
+                                       self.config.mec_queue_limit)
+        server.busy_until = self.busy_until
+        server.last_iteration_s = self.last_iteration_s
+        sim = BatchSim(self.model, server)
+        for k, (d, wl, lk, t0) in enumerate(self.reqs):
+            while sim.next_time() < t0:
+                sim.step()
+            sim.start(k, d, wl, lk, t0)
+        while sim.next_time() < t:
+            sim.step()
+        now = sim.start(-1, decision, workload, link, t)
+        if now is not None:
+            return now.t_end
+        while True:
+            for key, res in sim.step():
+                if key == -1:
+                    return res.t_end
+            if sim.next_time() == math.inf:
+                raise AssertionError("batching MEC stalled before the candidate ended")
+
+
 def run_policy_batched(model: LatencyModel, actions: SplitActions, policy: Any, trace: Trace,
                        config: ScenarioConfig, seed: int, *, detail: bool = False,
                        requests_per_device: int | None = None) -> list[RequestResult]:
@@ -202,14 +251,17 @@ def run_policy_batched(model: LatencyModel, actions: SplitActions, policy: Any, 
     and observations (the MEC's :class:`~agent.mec_server.MecStatus` in place of the slots'),
     with every request's MEC computations priced by the shared server, event by event. A
     device's next request starts when its previous one has ended, so requests are decided in
-    start order as there. Returns the requests in start order."""
+    start order as there. A per-request oracle (a policy with ``decide_with``,
+    :class:`agent.oracle.Oracle`) prices every feasible plan by replaying the sessions on the
+    MEC with it (:class:`_Replay`). Returns the requests in start order."""
     from agent.observation import harmonic_mean
     from agent.policy import Observation
     from agent.scenario import Fleet, _mean_gap, make_links
 
-    if hasattr(policy, "decide_future"):
-        raise AgentError("the oracle looks ahead with the slot model; run it with "
-                         "--mec-model slots")
+    oracle = hasattr(policy, "decide_future")
+    if oracle and not hasattr(policy, "decide_with"):
+        raise AgentError(f"policy {getattr(policy, 'name', policy)!r} looks ahead with the "
+                         f"slot model only; run it with --mec-model slots")
     rng = np.random.default_rng(seed)
     phase = float(rng.random())
     links = make_links(trace, config, phase)
@@ -217,6 +269,7 @@ def run_policy_batched(model: LatencyModel, actions: SplitActions, policy: Any, 
     fleet = Fleet(config, len(variants), _mean_gap(model, config), rng)
     server = BatchServer.for_model(model, config.mec_config, config.mec_queue_limit)
     sim = BatchSim(model, server, detail)
+    replay = _Replay(model, config, server)
     horizon, window = config.horizon_s, config.probe_window_s
     out: list[RequestResult] = []
     count = [0] * fleet.n
@@ -248,12 +301,20 @@ def run_policy_batched(model: LatencyModel, actions: SplitActions, policy: Any, 
                           mec_slots=st.max_batch, mec_expected_wait_s=st.expected_wait_s,
                           mec_memory_headroom_bytes=st.memory_headroom_bytes,
                           mec_iteration_s=st.iteration_s, time_s=t, mec_accepts=st.accepts)
-        decision = policy.decide(obs)
+        if sim.active == 0:  # nothing on the MEC: earlier requests no longer matter to it
+            replay.reset()
+        if oracle:
+            decision = policy.decide_with(
+                lambda d, link=link, wl=wl, t=t: replay.end(d, wl, link, t), st.accepts, wl, t)
+        else:
+            decision = policy.decide(obs)
         if not st.accepts and decision.action != actions.local_action:
             decision = actions.decision(actions.local_action, wl)
         fleet.free[i] = math.inf  # in flight: the device starts nothing else until it ends
         now = sim.start(i, decision, wl, link, t, device=f"device{i}",
                         t_arrival=fleet.arrival[i])
+        if now is None:
+            replay.add(decision, wl, link, t)
         if now is not None:
             done(i, now)
     return sorted(out, key=lambda r: r.t_start)

@@ -4,7 +4,8 @@ For each model (gpt2, sd15), trace family of ``../shared/traces`` (Mahimahi LTE/
 FCC+Norway, 5G driving/static; at most ``--files`` files per family, a seeded choice) and
 bandwidth scale, every policy runs the same requests (:func:`agent.evaluate.evaluate_policies`,
 common random numbers) in the default scenario (4 devices sharing one MEC slot, queue limit 4,
-10 ms one-way, ``--mec-speedup 10``, load 0.5), with the horizon grown until every cell has at
+10 ms one-way, ``--mec-speedup 10``, load 0.5; ``--mec-model batch``: one batching MEC instead,
+batch <= 8, the model's measured H200 batch curve as a shape), with the horizon grown until every cell has at
 least ``--min-requests`` requests per policy. Printed: one table, mean latency per policy and
 ``default`` as a ratio to the per-request oracle and to the best baseline (local, offload,
 fixed, greedy).
@@ -63,8 +64,16 @@ def main() -> int:
     p.add_argument("--default", default="default",
                    help="policy spec in the 'default' column (e.g. a candidate .zip)")
     p.add_argument("--explain", action="store_true",
-                   help="print why each missed cell misses (see above)")
+                   help="print why each missed cell misses (see above; slot MEC only)")
+    p.add_argument("--mec-model", choices=("slots", "batch"), default="slots",
+                   help="MEC server model: one exclusive slot, or iteration-level batching")
+    p.add_argument("--mec-max-batch", type=int, default=8, help="batching MEC: most sessions")
+    p.add_argument("--mec-batch-curve", default=None,
+                   help="batching MEC: batch curve (default: the model's measured GPU profile, "
+                        "profiles/<model>.mec-gpu.json, as a shape on the CPU profile / 10)")
     a = p.parse_args()
+    if a.explain and a.mec_model != "slots":
+        p.error("--explain needs --mec-model slots")
     from agent.actions import SplitActions
     from agent.evaluate import build_policies
     from agent.latency import LatencyModel
@@ -95,11 +104,16 @@ def main() -> int:
         model = LatencyModel(dev, mec, mec_speedup=10.0)
         acts = SplitActions(model)
         local = model.local_latency(Workload(model_name))
+        curve = a.mec_batch_curve or str(ROOT / "profiles" / f"{model_name}.mec-gpu.json")
+        mec_kw: dict[str, Any] = ({"mec_model": "batch", "mec_max_batch": a.mec_max_batch,
+                                   "mec_batch_curve": curve}
+                                  if a.mec_model == "batch" else {})
         # fixed: the best single template on the bundled training traces, chosen once
         pols = build_policies([f"default:{a.default}" if a.default != "default" else "default",
                                *BASELINES, "oracle"], dev, mec, model, acts,
                               mec_speedup=10.0, train_traces=load_traces(DATA_DIR / "train"),
-                              config=ScenarioConfig(n_devices=4, load=0.5), seed=a.seed)
+                              config=ScenarioConfig(n_devices=4, load=0.5, **mec_kw),
+                              seed=a.seed)
         for fam, files in fam_files.items():
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", TraceWarning)
@@ -111,7 +125,8 @@ def main() -> int:
                 horizon = per * local / 0.5 * 1.2
                 while True:
                     cfg = ScenarioConfig(n_devices=4, mec_slots=1, mec_queue_limit=4,
-                                         one_way_delay_s=0.010, load=0.5, horizon_s=horizon)
+                                         one_way_delay_s=0.010, load=0.5, horizon_s=horizon,
+                                         **mec_kw)
                     res = {k: [run_policy(model, acts, pol, tr, cfg, a.seed + j)
                                for j, tr in enumerate(traces)] for k, pol in pols.items()}
                     n = min(sum(len(x) for x in v) for v in res.values())
@@ -141,7 +156,10 @@ def main() -> int:
                     for line in explain(model, acts, pols["default"], traces, cfg, a.seed,
                                         means["oracle"]):
                         print("    " + line, flush=True)
-    print(f"\nscenario: 4 devices, 1 MEC slot (queue limit 4), 10 ms one-way, mec-speedup 10, "
+    mec_text = ("1 MEC slot" if a.mec_model == "slots" else
+                f"one batching MEC, batch <= {a.mec_max_batch}, curve "
+                f"{a.mec_batch_curve or 'profiles/<model>.mec-gpu.json'}")
+    print(f"\nscenario: 4 devices, {mec_text} (queue limit 4), 10 ms one-way, mec-speedup 10, "
           f"load 0.5; {a.files} files per family (seed {a.seed}); mean latency in s; "
           f"{time.perf_counter() - t0:.0f} s")
     head = (f"{'model':<5} {'family':<9} {'scale':>5} {'n':>5} " + " ".join(

@@ -8,6 +8,7 @@ linear between the published points.
 
 from __future__ import annotations
 
+import itertools
 import math
 import subprocess
 import sys
@@ -377,3 +378,70 @@ def test_a_batch_curve_file_applies_its_shape_to_the_runs_batch_1_times(tmp_path
         for n, want in ((1, t1), (4, 3.0 * t1), (2, (1 + 2 / 3) * t1)):  # linear in 1..4
             got = sum(cost.block(name, j, n) for j in range(n_blocks))
             assert got == pytest.approx(want), (name, n)
+
+
+def _varying_trace() -> Trace:
+    from traces import DATA_DIR, load_trace
+
+    return load_trace(DATA_DIR / "cellular_120s.csv")
+
+
+def test_batch_oracle_with_one_device_is_the_slot_oracle() -> None:
+    """One device never shares an iteration, so pricing each plan by replaying the batching
+    MEC must pick what the slot oracle picks, at the same times (a varying generated trace)."""
+    from agent.oracle import Oracle
+
+    m = _model("llm", KV)
+    acts = SplitActions(m)
+    tr = _varying_trace()
+    for scale in (0.02, 1.0):
+        cfg = ScenarioConfig(n_devices=1, horizon_s=60.0)
+        t = tr.scaled(scale)
+        slots = run_policy(m, acts, Oracle(m, acts), t, cfg, 2)
+        batch = run_policy(m, acts, Oracle(m, acts), t, ScenarioConfig(
+            n_devices=1, horizon_s=60.0, mec_model="batch", mec_batch_curve="llama7b-gpu"), 2)
+        assert [r.split for r in batch] == [r.split for r in slots]
+        assert [r.t_end for r in batch] == pytest.approx([r.t_end for r in slots], abs=1e-9)
+        assert len({r.split for r in slots}) >= 1 and len(slots) > 10
+
+
+def test_batch_oracle_prices_what_then_happens_when_nothing_joins_later() -> None:
+    """The oracle's price of its chosen plan is the request's end as simulated whenever no
+    later request starts before that end (nothing it did not know can change it); sessions
+    do overlap on the MEC here (4 devices at load 2), and its choice is never
+    worse than any other plan priced the same way."""
+    from agent.oracle import Oracle
+
+    m = _model("llm", KV)
+    acts = SplitActions(m)
+    priced: list[tuple[float, float]] = []  # (start, price of the chosen plan)
+
+    class Recording(Oracle):
+        def decide_with(self, end, accepts, workload, t_start):  # type: ignore[no-untyped-def]
+            costs = {a: end(acts.decision(a, workload)) for a in range(acts.n_actions)
+                     if acts.mask(accepts)[a] and a != acts.local_action}
+            d = super().decide_with(end, accepts, workload, t_start)
+            best = min(costs.values(), default=math.inf)
+            local = t_start + m.local_latency(workload)
+            chosen = local if d.action == acts.local_action else costs[d.action]
+            assert chosen <= min(best, local) + 1e-12
+            priced.append((t_start, chosen))
+            return d
+
+    cfg = ScenarioConfig(n_devices=4, horizon_s=20.0, load=2.0, mec_model="batch",
+                         mec_batch_curve="llama7b-gpu")
+    res = run_policy(m, acts, Recording(m, acts), _varying_trace().scaled(0.3), cfg, 4,
+                     detail=True)
+    assert len(res) == len(priced) > 20
+    first_mec = {r.t_start: min((s.t_start for s in r.steps if s.side == "mec"),
+                                default=math.inf) for r in res}
+    checked = 0
+    for r in res:
+        p = dict(priced)[r.t_start]
+        # a later request can only change r's end through the MEC, before r ends
+        if all(first_mec[s] >= r.t_end for s in first_mec if s > r.t_start):
+            assert r.t_end == pytest.approx(p, abs=1e-9)
+            checked += 1
+    assert checked >= 3
+    on_mec = sorted((r.t_start, r.t_end) for r in res if r.mec_s > 0)
+    assert any(b[0] < a[1] for a, b in itertools.pairwise(on_mec))  # sessions overlapped
