@@ -70,18 +70,21 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mec-queue", type=int, default=d.mec_queue_limit,
                    help="MEC queue limit (sessions waiting; offloading is masked at the limit)")
     g.add_argument("--mec-model", choices=("slots", "batch"), default=d.mec_model,
-                   help="MEC server model: exclusive slots (default; the shipped policies are "
-                   "trained on it) or iteration-level batching (agent/mec_server.py)")
+                   help="MEC server model: iteration-level batching (agent/mec_server.py) or "
+                   "exclusive slots, which the shipped policies were trained on "
+                   "(default %(default)s)")
     g.add_argument("--mec-max-batch", type=int, default=d.mec_max_batch,
                    help="batching MEC: most active sessions (default %(default)s)")
     g.add_argument("--mec-memory-gb", type=float, default=d.mec_memory_gb,
                    help="batching MEC: memory budget in GB, weights plus live session state "
                    "(default unlimited)")
     g.add_argument("--mec-batch-curve", default=d.mec_batch_curve,
-                   help="batching MEC: per-batch block times: 'profile' (the MEC profile's "
-                   "batch curve), 'llama7b-gpu' (llama.cpp batched-bench LLaMA-7B F16 on a GPU: "
-                   "24.1/57.4/68.8 ms at batch 1/8/32, applied to the batch-1 profile) or a "
-                   "batch profile file (default %(default)s)")
+                   help="batching MEC: per-batch block times: 'auto' (the MEC profile's own "
+                   "batch curve if measured, else the model's shipped GPU profile "
+                   "profiles/<model>.mec-gpu.json as a shape, else llama7b-gpu), 'profile' (the "
+                   "MEC profile's batch curve), 'llama7b-gpu' (llama.cpp batched-bench LLaMA-7B "
+                   "F16 on a GPU: 24.1/57.4/68.8 ms at batch 1/8/32, applied to the batch-1 "
+                   "profile) or a batch profile file (default %(default)s)")
     g.add_argument("--delay-ms", type=float, default=None,
                    help=scenario_help("delay_ms", "one-way propagation delay in ms"))
     g.add_argument("--load", type=float, default=None,

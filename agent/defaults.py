@@ -177,15 +177,16 @@ SCENARIO_KEYS: dict[str, dict[str, _Key]] = {
         "speedup": _Key("float", "MEC block times divided by X", "mec_speedup", "mec_speedup",
                         0, True),
         "slots": _Key("int", "concurrent MEC sessions", "mec_slots", "mec_slots", 1),
-        "model": _Key("str", "MEC server model: slots (exclusive, default) or batch "
-                      "(iteration-level batching, agent/mec_server.py)", "mec_model",
+        "model": _Key("str", "MEC server model: batch (iteration-level batching, "
+                      "agent/mec_server.py; default) or slots (exclusive)", "mec_model",
                       "mec_model"),
         "max_batch": _Key("int", "batching MEC: most active sessions", "mec_max_batch",
                           "mec_max_batch", 1),
         "memory_gb": _Key("float", "batching MEC: memory budget, GB (weights + live state)",
                           "mec_memory_gb", "mec_memory_gb", 0, True),
-        "batch_curve": _Key("str", "batching MEC: 'profile', 'llama7b-gpu' (a GPU curve on "
-                            "the batch-1 profile) or a batch profile file", "mec_batch_curve",
+        "batch_curve": _Key("str", "batching MEC: 'auto' (default), 'profile', 'llama7b-gpu' "
+                            "(a GPU curve on the batch-1 profile) or a batch profile file",
+                            "mec_batch_curve",
                             "mec_batch_curve"),
     },
     "arrivals": {

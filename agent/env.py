@@ -215,7 +215,7 @@ class AigcSplitEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
         trace = self.traces[trace_idx]
         if self.ranges is None:
             return trace
-        s = self.ranges.draw(rng)
+        s = self.ranges.draw(rng, batching=self._batching)
         base = self._base_config
         self.config = ScenarioConfig(
             n_devices=int(s["devices"]), mec_slots=int(s["mec_slots"]),
@@ -223,8 +223,8 @@ class AigcSplitEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
             load=s["load"], shared_cell=base.shared_cell, horizon_s=base.horizon_s,
             probe_window_s=base.probe_window_s, mask_budget=base.mask_budget,
             workloads=base.workloads, mec_model=base.mec_model,
-            mec_max_batch=base.mec_max_batch, mec_memory_gb=base.mec_memory_gb,
-            mec_batch_curve=base.mec_batch_curve)
+            mec_max_batch=(int(s["mec_max_batch"]) if self._batching else base.mec_max_batch),
+            mec_memory_gb=base.mec_memory_gb, mec_batch_curve=base.mec_batch_curve)
         self._use_tables(s["mec_speedup"], s["device_speed"])
         key = (trace_idx, s["scale"])
         scaled = self._scaled.get(key)

@@ -14,6 +14,7 @@ Policies: ``default``, ``greedy``, ``local``, ``offload``, ``fixed`` (best singl
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -266,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
         from agent.mec_server import BatchServer
 
         BatchServer.for_model(model, config.mec_config)
+        config = dataclasses.replace(  # 'auto' named as what it stands for, in every output
+            config, mec_batch_curve=config.mec_config.resolved(mec).batch_curve)
     actions = SplitActions(model)
     paths = trace_paths(a.traces)
     traces = load_trace_files(paths, a.scale)

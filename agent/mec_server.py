@@ -2,10 +2,13 @@
 
 Two MEC models are selectable (``--mec-model``):
 
-* ``slots`` (the default; the shipped policies are trained on it): ``C`` exclusive slots, one
-  FIFO queue; a session holds a slot from its first MEC computation to its last
-  (:class:`agent.latency.MecState`).
-* ``batch``: iteration-level batching as Orca/vLLM/TGI run generative models. This module.
+* ``batch`` (the default): iteration-level batching as Orca/vLLM/TGI run generative models.
+  This module. The shipped policies were trained on ``slots`` and are evaluated on both
+  (``policies/README.md``).
+* ``slots``: ``C`` exclusive slots, one FIFO queue; a session holds a slot from its first MEC
+  computation to its last (:class:`agent.latency.MecState`). Kept for the exact optimum
+  (:mod:`agent.optimum`, which searches slot release times), execute mode (real pieces run one
+  session at a time) and the scale scenarios measured on it.
 
 The batching rule (:class:`BatchServer`)
     A *session* is a request that computes on the MEC. It *arrives* when its first MEC
@@ -26,6 +29,9 @@ The batching rule (:class:`BatchServer`)
     time, so the batching MEC at batch 1 prices a request as the slot model does.
 
 Per-block batch time ``t_{p,j}(n)`` (:class:`BatchCost`, ``--mec-batch-curve``)
+    * ``auto`` (the default, :func:`resolve_curve`): ``profile`` when the MEC profile measured a
+      batch curve, else the model's shipped GPU profile ``profiles/<model>.mec-gpu.json`` (one
+      H200, batch 1..32) as a file below, else ``llama7b-gpu``;
     * ``profile``: the MEC profile's own batch curve (``profiler model --batch-sizes``),
       :meth:`profiler.schema.Block.latency_at` (median), linear between measured sizes;
     * a path: another profile file of the same model and blocks that carries batch curves.
@@ -40,8 +46,10 @@ Per-block batch time ``t_{p,j}(n)`` (:class:`BatchCost`, ``--mec-batch-curve``)
       say so (``scaled: llama7b-gpu``). The profiles measured here are a CPU, whose batch curve
       is close to linear; this knob shows what a GPU's curve does to contention.
 
-    A batch size above the largest measured size is refused (:class:`MecConfigError` when
-    ``max_batch`` exceeds it), never extrapolated. Every time is divided by ``mec_speedup``.
+    A measured curve is used padded (:func:`padded`): a batch of ``n`` costs no more than any
+    larger measured size, as a server may pad it to that size. A batch size above the largest
+    measured size is refused (:class:`MecConfigError` when ``max_batch`` exceeds it), never
+    extrapolated. Every time is divided by ``mec_speedup``.
 
 :class:`BatchServer` is a pure state machine with no clock: the simulator
 (:func:`agent.batchsim.simulate_batched`) drives it with simulated times, the emulator's MEC
@@ -51,10 +59,11 @@ which computations form it and how long it lasts; :meth:`BatchServer.complete` a
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -66,10 +75,15 @@ if TYPE_CHECKING:
     from agent.latency import LatencyModel
     from agent.plan import Plan
 
-__all__ = ["GPU_CURVES", "MEC_MODELS", "BatchCost", "BatchServer", "MecConfig",
-           "MecConfigError", "MecStatus", "Work", "session_state_bytes"]
+__all__ = ["AUTO_CURVE", "GPU_CURVES", "MEC_MODELS", "BatchCost", "BatchServer", "MecConfig",
+           "MecConfigError", "MecStatus", "Work", "curve_label", "padded", "resolve_curve",
+           "session_state_bytes"]
 
 MEC_MODELS = ("slots", "batch")
+
+PROFILES_DIR: Path = Path(__file__).resolve().parent.parent / "profiles"
+
+AUTO_CURVE = "auto"
 
 GPU_CURVES: dict[str, tuple[tuple[int, float], ...]] = {
     "llama7b-gpu": ((1, 24.1), (8, 57.4), (32, 68.8)),
@@ -82,15 +96,42 @@ class MecConfigError(AgentError):
     """A MEC server configuration that cannot be used (batch size, memory, batch profile)."""
 
 
+def resolve_curve(curve: str, mec_profile: Profile) -> str:
+    """``--mec-batch-curve`` as used: ``auto`` (the default) is the MEC profile's own batch curve
+    when it measured one, else the model's shipped GPU profile ``profiles/<model>.mec-gpu.json``
+    (measured batch curves, applied as a shape) when there is one, else ``llama7b-gpu``; any
+    other value is itself."""
+    if curve != AUTO_CURVE:
+        return curve
+    if min(p.batch_sizes[-1] for p in mec_profile.passes) > 1:
+        return "profile"
+    gpu = PROFILES_DIR / f"{mec_profile.model.name}.mec-gpu.json"
+    if gpu.is_file():
+        try:
+            check_compatible(mec_profile, load_profile(gpu))
+            return str(gpu)
+        except ProfileError:
+            pass
+    return next(iter(GPU_CURVES))
+
+
+def curve_label(curve: str) -> str:
+    """How outputs name a (resolved) curve: a file under ``profiles/`` by its relative path."""
+    p = Path(curve)
+    if p.is_absolute() and p.parent == PROFILES_DIR:
+        return f"profiles/{p.name}"
+    return curve
+
+
 @dataclass(frozen=True)
 class MecConfig:
     """The MEC server model and its knobs (scenario keys ``mec_model``, ``mec_max_batch``,
     ``mec_memory_gb``, ``mec_batch_curve``)."""
 
-    model: str = "slots"
+    model: str = "batch"
     max_batch: int = 8
     memory_gb: float | None = None
-    batch_curve: str = "profile"
+    batch_curve: str = AUTO_CURVE
 
     def __post_init__(self) -> None:
         if self.model not in MEC_MODELS:
@@ -103,13 +144,21 @@ class MecConfig:
             raise MecConfigError(f"--mec-memory-gb must be a positive number, "
                                  f"got {self.memory_gb}")
 
+    def resolved(self, mec_profile: Profile) -> MecConfig:
+        """This configuration with its batch curve resolved (:func:`resolve_curve`)."""
+        if self.model == "slots":
+            return self
+        return dataclasses.replace(self, batch_curve=resolve_curve(self.batch_curve,
+                                                                   mec_profile))
+
     @property
     def label(self) -> str:
-        """How outputs name the model (``slots`` or ``batch<=B, curve, mem``)."""
+        """How outputs name the model (``slots`` or ``batch<=B, curve, mem``); resolve the
+        curve first (:meth:`resolved`) to name what ``auto`` stands for."""
         if self.model == "slots":
             return "slots"
         curve = (f"scaled: {self.batch_curve}" if self.batch_curve in GPU_CURVES
-                 else f"curve: {self.batch_curve}")
+                 else f"curve: {curve_label(self.batch_curve)}")
         mem = "" if self.memory_gb is None else f", {self.memory_gb:g} GB"
         return f"batch<={self.max_batch} ({curve}{mem})"
 
@@ -128,6 +177,15 @@ def _interp(points: Sequence[tuple[int, float]], n: int, what: str) -> float:
     return points[0][1]
 
 
+def padded(median_at: Callable[[int], float], sizes: Sequence[int], n: int) -> float:
+    """A measured curve's time at batch ``n`` as a server runs it: the curve at ``n`` (linear
+    between measured sizes), or the time of any larger measured size if that is less, since a
+    batch of ``n`` can always run padded to a larger one (as vLLM pads to its captured CUDA-graph
+    batch sizes). Makes a curve non-decreasing: GPT-2's H200 decode measured 5.43 ms at batch
+    2 but 3.02 ms at 4 (``profiles/gpt2.mec-gpu.json``); a batch of 2 then costs 3.02 ms."""
+    return min([median_at(n), *(median_at(m) for m in sizes if m > n)])
+
+
 class BatchCost:
     """Per-block iteration times ``t(pass, block, n)`` in seconds (see the module docstring).
 
@@ -137,6 +195,7 @@ class BatchCost:
     """
 
     def __init__(self, model: LatencyModel, curve: str = "profile", max_batch: int = 1) -> None:
+        curve = resolve_curve(curve, model.mec_profile)
         self.curve = curve
         self.speedup = model.mec_speedup
         self._t1: dict[str, tuple[float, ...]] = {
@@ -189,8 +248,13 @@ class BatchCost:
             if n == 1 or self._prof is None:
                 f = 1.0 if n == 1 else _interp(self._factor or ((1, 1.0),), n, self.curve)
             else:  # the curve's shape, on this run's batch-1 time (see the module docstring)
-                b = next(x for x in self._prof.passes if x.name == pass_name).blocks[j]
-                f = b.latency_at(n).median / b.latency.median
+                p = next(x for x in self._prof.passes if x.name == pass_name)
+                b = p.blocks[j]
+
+                def block_at(k: int) -> float:
+                    return b.latency_at(k).median
+
+                f = padded(block_at, p.batch_sizes, n) / b.latency.median
             hit = self._t1[pass_name][j] * f
             self._cache[key] = hit
         return hit
@@ -216,7 +280,8 @@ class BatchCost:
             return seconds * _interp(self._factor, n, self.curve)
         assert self._prof is not None
         p = self._prof.passes[-1]
-        return seconds * p.whole_at(n).median / p.whole.median
+        return seconds * padded(lambda k: p.whole_at(k).median, p.batch_sizes, n) / \
+            p.whole.median
 
 
 def session_state_bytes(model: LatencyModel, plan: Plan) -> int:

@@ -134,6 +134,10 @@ def exact_optimum(model: LatencyModel, actions: SplitActions, inst: Instance,
     :raises AgentError: an unknown ``objective``."""
     if objective not in OBJECTIVES:
         raise AgentError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
+    if config.mec_model != "slots":
+        raise AgentError("the exact optimum searches the slot MEC (its state dominance is over "
+                         "slot release times); give the scenario mec_model='slots' "
+                         "(--mec-model slots)")
     response = objective == "response"
     n_dev = len(inst.arrivals)
     r_max = inst.requests_per_device

@@ -7,7 +7,8 @@ episode, drawn from :class:`ScenarioRanges`:
 * ``scale`` (trace rates x): 0.003 - 100, log-uniform on a 36-point log grid
 * ``delay_ms`` (one way): 1 - 50 ms, uniform
 * ``devices`` sharing the MEC: 1 - 16, uniform integer
-* ``mec_slots`` (concurrent MEC sessions): 1 - 4, uniform integer
+* ``mec_slots`` (concurrent MEC sessions, slot MEC): 1 - 4, uniform integer
+* ``mec_max_batch`` (most active sessions, batching MEC): 1 - 16, uniform integer
 * ``load`` (local latency / mean inter-arrival gap): 0.05 - 1, log-uniform
 * ``mec_speedup`` (x the MEC profile): 3 - 30, log-uniform on a 5-point log grid
 * ``device_speed`` (x the device profile): 0.3 - 3, log-uniform on a 5-point log grid
@@ -34,7 +35,7 @@ __all__ = ["ScenarioRanges"]
 
 _FLAGS = {"scale": "--scale", "delay_ms": "--delay-ms", "devices": "--devices",
           "mec_slots": "--mec-slots", "load": "--load", "mec_speedup": "--mec-speedup",
-          "device_speed": "device_speed"}
+          "device_speed": "device_speed", "mec_max_batch": "--mec-max-batch"}
 
 
 def _grid(lo: float, hi: float, n: int) -> list[float]:
@@ -54,6 +55,7 @@ class ScenarioRanges:
     load: tuple[float, float] = (0.05, 1.0)
     mec_speedup: tuple[float, float] = (3.0, 30.0)
     device_speed: tuple[float, float] = (0.3, 3.0)
+    mec_max_batch: tuple[int, int] = (1, 16)
     scale_points: int = 36
     speed_points: int = 5
 
@@ -73,22 +75,27 @@ class ScenarioRanges:
     def device_speed_grid(self) -> list[float]:
         return _grid(*self.device_speed, self.speed_points)
 
-    def draw(self, rng: np.random.Generator) -> dict[str, float]:
+    def draw(self, rng: np.random.Generator, batching: bool = False) -> dict[str, float]:
         """One scenario: ``scale``, ``mec_speedup`` and ``device_speed`` as grid values,
-        the others continuous (integers for counts)."""
+        the others continuous (integers for counts); ``mec_max_batch`` only when ``batching``
+        (so a slot-MEC draw sequence is the one the shipped policies were trained on)."""
         def logu(lo: float, hi: float) -> float:
             return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
 
         def pick(grid: list[float]) -> float:
             return grid[int(rng.integers(len(grid)))]
 
-        return {"scale": pick(self.scale_grid()),
-                "delay_ms": float(rng.uniform(*self.delay_ms)),
-                "devices": float(rng.integers(self.devices[0], self.devices[1] + 1)),
-                "mec_slots": float(rng.integers(self.mec_slots[0], self.mec_slots[1] + 1)),
-                "load": logu(*self.load),
-                "mec_speedup": pick(self.mec_speedup_grid()),
-                "device_speed": pick(self.device_speed_grid())}
+        d = {"scale": pick(self.scale_grid()),
+             "delay_ms": float(rng.uniform(*self.delay_ms)),
+             "devices": float(rng.integers(self.devices[0], self.devices[1] + 1)),
+             "mec_slots": float(rng.integers(self.mec_slots[0], self.mec_slots[1] + 1)),
+             "load": logu(*self.load),
+             "mec_speedup": pick(self.mec_speedup_grid()),
+             "device_speed": pick(self.device_speed_grid())}
+        if batching:
+            d["mec_max_batch"] = float(rng.integers(self.mec_max_batch[0],
+                                                    self.mec_max_batch[1] + 1))
+        return d
 
     def outside(self, values: Mapping[str, float | None]) -> list[str]:
         """One line per knob in ``values`` outside its range, naming the range."""

@@ -62,11 +62,12 @@ class ScenarioConfig:
     workloads: tuple[Mapping[str, int], ...] = field(default_factory=tuple)
     """Workload variants as pass repeats (each request draws one uniformly); empty: the
     profile's default repeats."""
-    mec_model: str = "slots"
-    """The MEC server model: ``slots`` (exclusive slots) or ``batch`` (:mod:`agent.mec_server`)."""
+    mec_model: str = "batch"
+    """The MEC server model: ``batch`` (iteration-level batching, :mod:`agent.mec_server`; the
+    default) or ``slots`` (exclusive slots)."""
     mec_max_batch: int = 8
     mec_memory_gb: float | None = None
-    mec_batch_curve: str = "profile"
+    mec_batch_curve: str = "auto"
 
     @property
     def mec_config(self) -> MecConfig:

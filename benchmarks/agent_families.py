@@ -3,9 +3,10 @@
 For each model (gpt2, sd15), trace family of ``../shared/traces`` (Mahimahi LTE/UMTS, Pensieve
 FCC+Norway, 5G driving/static; at most ``--files`` files per family, a seeded choice) and
 bandwidth scale, every policy runs the same requests (:func:`agent.evaluate.evaluate_policies`,
-common random numbers) in the default scenario (4 devices sharing one MEC slot, queue limit 4,
-10 ms one-way, ``--mec-speedup 10``, load 0.5; ``--mec-model batch``: one batching MEC instead,
-batch <= 8, the model's measured H200 batch curve as a shape), with the horizon grown until every cell has at
+common random numbers) in the default scenario (4 devices sharing one batching MEC, batch <= 8,
+the model's measured H200 batch curve as a shape, queue limit 4, 10 ms one-way,
+``--mec-speedup 10``, load 0.5; ``--mec-model slots``: one exclusive MEC slot instead), with
+the horizon grown until every cell has at
 least ``--min-requests`` requests per policy. Printed: one table, mean latency per policy and
 ``default`` as a ratio to the per-request oracle and to the best baseline (local, offload,
 fixed, greedy).
@@ -65,12 +66,14 @@ def main() -> int:
                    help="policy spec in the 'default' column (e.g. a candidate .zip)")
     p.add_argument("--explain", action="store_true",
                    help="print why each missed cell misses (see above; slot MEC only)")
-    p.add_argument("--mec-model", choices=("slots", "batch"), default="slots",
-                   help="MEC server model: one exclusive slot, or iteration-level batching")
+    p.add_argument("--mec-model", choices=("slots", "batch"), default="batch",
+                   help="MEC server model: iteration-level batching (the default scenario's), "
+                        "or one exclusive slot")
     p.add_argument("--mec-max-batch", type=int, default=8, help="batching MEC: most sessions")
-    p.add_argument("--mec-batch-curve", default=None,
-                   help="batching MEC: batch curve (default: the model's measured GPU profile, "
-                        "profiles/<model>.mec-gpu.json, as a shape on the CPU profile / 10)")
+    p.add_argument("--mec-batch-curve", default="auto",
+                   help="batching MEC: batch curve (default auto: the model's measured H200 "
+                        "profile, profiles/<model>.mec-gpu.json, as a shape on the CPU "
+                        "profile / 10)")
     a = p.parse_args()
     if a.explain and a.mec_model != "slots":
         p.error("--explain needs --mec-model slots")
@@ -104,10 +107,8 @@ def main() -> int:
         model = LatencyModel(dev, mec, mec_speedup=10.0)
         acts = SplitActions(model)
         local = model.local_latency(Workload(model_name))
-        curve = a.mec_batch_curve or str(ROOT / "profiles" / f"{model_name}.mec-gpu.json")
-        mec_kw: dict[str, Any] = ({"mec_model": "batch", "mec_max_batch": a.mec_max_batch,
-                                   "mec_batch_curve": curve}
-                                  if a.mec_model == "batch" else {})
+        mec_kw: dict[str, Any] = {"mec_model": a.mec_model, "mec_max_batch": a.mec_max_batch,
+                                  "mec_batch_curve": a.mec_batch_curve}
         # fixed: the best single template on the bundled training traces, chosen once
         pols = build_policies([f"default:{a.default}" if a.default != "default" else "default",
                                *BASELINES, "oracle"], dev, mec, model, acts,
@@ -157,8 +158,8 @@ def main() -> int:
                                         means["oracle"]):
                         print("    " + line, flush=True)
     mec_text = ("1 MEC slot" if a.mec_model == "slots" else
-                f"one batching MEC, batch <= {a.mec_max_batch}, curve "
-                f"{a.mec_batch_curve or 'profiles/<model>.mec-gpu.json'}")
+                f"one batching MEC, batch <= {a.mec_max_batch}, curve {a.mec_batch_curve}"
+                + (" (profiles/<model>.mec-gpu.json)" if a.mec_batch_curve == "auto" else ""))
     print(f"\nscenario: 4 devices, {mec_text} (queue limit 4), 10 ms one-way, mec-speedup 10, "
           f"load 0.5; {a.files} files per family (seed {a.seed}); mean latency in s; "
           f"{time.perf_counter() - t0:.0f} s")

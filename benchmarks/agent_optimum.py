@@ -82,7 +82,7 @@ def main() -> int:
         if scale != 1.0:
             trace = trace.scaled(scale)
         cfg = ScenarioConfig(n_devices=n_dev, mec_slots=1, one_way_delay_s=DELAY_S, load=load,
-                             horizon_s=1e12)
+                             horizon_s=1e12, mec_model="slots")
         print(f"\n{model_name}: {n_dev} device(s) x {reqs} requests on {fname} x {scale:g}, "
               f"load {load:g}; {acts.n_actions} actions ({', '.join(acts.names)})")
         inst = make_instance(model, trace, cfg, a.seed, reqs)
@@ -104,7 +104,7 @@ def main() -> int:
                 kw: dict[str, object] = {"mec_speedup": MEC_SPEEDUP}
                 if spec == "fixed":
                     kw.update(config=ScenarioConfig(n_devices=n_dev, one_way_delay_s=DELAY_S,
-                                                    load=load))
+                                                    load=load, mec_model="slots"))
                 pol = make_policy(a.default if spec == "default" else spec, dev, mec,
                                   **kw)  # type: ignore[assignment]
             res = run_policy(model, acts, pol, trace, cfg, a.seed, requests_per_device=reqs)

@@ -62,10 +62,10 @@ OUT = ROOT / "runs" / "agent_quality"
 #: per model: scenario arguments (shared by train and evaluate) and training arguments
 SCENARIOS: dict[str, dict[str, list[str]]] = {
     "gpt2": {"scenario": ["--scale", "1.0", "--mec-speedup", "10", "--delay-ms", "10",
-                          "--devices", "4", "--mec-slots", "1", "--load", "0.5"],
+                          "--devices", "4", "--mec-model", "slots", "--mec-slots", "1", "--load", "0.5"],
              "train": ["--steps", "100000", "--max-trace-s", "600"]},
     "sd15": {"scenario": ["--scale", "0.1", "--mec-speedup", "10", "--delay-ms", "10",
-                          "--devices", "4", "--mec-slots", "1", "--load", "0.5",
+                          "--devices", "4", "--mec-model", "slots", "--mec-slots", "1", "--load", "0.5",
                           "--horizon", "3600", "--mask-budget", "3"],
              "train": ["--steps", "120000", "--max-trace-s", "2000"]},
 }

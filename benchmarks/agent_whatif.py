@@ -185,7 +185,7 @@ def instances() -> int:
         trace = trace.scaled(scale) if scale != 1.0 else trace
         cfg = scenario.ScenarioConfig(n_devices=n_dev, mec_slots=1,
                                       one_way_delay_s=agent_optimum.DELAY_S, load=load,
-                                      horizon_s=1e12)
+                                      horizon_s=1e12, mec_model="slots")
         means = {}
         for spec in ("default", "greedy", "offload", "oracle"):
             pol: Any = (oracle.Oracle(model, acts) if spec == "oracle" else

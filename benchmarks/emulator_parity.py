@@ -54,10 +54,12 @@ TRACE = SHARED / "mahimahi" / "TMobile-LTE-short.up"
 TARGET_MEDIAN, TARGET_P95 = 0.02, 0.05
 
 SCENARIOS: dict[str, list[str]] = {
-    "gpt2-offload": ["--model", "gpt2", "--policy", "offload", "--rate", "1.0"],
-    "gpt2-split7": ["--model", "gpt2", "--policy", "fixed:7", "--rate", "0.3"],
+    "gpt2-offload": ["--model", "gpt2", "--policy", "offload", "--rate", "1.0",
+                     "--mec-model", "slots"],
+    "gpt2-split7": ["--model", "gpt2", "--policy", "fixed:7", "--rate", "0.3",
+                    "--mec-model", "slots"],
     "sd15-offload": ["--model", "sd15", "--policy", "offload", "--steps", "4", "--rate",
-                     "0.15"],
+                     "0.15", "--mec-model", "slots"],
     # 8 devices on one batching MEC (agent/mec_server.py) with the GPU curve: every request
     # replayed together through agent.batchsim (iterations depend on all sessions)
     "gpt2-batch8": ["--model", "gpt2", "--policy", "offload", "--rate", "2.0", "--devices", "8",

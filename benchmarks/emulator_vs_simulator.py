@@ -73,7 +73,8 @@ def main() -> int:
         return 2
     out = a.out or Path(tempfile.mkdtemp(prefix="emu_vs_sim_")) / "run"
     cmd = [sys.executable, "-m", "emulator.run", "--trace", str(trace_path), "--model", a.model,
-           "--policy", a.policy, "--devices", str(a.devices), "--mec-slots", str(a.mec_slots),
+           "--policy", a.policy, "--devices", str(a.devices), "--mec-model", "slots",
+           "--mec-slots", str(a.mec_slots),
            "--mec-speedup", str(a.mec_speedup), "--delay-ms", str(a.delay_ms), "--rate",
            str(a.rate), "--duration", str(a.duration), "--seed", str(a.seed), "--quiet",
            "--out", str(out)]

@@ -240,7 +240,7 @@ def main() -> int:
     duration = 4.0 + len(schedule) * args.window + 2.0
     cmd = [sys.executable, "-m", "emulator.run", "--model", "gpt2", "--tokens", "8",
            "--policy", "offload",
-           "--mec-speedup", "10", "--devices", "2", "--mec-slots", "2", "--closed-loop",
+           "--mec-speedup", "10", "--devices", "2", "--mec-model", "slots", "--mec-slots", "2", "--closed-loop",
            "--trace", str(trace),
            "--delay-ms", "10", "--jitter", "none", "--duration", f"{duration:g}", "--quiet",
            "--out", str(tmp / "run")]

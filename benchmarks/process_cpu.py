@@ -9,7 +9,7 @@ shared libraries among the processes that map them). Also how busy the machine w
 core, whoever used it), over the whole run and after t0. Example, the 64-device run of issue 13:
 
     sudo PYTHONPATH=$PWD .venv/bin/python benchmarks/process_cpu.py -- \\
-        --devices 64 --shared-cell --policy offload --mec-speedup 10 --mec-slots 4 --duration 30
+        --devices 64 --shared-cell --policy offload --mec-speedup 10 --mec-model slots --mec-slots 4 --duration 30
 
 Notes: CPU seconds come from /proc/PID/stat (utime + stime) at the last sample a process was
 seen, so a process's last second may be missed; kernel work in softirq context (HTB, veth,

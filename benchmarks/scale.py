@@ -1,7 +1,7 @@
 """Scale (issue 13): 8, 16, 32 and 64 devices on one shared cell, at full fidelity? (root)
 
 For every device count this runs the issue's command (``emulator.run --shared-cell --policy
-offload --mec-speedup 10 --mec-slots 4``, the bundled cellular trace, ``--duration`` s) under
+offload --mec-speedup 10 --mec-model slots --mec-slots 4``, the bundled cellular trace, ``--duration`` s) under
 :func:`benchmarks.process_cpu.profile_run` and prints
 
 * CPU: device seconds per process after trace time 0 (start-up excluded), the machine's mean
@@ -122,7 +122,7 @@ def main() -> int:
     for n in a.devices:
         run = out / f"n{n}"
         args = ["--devices", str(n), "--shared-cell", "--policy", "offload", "--mec-speedup",
-                "10", "--mec-slots", "4", "--duration", f"{a.duration:g}", "--seed",
+                "10", "--mec-model", "slots", "--mec-slots", "4", "--duration", f"{a.duration:g}", "--seed",
                 str(a.seed), *extra]
         res = profile_run(args, run)
         try:

@@ -92,7 +92,7 @@ def main() -> int:
         return 2
     dev, mec = prof
     traces = load_traces(train)
-    cfg = ScenarioConfig(one_way_delay_s=0.01)
+    cfg = ScenarioConfig(one_way_delay_s=0.01, mec_model="slots")
     env = AigcSplitEnv(dev, mec, traces, cfg, mec_speedup=a.mec_speedup)
     rng = np.random.default_rng(0)
     draws = [float(x) for x in rng.random(10_000)]

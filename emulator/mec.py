@@ -741,12 +741,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                     help="device profile JSON of the same model (to build the plans)")
     ap.add_argument("--slots", type=int, default=1, help="concurrent compute slots C")
     ap.add_argument("--mec-model", choices=("slots", "batch"), default="slots",
-                    help="exclusive slots, or iteration-level batching (agent/mec_server.py)")
+                    help="exclusive slots, or iteration-level batching (agent/mec_server.py); "
+                    "emulator.run passes --mec-model batch for its default")
     ap.add_argument("--max-batch", type=int, default=8, help="batching: most active sessions")
     ap.add_argument("--memory-gb", type=float, default=None,
                     help="batching: memory budget, GB (weights + live state; default none)")
-    ap.add_argument("--batch-curve", default="profile",
-                    help="batching: 'profile', 'llama7b-gpu' or a batch profile file")
+    ap.add_argument("--batch-curve", default="auto",
+                    help="batching: 'auto', 'profile', 'llama7b-gpu' or a batch profile file")
     ap.add_argument("--host", default="127.0.0.1",
                     help="address to listen on: the MEC's own address")
     ap.add_argument("--port", type=int, default=0, help="TCP port (0: any free one)")

@@ -121,16 +121,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help=scenario_help("mec_speedup", "divide every MEC block time by X, at the "
                                       "MEC and in the policy's latency model (emulates a faster "
                                       "MEC, e.g. a GPU, from a CPU profile)"))
-    g.add_argument("--mec-model", choices=("slots", "batch"), default="slots",
-                   help="MEC server model: exclusive slots, or iteration-level batching "
-                   "(agent/mec_server.py; profiled compute)")
+    g.add_argument("--mec-model", choices=("slots", "batch"), default=None,
+                   help="MEC server model: iteration-level batching (agent/mec_server.py; "
+                   "profiled compute) or exclusive slots (default: batch; slots with "
+                   "--compute execute, which runs real pieces one session at a time)")
     g.add_argument("--mec-max-batch", type=int, default=8,
                    help="batching MEC: most active sessions")
     g.add_argument("--mec-memory-gb", type=float, default=None,
                    help="batching MEC: memory budget, GB (weights + live state; default none)")
-    g.add_argument("--mec-batch-curve", default="profile",
-                   help="batching MEC: 'profile', 'llama7b-gpu' (GPU curve on the batch-1 "
-                   "profile) or a batch profile file")
+    g.add_argument("--mec-batch-curve", default="auto",
+                   help="batching MEC: 'auto' (the MEC profile's own batch curve if measured, "
+                   "else the model's shipped GPU profile profiles/<model>.mec-gpu.json as a "
+                   "shape, else llama7b-gpu), 'profile', 'llama7b-gpu' (a published GPU curve "
+                   "on the batch-1 profile) or a batch profile file")
     g.add_argument("--compute", choices=("profiled", "execute"), default="profiled",
                    help="wait out profiled block times, or execute ONNX pieces")
     g.add_argument("--pieces", default=None,
@@ -372,11 +375,14 @@ def _plan(args: argparse.Namespace) -> tuple[RunPlan, Any, Any]:
     from agent.mec_server import BatchServer, MecConfig
 
     try:
+        if args.mec_model is None:  # execute mode runs real pieces, one session at a time
+            args.mec_model = "batch" if args.compute == "profiled" else "slots"
         mec_config = MecConfig(args.mec_model, args.mec_max_batch, args.mec_memory_gb,
-                               args.mec_batch_curve)
+                               args.mec_batch_curve).resolved(mec)
         if mec_config.model == "batch":
             if args.compute != "profiled":
-                raise AgentError("--mec-model batch runs profiled compute only")
+                raise AgentError("--mec-model batch runs profiled compute only (give "
+                                 "--mec-model slots with --compute execute)")
             BatchServer.for_model(LatencyModel(dev, mec, mec_speedup=args.mec_speedup),
                                   mec_config)
     except (AgentError, ProfileError) as e:

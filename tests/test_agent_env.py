@@ -22,7 +22,8 @@ FIX = Path(__file__).parent / "fixtures" / "agent"
 def _env(name: str = "llm", **cfg: object) -> AigcSplitEnv:
     traces = load_traces(DATA_DIR / "train")[:2]
     return AigcSplitEnv(FIX / f"{name}.device.json", FIX / f"{name}.mec.json", traces,
-                        ScenarioConfig(**cfg), mec_speedup=4.0)  # type: ignore[arg-type]
+                        ScenarioConfig(**{"mec_model": "slots", **cfg}),  # type: ignore[arg-type]
+                        mec_speedup=4.0)
 
 
 @pytest.mark.parametrize("name", ["llm", "diffusion"])

@@ -24,7 +24,7 @@ def test_hook_prices_what_runs() -> None:
                          mec_speedup=3.0)
     acts = SplitActions(model)
     cfg = ScenarioConfig(n_devices=3, mec_slots=1, mec_queue_limit=2, one_way_delay_s=0.01,
-                         load=2.0, horizon_s=20.0)
+                         load=2.0, horizon_s=20.0, mec_model="slots")
     trace = load_traces(DATA_DIR / "train")[0].scaled(0.2)
     seen: list[tuple[str, float, float]] = []
 

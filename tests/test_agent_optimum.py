@@ -61,7 +61,7 @@ def _setup() -> tuple[LatencyModel, SplitActions, ScenarioConfig]:
     acts = SplitActions(model, names=["split:7"])
     # heavy load on one MEC slot: requests queue behind each other's sessions
     cfg = ScenarioConfig(n_devices=2, mec_slots=1, mec_queue_limit=1, one_way_delay_s=0.01,
-                         load=4.0, horizon_s=1e12)
+                         load=4.0, horizon_s=1e12, mec_model="slots")
     return model, acts, cfg
 
 

@@ -50,10 +50,23 @@ def test_draws_stay_in_ranges_and_round_trip() -> None:
         ScenarioRanges(load=(1.0, 0.5))
 
 
+def test_batch_limit_is_drawn_only_for_the_batching_mec() -> None:
+    r = ScenarioRanges()
+    slots = r.draw(np.random.default_rng(3))
+    assert "mec_max_batch" not in slots
+    rng_a, rng_b = np.random.default_rng(5), np.random.default_rng(5)
+    batch = [r.draw(rng_a, batching=True) for _ in range(500)]
+    assert {d["mec_max_batch"] for d in batch} == set(map(float, range(1, 17)))
+    # the batching draw adds one value at the end: every other knob is what a slot draw gives
+    first_slot, first_batch = r.draw(rng_b), batch[0]
+    assert {k: v for k, v in first_batch.items() if k != "mec_max_batch"} == first_slot
+
+
 def test_env_under_drawn_scenarios_is_the_exact_model() -> None:
     dev, mec = load_profile(FIX / "llm.device.json"), load_profile(FIX / "llm.mec.json")
     env = AigcSplitEnv(dev, mec, load_traces(DATA_DIR / "train")[:2],
-                       ScenarioConfig(horizon_s=60.0), mec_speedup=4.0, ranges=ScenarioRanges())
+                       ScenarioConfig(horizon_s=60.0, mec_model="slots"), mec_speedup=4.0,
+                       ranges=ScenarioRanges())
     rng = np.random.default_rng(1)
     seen = set()
     errs = []

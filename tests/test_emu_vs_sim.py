@@ -44,7 +44,7 @@ def test_per_request_latency_matches_the_simulator(tmp_path: Path) -> None:
     out = tmp_path / "run"
     res = subprocess.run(
         [sys.executable, "-m", "emulator.run", "--trace", str(TRACE), "--model", str(dev),
-         "--mec-profile", str(mec), "--policy", "fixed:2", "--devices", "4", "--mec-slots", "1",
+         "--mec-profile", str(mec), "--policy", "fixed:2", "--devices", "4", "--mec-model", "slots", "--mec-slots", "1",
          "--closed-loop", "--duration", "8", "--delay-ms", "10", "--seed", "4", "--quiet",
          "--mec-speedup", "1",  # as replayed below (emulator.run's default is the scenario's)
          "--out", str(out)],

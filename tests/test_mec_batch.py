@@ -279,7 +279,7 @@ def test_env_batch_with_max_batch_one_is_the_one_slot_env() -> None:
     m = _model("llm")
     link = _link()
     latencies = []
-    for cfg in (ScenarioConfig(mec_slots=1, n_devices=4, load=0.9),
+    for cfg in (ScenarioConfig(mec_slots=1, n_devices=4, load=0.9, mec_model="slots"),
                 ScenarioConfig(mec_model="batch", mec_max_batch=1, n_devices=4, load=0.9,
                                mec_batch_curve="llama7b-gpu")):
         env = AigcSplitEnv(m.device_profile, m.mec_profile, [link.up],  # type: ignore[list-item]
@@ -445,3 +445,64 @@ def test_batch_oracle_prices_what_then_happens_when_nothing_joins_later() -> Non
     assert checked >= 3
     on_mec = sorted((r.t_start, r.t_end) for r in res if r.mec_s > 0)
     assert any(b[0] < a[1] for a, b in itertools.pairwise(on_mec))  # sessions overlapped
+
+
+def test_auto_curve_resolution() -> None:
+    """``auto``: the profile's own curve, else the model's shipped GPU profile, else the
+    published GPU curve; the label names what was used."""
+    from agent.mec_server import resolve_curve
+    from profiler.schema import load_profile
+
+    gpu = load_profile(ROOT / "profiles" / "gpt2.mec-gpu.json")
+    cpu = load_profile(ROOT / "profiles" / "gpt2.mec-cpu.json")
+    assert resolve_curve("auto", gpu) == "profile"
+    assert resolve_curve("auto", cpu) == str(ROOT / "profiles" / "gpt2.mec-gpu.json")
+    assert resolve_curve("auto", _model("llm").mec_profile) == "llama7b-gpu"  # no llm GPU file
+    assert resolve_curve("llama7b-gpu", cpu) == "llama7b-gpu"
+    label = MecConfig("batch", 8, None, "auto").resolved(cpu).label
+    assert label == "batch<=8 (curve: profiles/gpt2.mec-gpu.json)"
+    assert MecConfig().model == "batch" and ScenarioConfig().mec_model == "batch"
+
+
+def test_a_measured_curve_runs_padded_to_a_faster_larger_batch() -> None:
+    """A batch of n may run padded to any larger measured size: the time used is the least of
+    the curve at n and every larger measured size (never decreasing in n)."""
+    from agent.mec_server import padded
+
+    pts = {1: 2.0, 2: 5.0, 4: 3.0, 8: 3.5}
+
+    def at(k: int) -> float:  # linear between measured sizes
+        return float(np.interp(k, list(pts), list(pts.values())))
+
+    sizes = sorted(pts)
+    assert padded(at, sizes, 1) == 2.0
+    assert padded(at, sizes, 2) == 3.0  # batch 4 is faster than the measured 2
+    assert padded(at, sizes, 6) == pytest.approx(3.25)
+    assert padded(at, sizes, 8) == 3.5
+    got = [padded(at, sizes, n) for n in range(1, 9)]
+    assert got == sorted(got)
+    # the shipped H200 GPT-2 decode: every block 1.9x at batch 2, 1.05x at 4; used: batch 4's
+    from agent.latency import LatencyModel
+    from profiler.schema import load_profile
+
+    dev = load_profile(ROOT / "profiles" / "gpt2.device.json")
+    gpu = load_profile(ROOT / "profiles" / "gpt2.mec-gpu.json")
+    cost = BatchCost(LatencyModel(dev, gpu), "profile", 8)
+    dec = next(p for p in gpu.passes if p.name == "decode")
+    j = 1
+    assert dec.blocks[j].latency_at(2).median > dec.blocks[j].latency_at(4).median
+    assert cost.block("decode", j, 2) == pytest.approx(cost.block("decode", j, 4), rel=1e-12)
+    assert cost.block("decode", j, 4) == pytest.approx(
+        dec.blocks[j].latency_at(4).median / 1e3, rel=1e-9)
+
+
+def test_exact_optimum_refuses_the_batching_mec() -> None:
+    from agent.errors import AgentError
+    from agent.optimum import exact_optimum, make_instance
+
+    m = _model("llm")
+    acts = SplitActions(m)
+    cfg = ScenarioConfig(n_devices=1, horizon_s=1e12)
+    inst = make_instance(m, _link().up, cfg, 0, 2)  # type: ignore[arg-type]
+    with pytest.raises(AgentError, match="searches the slot MEC"):
+        exact_optimum(m, acts, inst, cfg)

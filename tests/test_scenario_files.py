@@ -106,7 +106,7 @@ def test_agent_evaluate_with_a_scenario_and_an_override(tmp_path: Path) -> None:
     res = doc["resolved_scenario"]
     assert res["name"] == "lte-8" and res["file"] == str(SCEN / "lte-8.toml")
     assert res["values"]["mec"] == {"speedup": 10.0, "slots": 3, "model": "slots",
-                                    "max_batch": 8, "batch_curve": "profile"}
+                                    "max_batch": 8, "batch_curve": "auto"}
     assert res["values"]["devices"] == {"count": 8}
     assert res["values"]["link"]["shared_cell"] is True
     assert res["values"]["run"] == {"horizon_s": 30.0}
