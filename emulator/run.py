@@ -252,11 +252,14 @@ class _Simulator:
             pairs = replay_with(self.model, self.link, records, mec_slots=self.slots,
                                 mec_sessions=mode, mec_config=self.mec_config)
             out[f"mec_{mode}"] = compare(pairs)
+        own = ("iteration-level batching, agent.batchsim, every request together"
+               if self.mec_config is not None and self.mec_config.model == "batch"
+               else "slots, FIFO by first-ready time")
         out["note"] = ("relative error (measured - simulated) / simulated of every recorded "
                        "request replayed through agent.latency with its decision, workload and "
                        "start time on the trace as replayed; mec_measured: against the MEC "
                        "sessions the records show; mec_predicted: the simulator's own MEC "
-                       "(FIFO by first-ready time), errors carry on")
+                       f"({own}), errors carry on")
         return out
 
 
