@@ -40,7 +40,8 @@ from agent.errors import ScenarioFileError
 
 __all__ = ["DEFAULTS", "FLAGS", "POLICIES_DIR", "SCENARIO_KEYS", "HelpFormatter", "ScenarioFile",
            "add_scenario_option", "apply_scenario_file", "load_scenario_file",
-           "resolve_scenario", "resolved_scenario", "scenario_help", "trained_scenario",
+           "mec_model_note", "resolve_scenario", "resolved_scenario", "scenario_help",
+           "trained_scenario",
            "training_sidecar"]
 
 POLICIES_DIR: Path = Path(__file__).resolve().parent.parent / "policies"
@@ -71,6 +72,26 @@ def training_sidecar(spec: str, model: str) -> tuple[str, dict[str, Any]] | None
     except (OSError, ValueError):
         return None
     return (str(path), raw) if isinstance(raw, dict) else None
+
+
+def mec_model_note(spec: str, model: str, mec_model: str) -> str | None:
+    """One line when the trained policy ``spec`` (``default`` or a ``.zip``) was trained on
+    another MEC server model than the run's ``mec_model``; a sidecar without ``mec_model``
+    (before 6 Dec 2026, when slots were the default) was trained on slots. ``None`` otherwise
+    or for a baseline."""
+    if not (spec == "default" or spec.endswith(".zip")):
+        return None
+    found = training_sidecar(spec, model)
+    if found is None:
+        return None
+    scen = found[1].get("scenario")
+    trained = scen.get("mec_model", "slots") if isinstance(scen, dict) else "slots"
+    if trained == mec_model:
+        return None
+    names = {"slots": "exclusive-slot", "batch": "batching"}
+    return (f"note: {found[0]} was trained on the {names.get(trained, trained)} MEC; this run "
+            f"uses the {names.get(mec_model, mec_model)} MEC (--mec-model {trained} for its "
+            f"training MEC; policies/README.md measures the shipped policies on both)")
 
 
 def trained_scenario(sidecar: Mapping[str, Any]) -> dict[str, float]:

@@ -39,7 +39,7 @@ from agent._cli import (
     trace_paths,
 )
 from agent.actions import SplitActions
-from agent.defaults import HelpFormatter, resolved_scenario
+from agent.defaults import HelpFormatter, mec_model_note, resolved_scenario
 from agent.errors import AgentError
 from agent.latency import LatencyModel
 from agent.oracle import Oracle
@@ -269,6 +269,10 @@ def main(argv: list[str] | None = None) -> int:
         BatchServer.for_model(model, config.mec_config)
         config = dataclasses.replace(  # 'auto' named as what it stands for, in every output
             config, mec_batch_curve=config.mec_config.resolved(mec).batch_curve)
+    for spec in dict.fromkeys(x.strip() for x in a.policies.split(",")):
+        note = mec_model_note(spec, dev.model.name, config.mec_model)
+        if note:
+            print(f"agent.evaluate: {note}", file=sys.stderr)
     actions = SplitActions(model)
     paths = trace_paths(a.traces)
     traces = load_trace_files(paths, a.scale)

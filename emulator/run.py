@@ -39,6 +39,7 @@ from agent.defaults import (
     HelpFormatter,
     add_scenario_option,
     apply_scenario_file,
+    mec_model_note,
     resolve_scenario,
     resolved_scenario,
     scenario_help,
@@ -390,6 +391,9 @@ def _plan(args: argparse.Namespace) -> tuple[RunPlan, Any, Any]:
                                   mec_config)
     except (AgentError, ProfileError) as e:
         raise EmulatorError(str(e), 2) from e
+    note = mec_model_note(args.policy, dev.model.name, mec_config.model)
+    if note:
+        print(f"emulator: {note}", file=sys.stderr)
     mec_args = [] if mec_config.model == "slots" else [
         "--mec-model", "batch", "--max-batch", str(mec_config.max_batch), "--batch-curve",
         mec_config.batch_curve,

@@ -10,7 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from agent.defaults import DEFAULTS, POLICIES_DIR, resolve_scenario, trained_scenario
+from agent.defaults import (
+    DEFAULTS,
+    POLICIES_DIR,
+    mec_model_note,
+    resolve_scenario,
+    trained_scenario,
+)
 from agent.scenario import ScenarioConfig
 
 _NONE = dict.fromkeys(DEFAULTS)
@@ -55,6 +61,24 @@ def test_a_mismatch_with_the_training_scenario_is_a_warning() -> None:
     # a baseline told otherwise runs as told, without a warning
     values, warns, _ = resolve_scenario(given, "offload", "sd15")
     assert values["scale"] == 0.1 and warns == []
+
+
+def test_a_policy_run_on_another_mec_model_says_so(tmp_path: Path) -> None:
+    shipped = json.loads((POLICIES_DIR / "gpt2.json").read_text())
+    trained = shipped["scenario"].get("mec_model", "slots")  # no key: trained before batching
+    other = "batch" if trained == "slots" else "slots"
+    note = mec_model_note("default", "gpt2", other)
+    assert note is not None and note.startswith(f"note: {POLICIES_DIR / 'gpt2.zip'} was trained")
+    assert f"--mec-model {trained}" in note
+    assert mec_model_note("default", "gpt2", trained) is None
+    assert mec_model_note("greedy", "gpt2", other) is None  # a baseline has no training MEC
+    # a policy whose sidecar records the batching MEC
+    side = {**shipped, "scenario": {**shipped["scenario"], "mec_model": "batch"}}
+    (tmp_path / "p.json").write_text(json.dumps(side))
+    assert mec_model_note(str(tmp_path / "p.zip"), "gpt2", "batch") is None
+    note = mec_model_note(str(tmp_path / "p.zip"), "gpt2", "slots")
+    assert note is not None and "trained on the batching MEC; this run uses the " \
+        "exclusive-slot MEC" in note
 
 
 def test_without_a_shipped_policy_the_defaults_apply(tmp_path: Path) -> None:
