@@ -66,7 +66,8 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--devices", type=int, default=None,
                    help=scenario_help("devices", "devices sharing the MEC"))
     g.add_argument("--mec-slots", type=int, default=None,
-                   help=scenario_help("mec_slots", "concurrent MEC sessions (C)"))
+                   help=scenario_help("mec_slots", "slot MEC (--mec-model slots): concurrent "
+                                      "MEC sessions (C)"))
     g.add_argument("--mec-queue", type=int, default=d.mec_queue_limit,
                    help="MEC queue limit (sessions waiting; offloading is masked at the limit)")
     g.add_argument("--mec-model", choices=("slots", "batch"), default=d.mec_model,

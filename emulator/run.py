@@ -117,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--devices", type=int, default=None,
                    help=scenario_help("devices", "number of devices N"))
     g.add_argument("--mec-slots", type=int, default=None,
-                   help=scenario_help("mec_slots", "MEC concurrent compute slots C"))
+                   help=scenario_help("mec_slots", "slot MEC (--mec-model slots): concurrent "
+                                      "compute slots C"))
     g.add_argument("--mec-speedup", type=float, default=None,
                    help=scenario_help("mec_speedup", "divide every MEC block time by X, at the "
                                       "MEC and in the policy's latency model (emulates a faster "
