@@ -332,6 +332,12 @@ class AigcSplitEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
         obs = self._observe()
         return obs, {"trace": trace.label, "trace_index": idx}
 
+    def predicted(self) -> npt.NDArray[np.float64]:
+        """The current decision's per-action predicted latencies (unclipped, in the
+        observation's units: the same order as greedy's, whose argmin over the feasible
+        actions is greedy's choice); a copy."""
+        return np.array(self._pred, dtype=np.float64)
+
     def action_masks(self) -> npt.NDArray[np.bool_]:
         """Feasible actions for the current decision (sb3-contrib's MaskablePPO calls this)."""
         return self._mask.copy()

@@ -3,6 +3,7 @@ latency model."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import gymnasium as gym
@@ -127,6 +128,7 @@ def test_env_observation_is_the_live_encoding() -> None:
     """The env's fast path (history scaled once per sample, obs buffers reused) gives the same
     vector as encoding a live Observation, and every step returns a fresh array."""
     from agent.observation import harmonic_mean
+    from agent.policies import GreedyPolicy
     from agent.policy import Observation
 
     env = _env(horizon_s=60.0)
@@ -149,6 +151,13 @@ def test_env_observation_is_the_live_encoding() -> None:
                            mec_expected_wait_s=mec.expected_wait(t), time_s=t)
         expect = env.encoder.encode(live)
         assert np.array_equal(obs, expect)
+        # the env's predicted latencies order the actions as greedy's: same choice
+        pred = env.predicted()
+        assert pred is not env.predicted() and pred.shape == (env.actions.n_actions,)
+        fast = int(np.argmin(np.where(env.action_masks(), pred, np.inf)))
+        greedy = GreedyPolicy(env.actions).decide(dataclasses.replace(
+            live, mec_accepts=bool(env.action_masks()[env.actions.offload_action])))
+        assert fast == greedy.action
         if prev is not None:
             assert prev is not obs
         prev = obs
