@@ -266,9 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     if config.mec_model == "batch":  # the curve, batch sizes and memory fit the profiles
         from agent.mec_server import BatchServer
 
-        BatchServer.for_model(model, config.mec_config)
         config = dataclasses.replace(  # 'auto' named as what it stands for, in every output
             config, mec_batch_curve=config.mec_config.resolved(mec).batch_curve)
+        BatchServer.for_model(model, config.mec_config)
     for spec in dict.fromkeys(x.strip() for x in a.policies.split(",")):
         note = mec_model_note(spec, dev.model.name, config.mec_model)
         if note:

@@ -506,3 +506,21 @@ def test_exact_optimum_refuses_the_batching_mec() -> None:
     inst = make_instance(m, _link().up, cfg, 0, 2)  # type: ignore[arg-type]
     with pytest.raises(AgentError, match="searches the slot MEC"):
         exact_optimum(m, acts, inst, cfg)
+
+
+def test_a_curve_file_is_read_once_per_version(tmp_path: Path) -> None:
+    """BatchCost is built per episode and per priced plan: the curve file is parsed once, and
+    again when the file changes."""
+    import shutil
+
+    from agent.mec_server import _curve_profile
+
+    src = Path(__file__).resolve().parent.parent / "profiles" / "gpt2.mec-cpu.batch.json"
+    f = tmp_path / "curve.json"
+    shutil.copy(src, f)
+    first = _curve_profile(f)
+    assert _curve_profile(f) is first
+    text = f.read_text()
+    f.write_text(text.replace('"command"', '"command" ', 1))  # another version, same content
+    again = _curve_profile(f)
+    assert again is not first and again == first
