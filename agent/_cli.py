@@ -99,6 +99,11 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mask-budget", type=float, default=None,
                    help="mask actions predicted to take more than X times the local latency "
                    "(policy knob, stored with trained policies; default off)")
+    g.add_argument("--fallback", type=float, default=d.fallback, metavar="F",
+                   help="device runtime: a request whose plan computes only on the MEC is also "
+                   "run locally once F times its local latency has passed without its final "
+                   "output; the first to finish ends it and the MEC session is released "
+                   "(default off)")
     g.add_argument("--repeats", action="append", default=[], metavar="PASS=N[,N...]",
                    help="workload variants: repeats of a pass, e.g. decode=16,32,64 (each "
                    "request draws one); default the profile's repeats")
@@ -144,7 +149,7 @@ def scenario_from_args(a: argparse.Namespace) -> ScenarioConfig:
                           shared_cell=a.shared_cell, horizon_s=a.horizon, workloads=workloads,
                           mask_budget=a.mask_budget, mec_model=a.mec_model,
                           mec_max_batch=a.mec_max_batch, mec_memory_gb=a.mec_memory_gb,
-                          mec_batch_curve=a.mec_batch_curve)
+                          mec_batch_curve=a.mec_batch_curve, fallback=a.fallback)
 
 
 def load_profiles(a: argparse.Namespace) -> tuple[Profile, Profile, list[Path]]:

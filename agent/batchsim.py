@@ -17,6 +17,7 @@ prices a request with the slot-free timeline and the MEC's predicted iteration t
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,8 @@ from agent.latency import (
     PlanGen,
     RequestResult,
     StepTiming,
+    fallback_start,
+    local_run,
     plan_timeline,
 )
 from agent.link import Link
@@ -103,7 +106,14 @@ class _Req:
     t_start: float
     device: str
     t_arrival: float | None
-    started: bool = False
+    plan: Plan | None = None
+    device_on: list[float] | None = None
+    """When each item is on the device, as far as the plan's timeline got (fallback only)."""
+    t_fallback: float = math.inf
+    """When the local fallback run starts (``inf``: none)."""
+    local_end: float = math.inf
+    """When the local fallback run ends: the request ends then unless the plan did first."""
+    local_tokens: tuple[float, ...] = ()
 
 
 @dataclass
@@ -112,11 +122,14 @@ class BatchSim:
 
     :meth:`start` adds a request at its start time (non-decreasing across calls, and never
     before an iteration already run); :meth:`next_time` is when the next iteration starts;
-    :meth:`step` runs it and returns the requests that thereby finished."""
+    :meth:`step` runs it (or ends a request whose local fallback run finished first) and
+    returns the requests that thereby finished. ``fallback``: the device's local fallback
+    (:func:`agent.latency.fallback_start`); a request it ends leaves the batch then."""
 
     model: LatencyModel
     server: BatchServer
     detail: bool = False
+    fallback: float | None = None
     _reqs: dict[int, _Req] = field(default_factory=dict)
     _next: int = 0
 
@@ -128,10 +141,15 @@ class BatchSim:
         comes out of :meth:`step`). ``mec_arrival`` pins when its first MEC computation is
         ready (a replay of measured arrivals at the MEC) instead of the link's prediction."""
         plan = self.model.plan(decision, workload)
-        gen = plan_timeline(plan, link, t_start, self.detail)
+        t_fb = fallback_start(self.model, plan, workload, t_start, self.fallback)
+        on = [math.inf] * len(plan.item_names) if t_fb < math.inf else None
+        gen = plan_timeline(plan, link, t_start, self.detail, on)
         sid = self._next
         self._next += 1
-        req = _Req(key, gen, decision, t_start, device, t_arrival)
+        req = _Req(key, gen, decision, t_start, device, t_arrival, plan, on, t_fb)
+        if t_fb < math.inf:
+            end, tokens = local_run(self.model, workload, link, t_fb)
+            req.local_end, req.local_tokens = end, tuple(tokens)
         try:
             ready, st = next(gen)
         except StopIteration as stop:
@@ -143,16 +161,33 @@ class BatchSim:
         self._reqs[sid] = req
         return None
 
+    def _next_fallback(self) -> tuple[float, int]:
+        """The earliest end of a local fallback run still racing the MEC, and its session."""
+        best, sid = math.inf, -1
+        for k, r in self._reqs.items():
+            if r.local_end < best:
+                best, sid = r.local_end, k
+        return best, sid
+
     def next_time(self) -> float:
-        """Start of the next iteration (``inf``: no session has work)."""
-        return self.server.next_start() if self._reqs else math.inf
+        """Start of the next iteration, or the end of a local fallback run that wins, if
+        earlier (``inf``: no session has work)."""
+        if not self._reqs:
+            return math.inf
+        return min(self.server.next_start(), self._next_fallback()[0])
 
     @property
     def active(self) -> int:
         return len(self._reqs)
 
     def step(self) -> list[tuple[Any, RequestResult]]:
-        """Run the next iteration; the requests it finished, as ``(key, result)``."""
+        """Run the next iteration, or end the request whose local fallback run finishes before
+        it starts; the requests that finished, as ``(key, result)``."""
+        t_fb, sid = self._next_fallback()
+        if sid >= 0 and t_fb <= self.server.next_start():
+            req = self._reqs.pop(sid)
+            self.server.drop(sid)
+            return [(req.key, self._fell_back(req))]
         it = self.server.next_iteration()
         if it is None:
             return []
@@ -166,7 +201,9 @@ class BatchSim:
             except StopIteration as stop:
                 self.server.finish(w.sid)
                 del self._reqs[w.sid]
-                done.append((req.key, self._result(req, stop.value)))
+                res = self._result(req, stop.value)
+                done.append((req.key, self._fell_back(req, res) if req.local_end < res.t_end
+                             else res))
                 continue
             self.server.submit(Work(w.sid, st.pass_name, st.lo, st.hi, st.seconds, ready, st))
         return done
@@ -180,6 +217,28 @@ class BatchSim:
                 raise AssertionError("batching MEC stalled with sessions left")
             out.extend(got)
         return out
+
+    def _fell_back(self, req: _Req, res: RequestResult | None = None) -> RequestResult:
+        """``req`` ended by its local fallback run. With ``res`` (the plan had ended too, later)
+        its totals are the plan's; without (the run was cut when the local run ended) they
+        are not tracked: only the device's (its local run) is set. Either way the outputs the
+        MEC had delivered by the end count where they came first."""
+        assert req.plan is not None and req.device_on is not None
+        mec = ([req.device_on[i] for i in req.plan.outputs] if res is None
+               else list(res.token_times))
+        tokens = tuple(min(a, b) for a, b in zip(mec, req.local_tokens, strict=True))
+        local_s = req.local_end - req.t_fallback
+        if res is not None:
+            return dataclasses.replace(res, t_end=req.local_end, token_times=tokens,
+                                       device_s=res.device_s + local_s,
+                                       fallback_s=req.t_fallback - req.t_start)
+        return RequestResult(device=req.device, workload=self.model.model,
+                             split=req.decision.action, splits=req.decision.splits,
+                             t_start=req.t_start, t_end=req.local_end, device_s=local_s,
+                             upload_s=0.0, upload_bytes=0, mec_wait_s=0.0, mec_s=0.0,
+                             download_s=0.0, download_bytes=0, token_times=tokens, steps=(),
+                             t_arrival=req.t_arrival,
+                             fallback_s=req.t_fallback - req.t_start)
 
     def _result(self, req: _Req, value: tuple[float, list[float], dict[str, float],
                                                list[StepTiming]]) -> RequestResult:
@@ -226,7 +285,7 @@ class _Replay:
                                        self.config.mec_queue_limit)
         server.busy_until = self.busy_until
         server.last_iteration_s = self.last_iteration_s
-        sim = BatchSim(self.model, server)
+        sim = BatchSim(self.model, server, fallback=self.config.fallback)
         for k, (d, wl, lk, t0) in enumerate(self.reqs):
             while sim.next_time() < t0:
                 sim.step()
@@ -268,7 +327,7 @@ def run_policy_batched(model: LatencyModel, actions: SplitActions, policy: Any, 
     variants = config.variants(model)
     fleet = Fleet(config, len(variants), _mean_gap(model, config), rng)
     server = BatchServer.for_model(model, config.mec_config, config.mec_queue_limit)
-    sim = BatchSim(model, server, detail)
+    sim = BatchSim(model, server, detail, config.fallback)
     replay = _Replay(model, config, server)
     horizon, window = config.horizon_s, config.probe_window_s
     out: list[RequestResult] = []

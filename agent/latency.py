@@ -24,10 +24,19 @@ that finds all slots taken waits for the earliest one to free up (``MEC wait``).
 queue limit rejects new sessions while that many are waiting; policies see this as a masked
 action (see :mod:`agent.actions`).
 
-This is the exclusive-slot MEC (``--mec-model slots``, the default). The iteration-level
-batching MEC (``--mec-model batch``) is :mod:`agent.mec_server`; its requests are priced with
+This is the exclusive-slot MEC (``--mec-model slots``). The iteration-level batching MEC
+(``--mec-model batch``, the default) is :mod:`agent.mec_server`; its requests are priced with
 the same step rules by :mod:`agent.batchsim`, all together, since an iteration's length
 depends on every session in it.
+
+**Local fallback** (optional, ``--fallback F``; the device runtime's rule, owned here by
+:func:`fallback_start` and :func:`apply_fallback`): a request whose plan computes only on the
+MEC (:attr:`agent.plan.Plan.mec_only`) and whose final output is not on the device ``F`` times
+its local latency after its start is also run locally from that time, from scratch; it ends
+with whichever run finishes first (each user-visible output counts when the first of the two
+has it), and its MEC session is released then (a slot is held only until then; a batching
+session leaves the batch). So no such request takes more than ``(1 + F)`` times its local
+latency. The emulator's device does the same (:mod:`emulator.device`).
 
 Not modelled, on purpose: TCP slow start after idle (the emulator sets
 ``net.ipv4.tcp_slow_start_after_idle=0`` and ``TCP_NODELAY``), packet loss and retransmission,
@@ -60,6 +69,9 @@ __all__ = [
     "PlanGen",
     "RequestResult",
     "StepTiming",
+    "apply_fallback",
+    "fallback_start",
+    "local_run",
     "plan_timeline",
     "run_plan",
     "simulate_request",
@@ -321,6 +333,9 @@ class RequestResult:
     token_times: tuple[float, ...] = ()
     steps: tuple[StepTiming, ...] = ()
     t_arrival: float | None = None
+    fallback_s: float | None = None
+    """The local fallback won: the device started running the request itself this long after
+    ``t_start`` and finished before the MEC's final output came (``None``: it did not)."""
 
     @property
     def latency_s(self) -> float:
@@ -345,7 +360,8 @@ class RequestResult:
 
     @property
     def offloaded(self) -> bool:
-        return self.upload_bytes > 0 or self.mec_s > 0
+        """Whether its plan used the MEC (a request its local fallback ended counts)."""
+        return self.upload_bytes > 0 or self.mec_s > 0 or self.fallback_s is not None
 
     def to_record(self) -> dict[str, Any]:
         """A dict shaped as the emulator's per-request record."""
@@ -360,7 +376,8 @@ class RequestResult:
                            "upload_bytes": self.upload_bytes, "mec_wait_s": self.mec_wait_s,
                            "mec_s": self.mec_s, "download_s": self.download_s,
                            "download_bytes": self.download_bytes},
-                "steps": [s.to_json() for s in self.steps]}
+                "steps": [s.to_json() for s in self.steps],
+                **({"fallback_s": self.fallback_s} if self.fallback_s is not None else {})}
 
 
 _SIDE = ("device", "mec")
@@ -371,17 +388,20 @@ PlanGen = Generator[tuple[float, Any], tuple[float, float], tuple[float, list[fl
                                                               dict[str, float], list[StepTiming]]]
 
 
-def plan_timeline(plan: Plan, link: Link, t_start: float, detail: bool = True) -> PlanGen:
+def plan_timeline(plan: Plan, link: Link, t_start: float, detail: bool = True,
+                  device_on: list[float] | None = None) -> PlanGen:
     """The pricing rules of a plan (the module docstring), as a coroutine: yields ``(ready,
     step)`` for each MEC computation (``ready``: when its inputs are on the MEC and this
     session's previous MEC work is done) and is sent back its ``(start, seconds)``; returns
-    ``(t_end, token_times, totals, steps)``.
+    ``(t_end, token_times, totals, steps)``. ``device_on`` (``inf`` for every item, when
+    given) is filled as the timeline goes with when each item is on the device (a caller that
+    ends the request early reads the outputs already there).
 
     The one owner of the rules: :func:`run_plan` drives it with an exclusive MEC slot,
     :class:`agent.batchsim.BatchSim` with the shared batching server."""
     inf = float("inf")
     n = len(plan.item_names)
-    on = ([inf] * n, [inf] * n)
+    on = (device_on if device_on is not None else [inf] * n, [inf] * n)
     for i in plan.initial:
         on[DEVICE][i] = t_start
     d = link.one_way_delay_s
@@ -476,18 +496,73 @@ def run_plan(plan: Plan, link: Link, t_start: float, mec: MecState | None = None
     return t_end, tokens, totals, rows, slot, sess_start, sess_end
 
 
+def fallback_start(model: LatencyModel, plan: Plan, workload: Workload, t_start: float,
+                   fallback: float | None) -> float:
+    """When the device starts its local fallback run of ``plan`` started at ``t_start`` if the
+    final output is not there by then (``inf``: no fallback for this plan; see the module
+    docstring)."""
+    if fallback is None or not plan.mec_only:
+        return float("inf")
+    return t_start + fallback * model.local_latency(workload)
+
+
+def local_run(model: LatencyModel, workload: Workload, link: Link,
+               t0: float) -> tuple[float, list[float]]:
+    """``(t_end, token_times)`` of the whole request run on the device from ``t0``."""
+    local = Decision({p.name: p.n_blocks for p in model.passes})
+    t_end, tokens, *_ = run_plan(model.plan(local, workload), link, t0, None, detail=False)
+    return t_end, tokens
+
+
+def apply_fallback(model: LatencyModel, res: RequestResult, workload: Workload, link: Link,
+                   t_fallback: float) -> RequestResult:
+    """``res`` (the plan's own timeline) raced by a local run from ``t_fallback``: unchanged
+    when the plan's final output comes first, else ending when the local run does."""
+    if t_fallback >= res.t_end:
+        return res
+    t_end, tokens = local_run(model, workload, link, t_fallback)
+    if t_end >= res.t_end:
+        return res
+    if len(tokens) != len(res.token_times):
+        raise AssertionError("a local run and the plan see different outputs")
+    return RequestResult(
+        device=res.device, workload=res.workload, split=res.split, splits=res.splits,
+        t_start=res.t_start, t_end=t_end, device_s=res.device_s + (t_end - t_fallback),
+        upload_s=res.upload_s, upload_bytes=res.upload_bytes, mec_wait_s=res.mec_wait_s,
+        mec_s=res.mec_s, download_s=res.download_s, download_bytes=res.download_bytes,
+        token_times=tuple(min(a, b) for a, b in zip(res.token_times, tokens, strict=True)),
+        steps=res.steps, t_arrival=res.t_arrival, fallback_s=t_fallback - res.t_start)
+
+
 def simulate_request(model: LatencyModel, link: Link, decision: Decision, workload: Workload,
                      t_start: float, mec: MecState | None = None, *, device: str = "device0",
-                     detail: bool = True, t_arrival: float | None = None) -> RequestResult:
+                     detail: bool = True, t_arrival: float | None = None,
+                     fallback: float | None = None) -> RequestResult:
     """Simulate one request started at ``t_start`` and return its timeline.
 
     ``mec`` is updated (the session's slot is committed) when given; with ``None`` the MEC is
     idle and unlimited. With ``detail=False`` the per-step rows are not kept (faster).
+    ``fallback``: the device's local fallback (module docstring); when the local run wins, the
+    slot is held only until the request ends (not at all when its session had not started).
+    ``steps`` stay the plan's own timeline.
     """
     plan = model.plan(decision, workload)
     t_end, tokens, tot, rows, slot, s0, s1 = run_plan(plan, link, t_start, mec, detail=detail)
+    res = _result(model, decision, device, t_start, t_end, tokens, tot, rows, t_arrival)
+    t_fb = fallback_start(model, plan, workload, t_start, fallback)
+    if t_fb < t_end:
+        res = apply_fallback(model, res, workload, link, t_fb)
+        s1 = min(s1, res.t_end)
+        if s0 >= res.t_end:
+            slot = -1
     if slot >= 0 and mec is not None:
         mec.commit(slot, s0, s1)
+    return res
+
+
+def _result(model: LatencyModel, decision: Decision, device: str, t_start: float,
+            t_end: float, tokens: list[float], tot: dict[str, float], rows: list[StepTiming],
+            t_arrival: float | None) -> RequestResult:
     return RequestResult(device=device, workload=model.model, split=decision.action,
                          splits=decision.splits, t_start=t_start, t_end=t_end,
                          device_s=tot["device_s"], upload_s=tot["upload_s"],

@@ -138,6 +138,9 @@ def exact_optimum(model: LatencyModel, actions: SplitActions, inst: Instance,
         raise AgentError("the exact optimum searches the slot MEC (its state dominance is over "
                          "slot release times); give the scenario mec_model='slots' "
                          "(--mec-model slots)")
+    if config.fallback is not None:
+        raise AgentError("the exact optimum does not search with the device's local fallback "
+                         "(a released slot breaks its state dominance); drop --fallback")
     response = objective == "response"
     n_dev = len(inst.arrivals)
     r_max = inst.requests_per_device

@@ -39,11 +39,12 @@ class Oracle:
         self.actions = actions
 
     def decide_future(self, link: Link, mec: MecState, workload: Workload,
-                      t_start: float) -> Decision:
-        """The slot MEC: each plan priced on a copy of the MEC's reservations."""
+                      t_start: float, *, fallback: float | None = None) -> Decision:
+        """The slot MEC: each plan priced on a copy of the MEC's reservations (with the
+        device's local ``fallback``, :func:`agent.latency.fallback_start`)."""
         def end(d: Decision) -> float:
             return simulate_request(self.model, link, d, workload, t_start, mec.copy(),
-                                    detail=False).t_end
+                                    detail=False, fallback=fallback).t_end
 
         return self.decide_with(end, mec.accepts(t_start), workload, t_start)
 

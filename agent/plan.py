@@ -117,6 +117,14 @@ class Plan:
     def offloaded(self) -> bool:
         return any(s.kind == COMPUTE and s.side == MEC for s in self.steps)
 
+    @property
+    def mec_only(self) -> bool:
+        """Every computation runs on the MEC (the device only sends the input and receives
+        what the user sees): the plans a local fallback may race
+        (:func:`agent.latency.fallback_start`)."""
+        return self.offloaded and not any(s.kind == COMPUTE and s.side == DEVICE
+                                          for s in self.steps)
+
     def side_steps(self, side: int) -> tuple[Step, ...]:
         """The steps ``side`` runs, in order: its computations and the sends it issues."""
         return tuple(s for s in self.steps if s.side == side)

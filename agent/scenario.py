@@ -68,6 +68,10 @@ class ScenarioConfig:
     mec_max_batch: int = 8
     mec_memory_gb: float | None = None
     mec_batch_curve: str = "auto"
+    fallback: float | None = None
+    """The device's local fallback (:func:`agent.latency.fallback_start`): a request whose plan
+    computes only on the MEC is also run locally once this many times its local latency has
+    passed without its final output; the first to finish ends it. ``None``: off."""
 
     @property
     def mec_config(self) -> MecConfig:
@@ -90,6 +94,8 @@ class ScenarioConfig:
             (self.probe_window_s > 0, f"probe window must be > 0 s, got {self.probe_window_s}"),
             (self.mask_budget is None or self.mask_budget >= 1.0,
              f"--mask-budget must be >= 1 (times the local latency), got {self.mask_budget}"),
+            (self.fallback is None or (math.isfinite(self.fallback) and self.fallback >= 0),
+             f"--fallback must be >= 0 (times the local latency), got {self.fallback}"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -116,7 +122,9 @@ class FuturePolicy(Protocol):
     name: str
 
     def decide_future(self, link: Link, mec: MecState, workload: Workload,
-                      t_start: float) -> Decision: ...
+                      t_start: float) -> Decision:
+        """The decision; with the scenario's local fallback on, called with ``fallback=F``
+        too (:meth:`agent.oracle.Oracle.decide_future`)."""
 
 
 _SCALED: dict[tuple[int, int], tuple[Trace, Trace]] = {}
@@ -226,6 +234,8 @@ def run_policy(model: LatencyModel, actions: SplitActions, policy: Policy | Futu
     horizon = config.horizon_s
     window = config.probe_window_s
     future = hasattr(policy, "decide_future")
+    # a look-ahead policy prices with the device's fallback (only asked of one when it is on)
+    fb = {"fallback": config.fallback} if config.fallback is not None else {}
     out: list[RequestResult] = []
     count = [0] * fleet.n
     while True:
@@ -244,15 +254,16 @@ def run_policy(model: LatencyModel, actions: SplitActions, policy: Policy | Futu
                               mec_queue_len=mec.queue_len(t), mec_busy_slots=mec.busy_slots(t),
                               mec_slots=mec.slots, mec_expected_wait_s=mec.expected_wait(t),
                               time_s=t, mec_accepts=accepts)
-        decision = (policy.decide_future(link, mec, wl, t) if future  # type: ignore[union-attr]
-                    else policy.decide(obs))  # type: ignore[union-attr,arg-type]
+        decision = (policy.decide_future(link, mec, wl, t, **fb)  # type: ignore[union-attr]
+                    if future else policy.decide(obs))  # type: ignore[union-attr,arg-type]
         if not accepts and decision.action != actions.local_action:
             decision = actions.decision(actions.local_action, wl)
         if on_decision is not None:
             assert obs is not None
             on_decision(i, link, mec, obs, decision)
         res = simulate_request(model, link, decision, wl, t, mec, device=f"device{i}",
-                               detail=detail, t_arrival=fleet.arrival[i])
+                               detail=detail, t_arrival=fleet.arrival[i],
+                               fallback=config.fallback)
         out.append(res)
         fleet.done(i, res.t_end)
         count[i] += 1
