@@ -71,6 +71,7 @@ __all__ = [
     "StepTiming",
     "apply_fallback",
     "fallback_start",
+    "local_decision",
     "local_run",
     "plan_timeline",
     "run_plan",
@@ -506,11 +507,16 @@ def fallback_start(model: LatencyModel, plan: Plan, workload: Workload, t_start:
     return t_start + fallback * model.local_latency(workload)
 
 
+def local_decision(model: LatencyModel) -> Decision:
+    """Every block of every pass on the device (what a local fallback runs)."""
+    return Decision({p.name: p.n_blocks for p in model.passes})
+
+
 def local_run(model: LatencyModel, workload: Workload, link: Link,
-               t0: float) -> tuple[float, list[float]]:
+              t0: float) -> tuple[float, list[float]]:
     """``(t_end, token_times)`` of the whole request run on the device from ``t0``."""
-    local = Decision({p.name: p.n_blocks for p in model.passes})
-    t_end, tokens, *_ = run_plan(model.plan(local, workload), link, t0, None, detail=False)
+    plan = model.plan(local_decision(model), workload)
+    t_end, tokens, *_ = run_plan(plan, link, t0, None, detail=False)
     return t_end, tokens
 
 

@@ -74,6 +74,9 @@ def main() -> int:
                    help="batching MEC: batch curve (default auto: the model's measured H200 "
                         "profile, profiles/<model>.mec-gpu.json, as a shape on the CPU "
                         "profile / 10)")
+    p.add_argument("--fallback", type=float, default=None, metavar="F",
+                   help="the devices' local fallback after F x the local latency, for every "
+                        "policy (agent.latency.fallback_start; default off)")
     a = p.parse_args()
     if a.explain and a.mec_model != "slots":
         p.error("--explain needs --mec-model slots")
@@ -108,7 +111,8 @@ def main() -> int:
         acts = SplitActions(model)
         local = model.local_latency(Workload(model_name))
         mec_kw: dict[str, Any] = {"mec_model": a.mec_model, "mec_max_batch": a.mec_max_batch,
-                                  "mec_batch_curve": a.mec_batch_curve}
+                                  "mec_batch_curve": a.mec_batch_curve,
+                                  "fallback": a.fallback}
         # fixed: the best single template on the bundled training traces, chosen once
         pols = build_policies([f"default:{a.default}" if a.default != "default" else "default",
                                *BASELINES, "oracle"], dev, mec, model, acts,
@@ -161,7 +165,10 @@ def main() -> int:
                 f"one batching MEC, batch <= {a.mec_max_batch}, curve {a.mec_batch_curve}"
                 + (" (profiles/<model>.mec-gpu.json)" if a.mec_batch_curve == "auto" else ""))
     print(f"\nscenario: 4 devices, {mec_text} (queue limit 4), 10 ms one-way, mec-speedup 10, "
-          f"load 0.5; {a.files} files per family (seed {a.seed}); mean latency in s; "
+          f"load 0.5"
+          + (f", local fallback after {a.fallback:g} x the local latency"
+             if a.fallback is not None else "")
+          + f"; {a.files} files per family (seed {a.seed}); mean latency in s; "
           f"{time.perf_counter() - t0:.0f} s")
     head = (f"{'model':<5} {'family':<9} {'scale':>5} {'n':>5} " + " ".join(
         f"{k:>9}" for k in ("default", *BASELINES, "oracle")) + f" {'/oracle':>8} {'/best':>6}"

@@ -14,6 +14,13 @@ Per request (arrivals: Poisson at ``rate`` per second from a seeded generator, o
    sender thread and the device goes on. The request ends when its final output is on the
    device; every user-visible output's arrival is recorded (LLM tokens: TTFT, TPOT). The MEC's
    ``REPORT`` gives its side's stamps; the device then sends ``RELEASE``.
+4. *fall back* (``--fallback F``, :func:`agent.latency.fallback_start`, the rule the simulator
+   prices): when a plan that computes only on the MEC has no final output ``F`` times the local
+   latency after the start, the device runs the whole request itself too, step by step; the
+   first of the two to finish ends it (each output counts when the first of them had it). If
+   the local run wins, the device sends ``RELEASE`` at once (the MEC drops the session) and
+   ignores what the MEC still sends for it; the record has ``fallback_s``, no ``steps`` (the
+   MEC's stamps never came) and phases of the local run and the bytes sent up.
 
 Compute is profiled (:mod:`emulator.compute`) or, with ``--compute execute``, the profiler's
 ONNX pieces (:mod:`emulator.steps`; outputs the MEC sent are checked against local execution
@@ -51,7 +58,7 @@ from typing import Any
 import numpy as np
 
 from agent.errors import AgentError
-from agent.latency import LatencyModel
+from agent.latency import LatencyModel, fallback_start, local_decision
 from agent.plan import COMPUTE, DEVICE, SEND, Plan
 from agent.policy import Policy, Workload
 from emulator.compute import JITTERS, ProfiledCompute, background_thread, realtime_thread
@@ -118,7 +125,7 @@ class Device:
                  policy: Policy, compute: ProfiledCompute, workload: Workload, t0: float,
                  estimator: LinkEstimator | None = None, runner: PieceRunner | None = None,
                  seed: int = 0, mec_speedup: float = 1.0, data_timeout_s: float = 600.0,
-                 report_dir: Path | None = None) -> None:
+                 report_dir: Path | None = None, fallback: float | None = None) -> None:
         self.index = index
         self.sock = sock
         self._tcp = SentSince(sock)
@@ -135,6 +142,11 @@ class Device:
         self.data_timeout_s = data_timeout_s
         self.report_dir = report_dir
         """Where the MEC writes the REPORT stamps it names (``--report-dir``), else None."""
+        self.fallback = fallback
+        """The local fallback's F (``--fallback``), or None: off."""
+        self._released: set[int] = set()
+        """Requests ended by their local fallback: what the MEC still sends for them is
+        dropped."""
         self.next_id = 1
         self.in_flight: dict[str, Any] | None = None
         """The request being run (what is known of it so far), or None: written as an
@@ -163,6 +175,10 @@ class Device:
                     break
                 if "queue" in msg.meta:
                     self.est.queue = QueueState.from_json(msg.meta["queue"])
+                if msg.request_id in self._released and msg.type in (MsgType.DATA,
+                                                                     MsgType.REPORT):
+                    self._drop_report(msg)
+                    continue
                 if msg.type == MsgType.DATA:
                     inbox = self._inboxes.get(msg.request_id)
                     items = msg.meta.get("items")
@@ -275,19 +291,36 @@ class Device:
                         Message(MsgType.DATA, rid, self.steps.pass_index(st.pass_name), st.rep,
                                 meta=meta, payload=payload),
                         on_start=stamp_into(row))
-            t_end = inbox.wait([plan.final], self.data_timeout_s, t_start)
-            tokens = [inbox.wait([o], self.data_timeout_s, t_start) for o in plan.outputs]
-            report = self._report(rid) if plan.offloaded else None
+            fell = None
+            t_fb = fallback_start(self.model, plan, self.workload, t_start, self.fallback)
+            if t_fb < float("inf") and inbox.wait_until([plan.final], t_fb) is None:
+                self.in_flight["fallback_s"] = time.monotonic() - t_start
+                fell = self._fall_back(inbox, plan, seed)
+            if fell is not None:
+                t_fell, t_end, tokens = fell
+                self.in_flight["fallback_s"] = t_fell - t_start
+                report = None
+                self._released.add(rid)  # before the inbox goes: late DATA is dropped
+            else:
+                t_end = inbox.wait([plan.final], self.data_timeout_s, t_start)
+                tokens = [inbox.wait([o], self.data_timeout_s, t_start) for o in plan.outputs]
+                report = self._report(rid) if plan.offloaded else None
         finally:
             if plan.offloaded:
                 with contextlib.suppress(ProtocolError):
                     self.sender.send(Message(MsgType.RELEASE, rid))
             self._inboxes.pop(rid, None)
             self._reports.pop(rid, None)
-        steps = self._step_rows(plan, rows, inbox, report, t_start)
-        for row in steps:
-            if row["kind"] == "send" and row["side"] == "up" and row["nbytes"] > 0:
-                self.est.add_upload(row["nbytes"], row["t_end"] - row["t_start"], t_end)
+        if fell is None:
+            steps = self._step_rows(plan, rows, inbox, report, t_start)
+            phases = _phases(steps)
+            for row in steps:
+                if row["kind"] == "send" and row["side"] == "up" and row["nbytes"] > 0:
+                    self.est.add_upload(row["nbytes"], row["t_end"] - row["t_start"], t_end)
+        else:  # released before the MEC reported: its side's stamps are not known
+            steps = []
+            phases = {**_phases([]), "device_s": t_end - fell[0], "upload_bytes": sum(
+                st.nbytes for st in plan.steps if st.kind == SEND and st.side == DEVICE)}
         check = None
         if self.steps.runner is not None and self.steps.runner.threaded:
             # the reference generation runs after the run (finish_checks), not between
@@ -299,7 +332,6 @@ class Device:
         rel = [x - self.t0 for x in tokens]
         ttft = tokens[0] - t_start
         tpot = (tokens[-1] - tokens[0]) / (len(tokens) - 1) if len(tokens) > 1 else None
-        phases = _phases(steps)
         up = self._tcp.take()  # what this device's socket sent since the previous record
         self.in_flight = None
         return {
@@ -320,7 +352,41 @@ class Device:
             **({"uplink_tcp": up} if up is not None else {}),
             **({"downlink_tcp": report["tcp"]} if report and "tcp" in report else {}),
             **({"check": check} if check is not None else {}),
+            **({"fallback_s": fell[0] - t_start} if fell is not None else {}),
         }
+
+    def _fall_back(self, inbox: Inbox, plan: Plan, seed: int
+                   ) -> tuple[float, float, list[float]] | None:
+        """Run the whole request here, step by step, while the MEC's outputs may still come
+        (module docstring, 4): ``(t_fallback, t_end, output_times)`` when the local run
+        finished first, ``None`` when the MEC's final output was here first."""
+        t_fb = time.monotonic()
+        local = self.model.plan(local_decision(self.model), self.workload)
+        mine = Inbox()
+        mine.put(local.initial, t_fb)
+        t_e = t_fb
+        for st in local.steps:
+            if inbox.time(plan.final) is not None:
+                return None
+            self.steps.run(st, seed)
+            t_e = time.monotonic()
+            mine.put(st.makes, t_e)
+        t_mec = inbox.time(plan.final)
+        if t_mec is not None and t_mec <= t_e:
+            return None
+        times = []
+        for o_mec, o_loc in zip(plan.outputs, local.outputs, strict=True):
+            a, b = inbox.time(o_mec), mine.time(o_loc)
+            assert b is not None
+            times.append(b if a is None else min(a, b))
+        return t_fb, t_e, times
+
+    def _drop_report(self, msg: Message) -> None:
+        """A REPORT for a request its fallback ended: remove the stamps file it names."""
+        name = msg.meta.get("report_file")
+        if msg.type == MsgType.REPORT and isinstance(name, str) and self.report_dir:
+            with contextlib.suppress(OSError):
+                (self.report_dir / Path(name).name).unlink(missing_ok=True)
 
     def finish_checks(self, recs: list[dict[str, Any]]) -> None:
         """Check the tokens of the requests in ``recs`` (held since they ran), below the
@@ -435,6 +501,10 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--pieces", default=None, help="export directory of the pieces (execute)")
     ap.add_argument("--mec-speedup", type=float, default=1.0,
                     help="passed to the policy's latency model")
+    ap.add_argument("--fallback", type=float, default=None, metavar="F",
+                    help="run a request that computes only on the MEC locally too once F times "
+                         "its local latency has passed without its final output; the first "
+                         "to finish ends it (agent.latency.fallback_start; default off)")
     ap.add_argument("--probe-bytes", type=int, default=32_768,
                     help="payload of a throughput probe echo (0: never probe)")
     ap.add_argument("--no-realtime", action="store_true",
@@ -477,13 +547,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         host, _, port = args.mec.rpartition(":")
         sock = connect(host, int(port), window_clamp=args.window_clamp,
                        congestion=args.tcp_congestion)
+        if args.fallback is not None and not (args.fallback >= 0 and args.fallback < 1e6):
+            raise EmulatorError(f"--fallback must be >= 0 (times the local latency), got "
+                                f"{args.fallback}")
+        if args.fallback is not None and args.compute == "execute":
+            raise EmulatorError("--fallback runs with profiled compute only (an executed "
+                                "local run would need the request's tensors checked twice)")
         runner = None
         if args.compute == "execute":
             runner = PieceRunner(profile, find_pieces_dir(profile, args.pieces))
         dev = Device(args.index, sock, profile, mec_profile, policy,
                      ProfiledCompute(profile, comp_rng, args.jitter), workload, 0.0,
                      LinkEstimator(probe_bytes=args.probe_bytes), runner, args.seed,
-                     mec_speedup=args.mec_speedup, report_dir=args.report_dir)
+                     mec_speedup=args.mec_speedup, report_dir=args.report_dir,
+                     fallback=args.fallback)
         dev.hello()
         t0 = time.monotonic() if args.t0 is None else args.t0
         if args.wait_go:

@@ -109,14 +109,16 @@ def replay(records: Iterable[Mapping[str, Any]], device: Profile, mec: Profile, 
 
 
 def simulate_record(model: LatencyModel, link: Link, rec: Mapping[str, Any],
-                    mec: MecState | None = None, *, detail: bool = False) -> RequestResult:
+                    mec: MecState | None = None, *, detail: bool = False,
+                    fallback: float | None = None) -> RequestResult:
     """The simulator's timeline of one emulator record: its decision, workload and start time
-    (clamped at trace time 0) on ``link``, with ``mec`` (``None``: an idle MEC)."""
+    (clamped at trace time 0) on ``link``, with ``mec`` (``None``: an idle MEC) and the
+    devices' local ``fallback`` (:func:`agent.latency.fallback_start`)."""
     splits = {k: tuple(v) if isinstance(v, list) else int(v) for k, v in rec["splits"].items()}
     return simulate_request(model, link, Decision(splits, int(rec.get("split", -1))),
                             Workload(rec["workload"], dict(rec["repeats"])),
                             max(float(rec["t_start"]), 0.0), mec, device=str(rec["device"]),
-                            detail=detail)
+                            detail=detail, fallback=fallback)
 
 
 def _session_ready(rec: Mapping[str, Any]) -> float | None:
@@ -132,13 +134,14 @@ def _decision(rec: Mapping[str, Any]) -> tuple[Decision, Workload]:
 
 
 def replay_batched(model: LatencyModel, link: Link, records: Iterable[Mapping[str, Any]],
-                   mec_config: MecConfig, mec_sessions: str = "predicted") -> list[Pair]:
+                   mec_config: MecConfig, mec_sessions: str = "predicted",
+                   fallback: float | None = None) -> list[Pair]:
     """Every record through one batching MEC, in start order (see the module docstring)."""
     from agent.batchsim import BatchSim
     from agent.mec_server import BatchServer
 
     recs = sorted(records, key=lambda r: float(r["t_start"]))
-    sim = BatchSim(model, BatchServer.for_model(model, mec_config))
+    sim = BatchSim(model, BatchServer.for_model(model, mec_config), fallback=fallback)
     results: dict[int, RequestResult] = {}
     for k, rec in enumerate(recs):
         t = max(float(rec["t_start"]), 0.0)
@@ -156,17 +159,19 @@ def replay_batched(model: LatencyModel, link: Link, records: Iterable[Mapping[st
 
 def replay_with(model: LatencyModel, link: Link, records: Iterable[Mapping[str, Any]], *,
                 mec_slots: int, mec_sessions: str = "measured",
-                mec_config: MecConfig | None = None) -> list[Pair]:
+                mec_config: MecConfig | None = None,
+                fallback: float | None = None) -> list[Pair]:
     """:func:`replay` with a ready latency model and link (``mec_config`` of model ``batch``:
-    :func:`replay_batched`)."""
+    :func:`replay_batched`) and the devices' local ``fallback``. A request its fallback ended
+    has no MEC stamps in its record: its session is predicted in either mode."""
     if mec_sessions not in ("measured", "predicted"):
         raise ValueError(f"mec_sessions must be 'measured' or 'predicted', not {mec_sessions!r}")
     if mec_config is not None and mec_config.model == "batch":
-        return replay_batched(model, link, records, mec_config, mec_sessions)
+        return replay_batched(model, link, records, mec_config, mec_sessions, fallback)
     recs = list(records)
 
     def run(rec: Mapping[str, Any], state: MecState | None, detail: bool = False) -> Any:
-        return simulate_record(model, link, rec, state, detail=detail)
+        return simulate_record(model, link, rec, state, detail=detail, fallback=fallback)
 
     if mec_sessions == "predicted":  # FIFO by when each session's first MEC computation is ready
         key = []

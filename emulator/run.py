@@ -136,6 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "else the model's shipped GPU profile profiles/<model>.mec-gpu.json as a "
                    "shape, else llama7b-gpu), 'profile', 'llama7b-gpu' (a published GPU curve "
                    "on the batch-1 profile) or a batch profile file")
+    g.add_argument("--fallback", type=float, default=None, metavar="F",
+                   help="devices run a request that computes only on the MEC locally too once "
+                   "F times its local latency has passed without its final output; the first "
+                   "to finish ends it and the MEC session is released (profiled compute; "
+                   "default off)")
     g.add_argument("--compute", choices=("profiled", "execute"), default="profiled",
                    help="wait out profiled block times, or execute ONNX pieces")
     g.add_argument("--pieces", default=None,
@@ -220,6 +225,7 @@ class _Simulator:
         from agent.link import Link
 
         self.model = LatencyModel(dev, mec, mec_speedup=plan.mec_speedup)
+        self.fallback = plan.fallback
         self.slots = plan.mec_slots
         self.mec_config = plan.mec_config
         up = (getattr(net, "up_traces", None) or [plan.trace])[0]
@@ -240,7 +246,7 @@ class _Simulator:
     def __call__(self, rec: dict[str, Any]) -> dict[str, Any]:
         from emulator.parity import simulate_record
 
-        r = simulate_record(self.model, self.link, rec).to_record()
+        r = simulate_record(self.model, self.link, rec, fallback=self.fallback).to_record()
         return {"latency_s": r["latency_s"], "ttft_s": r["ttft_s"], "tpot_s": r["tpot_s"],
                 "phases": r["phases"]}
 
@@ -252,7 +258,8 @@ class _Simulator:
         out: dict[str, Any] = {}
         for mode in ("measured", "predicted"):
             pairs = replay_with(self.model, self.link, records, mec_slots=self.slots,
-                                mec_sessions=mode, mec_config=self.mec_config)
+                                mec_sessions=mode, mec_config=self.mec_config,
+                                fallback=self.fallback)
             out[f"mec_{mode}"] = compare(pairs)
         own = ("iteration-level batching, agent.batchsim, every request together"
                if self.mec_config is not None and self.mec_config.model == "batch"
@@ -359,6 +366,11 @@ def _plan(args: argparse.Namespace) -> tuple[RunPlan, Any, Any]:
     _check_range("--scale", args.scale, 1e-6, 1e6)
     _check_range("--mec-speedup", args.mec_speedup, 1e-3, 1e6)
     _check_range("--load", args.load, 1e-6, 100)
+    if args.fallback is not None:
+        _check_range("--fallback", args.fallback, 0, 1e6)
+        if args.compute != "profiled":
+            raise EmulatorError("--fallback runs with profiled compute only (give --compute "
+                                "profiled)", 2)
     if args.queue_bytes is not None:
         _check_range("--queue-bytes", args.queue_bytes, 3028, 1 << 31)
     if args.window_clamp is not None:
@@ -446,7 +458,7 @@ def _plan(args: argparse.Namespace) -> tuple[RunPlan, Any, Any]:
                    realtime=(not args.no_realtime and args.network == "mininet"
                              and args.compute == "profiled"),
                    pieces=pieces, startup_timeout_s=60.0 + 15.0 * args.devices,
-                   window_clamp=args.window_clamp,
+                   window_clamp=args.window_clamp, fallback=args.fallback,
                    payload_scale=float(rate_mode["payload_scale"]), high_rate=rate_mode)
     del policy
     return plan, dev, mec
@@ -481,7 +493,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
                            "sha256": file_sha256(plan.device_profile)},
         "mec_profile": {"path": str(plan.mec_profile), "sha256": file_sha256(plan.mec_profile)},
         "network": args.network, "delay_ms": args.delay_ms, "downlink": args.downlink,
-        "load": None if plan.rate is None else args.load,
+        "load": None if plan.rate is None else args.load, "fallback": plan.fallback,
         "resolved_scenario": resolved_scenario(args.scenario_file, args, "emulator"),
     }
     prov = provenance(list(argv), args.seed, inputs)
@@ -492,7 +504,9 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
           f"policy {plan.policy}, MEC speedup {plan.mec_speedup:g}, delay {args.delay_ms:g} ms, "
           f"{arrivals}, trace {plan.trace.label} x{args.scale:g} "
           f"(mean {plan.trace.mean_bps() / 1e6:.2f} Mbit/s), "
-          f"{plan.duration_s:g} s -> {plan.out_dir}", file=sys.stderr, flush=True)
+          + (f"local fallback after {plan.fallback:g} x the local latency, "
+             if plan.fallback is not None else "")
+          + f"{plan.duration_s:g} s -> {plan.out_dir}", file=sys.stderr, flush=True)
     hr = plan.high_rate
     if hr.get("active"):
         print(f"emulator: high-rate mode: payloads and link x{plan.payload_scale:.4g} "

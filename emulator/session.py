@@ -76,6 +76,8 @@ class RunPlan:
     shared_cell: bool = False
     mec_speedup: float = 1.0
     probe_bytes: int = 32_768
+    fallback: float | None = None
+    """The devices' local fallback (``--fallback F``; None: off)."""
     startup_timeout_s: float = 90.0
     progress: bool = True
     realtime: bool = True
@@ -239,6 +241,7 @@ def run_session(plan: RunPlan, net: Any, predictor: Any, provenance: dict[str, A
             argv += [] if plan.realtime else ["--no-realtime"]
             argv += ["--compute", plan.compute, "--window-clamp", str(clamp), *cc]
             argv += ["--report-dir", str(reports)]
+            argv += ["--fallback", repr(plan.fallback)] if plan.fallback is not None else []
             argv += ["--pieces", str(plan.pieces)] if plan.pieces else []
             for r in plan.repeats:
                 argv += ["--repeat", r]

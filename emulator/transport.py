@@ -144,6 +144,22 @@ class Inbox:
                 self._cv.wait(min(left, 1.0))
 
 
+    def wait_until(self, items: Iterable[int], deadline: float) -> float | None:
+        """Block until every item is here (their latest arrival time) or until ``deadline``
+        (``time.monotonic()``; ``None`` then). Raises :class:`ProtocolError` on :meth:`fail`."""
+        need = tuple(items)
+        with self._cv:
+            while True:
+                if self._error is not None:
+                    raise ProtocolError(self._error)
+                if all(it in self._t for it in need):
+                    return max((self._t[it] for it in need), default=None)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._cv.wait(min(left, 1.0))
+
+
 class Sender:
     """One thread that writes queued messages to a socket in order (a FIFO per direction).
 
