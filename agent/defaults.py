@@ -193,6 +193,9 @@ SCENARIO_KEYS: dict[str, dict[str, _Key]] = {
     },
     "devices": {
         "count": _Key("int", "devices sharing the MEC", "devices", "devices", 1),
+        "fallback": _Key("float", "local fallback: a request that computes only on the MEC is "
+                         "run on the device too once X times its local latency has passed "
+                         "without its final output (default off)", "fallback", "fallback", 0),
     },
     "mec": {
         "speedup": _Key("float", "MEC block times divided by X", "mec_speedup", "mec_speedup",

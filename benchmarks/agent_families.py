@@ -157,6 +157,9 @@ def main() -> int:
                       + f" | default/oracle {r_orc:.3f} default/best-baseline {r_base:.3f} "
                       + f"(default - {best}: {diff.mean():+.4f} s, 2 SE {band:.4f} s) "
                       + ("OK" if good else "MISSED"), flush=True)
+                if a.fallback is not None:
+                    print("    " + fallback_line(model, [r for rs in res["default"] for r in rs],
+                                                 a.fallback * local), flush=True)
                 if a.explain and not good:
                     for line in explain(model, acts, pols["default"], traces, cfg, a.seed,
                                         means["oracle"]):
@@ -185,6 +188,29 @@ def main() -> int:
           f"<= best baseline); {sum(r[8] for r in rows)} more miss only the baseline, by less "
           "than twice the standard error of the paired difference (MISSED~)")
     return 0 if ok else 1
+
+
+def fallback_line(model: Any, results: list[Any], after_s: float) -> str:
+    """What the local fallback cost the default policy in one cell: the requests whose local
+    run started (a MEC-only plan still running ``after_s`` after its start), those it ended,
+    and the device time of the runs the MEC beat (work thrown away)."""
+    from agent.policy import Decision, Workload
+
+    started = won = 0
+    lost_s = 0.0
+    for r in results:
+        if not model.plan(Decision(r.splits), Workload(r.workload)).mec_only:
+            continue
+        if r.fallback_s is not None:
+            started += 1
+            won += 1
+        elif r.latency_s > after_s:
+            started += 1
+            lost_s += r.latency_s - after_s
+    n = len(results)
+    return (f"fallback (default): local run started for {started}/{n} requests "
+            f"({100 * started / n:.1f}%), ended {won}; device time of the runs the MEC beat "
+            f"{lost_s / n * 1e3:.1f} ms per request")
 
 
 def explain(model: Any, acts: Any, policy: Any, traces: list[Any], cfg: Any, seed: int,
