@@ -72,9 +72,12 @@ class PredictedBatchMec(MecState):
         """Sessions decided so far that are on the MEC at ``t``."""
         return sum(1 for a, b in self._spans if a <= t < b)
 
-    def run(self, plan: Plan, link: Link, t_start: float) -> tuple[float, int, float, float]:
+    def run(self, plan: Plan, link: Link, t_start: float,
+            fallback_end: float = math.inf) -> tuple[float, int, float, float]:
         """Price ``plan`` started at ``t_start``: ``(t_end, slot, session_start, session_end)``
-        (slot -1: nothing ran on the MEC); commits the session."""
+        (slot -1: nothing ran on the MEC); commits the session. ``fallback_end``: when the
+        device's local fallback run would end (the request ends then at the latest, and its
+        session with it)."""
         gen = plan_timeline(plan, link, t_start, False)
         slot = -1
         s0 = s1 = 0.0
@@ -92,6 +95,11 @@ class PredictedBatchMec(MecState):
                 ready, st = gen.send((start, secs))
         except StopIteration as stop:
             t_end = stop.value[0]
+        if t_end > fallback_end:
+            t_end = fallback_end
+            s1 = min(s1, t_end)
+            if s0 >= t_end:
+                slot = -1
         if slot >= 0:
             self.commit(slot, s0, s1)
             self._spans.append((s0, s1))

@@ -55,7 +55,7 @@ from agent.actions import (
     SplitActions,
 )
 from agent.errors import AgentError
-from agent.latency import LatencyModel, MecState, run_plan
+from agent.latency import LatencyModel, MecState, fallback_after, run_plan
 from agent.link import FastTrace, Link
 from agent.observation import (
     HISTORY,
@@ -224,7 +224,8 @@ class AigcSplitEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
             probe_window_s=base.probe_window_s, mask_budget=base.mask_budget,
             workloads=base.workloads, mec_model=base.mec_model,
             mec_max_batch=(int(s["mec_max_batch"]) if self._batching else base.mec_max_batch),
-            mec_memory_gb=base.mec_memory_gb, mec_batch_curve=base.mec_batch_curve)
+            mec_memory_gb=base.mec_memory_gb, mec_batch_curve=base.mec_batch_curve,
+            fallback=base.fallback)
         self._use_tables(s["mec_speedup"], s["device_speed"])
         key = (trace_idx, s["scale"])
         scaled = self._scaled.get(key)
@@ -356,11 +357,18 @@ class AigcSplitEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
             a = self._local
         if offloads[a]:
             mec = self._mec
+            plan = self._plans[v][a]
+            # the device's local fallback (agent.latency.fallback_start), when the scenario has it
+            fb_end = t + fallback_after(plan, local_s, self.config.fallback) + local_s
             if self._batching:
-                t_end = mec.run(self._plans[v][a], self._links[i], t)[0]  # type: ignore[attr-defined]
+                t_end = mec.run(plan, self._links[i], t, fb_end)[0]  # type: ignore[attr-defined]
             else:
-                t_end, _, _, _, slot, s0, s1 = run_plan(self._plans[v][a], self._links[i], t,
-                                                        mec, detail=False)
+                t_end, _, _, _, slot, s0, s1 = run_plan(plan, self._links[i], t, mec,
+                                                        detail=False)
+                if t_end > fb_end:
+                    t_end = fb_end
+                    s1 = min(s1, t_end)
+                    slot = slot if s0 < t_end else -1
                 if slot >= 0:
                     mec.commit(slot, s0, s1)
             offloaded = True

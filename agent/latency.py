@@ -70,6 +70,7 @@ __all__ = [
     "RequestResult",
     "StepTiming",
     "apply_fallback",
+    "fallback_after",
     "fallback_start",
     "local_decision",
     "local_run",
@@ -502,9 +503,15 @@ def fallback_start(model: LatencyModel, plan: Plan, workload: Workload, t_start:
     """When the device starts its local fallback run of ``plan`` started at ``t_start`` if the
     final output is not there by then (``inf``: no fallback for this plan; see the module
     docstring)."""
+    return t_start + fallback_after(plan, model.local_latency(workload), fallback)
+
+
+def fallback_after(plan: Plan, local_s: float, fallback: float | None) -> float:
+    """How long after its start a request of ``plan`` whose local latency is ``local_s``
+    starts its local fallback run (``inf``: never; :func:`fallback_start`)."""
     if fallback is None or not plan.mec_only:
         return float("inf")
-    return t_start + fallback * model.local_latency(workload)
+    return fallback * local_s
 
 
 def local_decision(model: LatencyModel) -> Decision:

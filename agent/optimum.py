@@ -32,6 +32,11 @@ latency (so the first leaf is the per-request oracle's assignment), pruned by
   next start, the MEC's slot release times and queued session starts, clamped at the decision
   time, where earlier values no longer matter) keep only the cheaper one.
 
+With the devices' local fallback (``config.fallback``, :func:`agent.latency.fallback_start`)
+each child is priced with it: the state is still the slot release times and queued starts (a
+request its fallback ended releases its slot then), and the lower bounds stay valid (a request
+that falls back takes at least its local latency, which the bound's minimum includes).
+
 The result says whether the search finished (``proven``); with a node limit it may stop early
 and then only gives the best assignment found.
 """
@@ -138,9 +143,6 @@ def exact_optimum(model: LatencyModel, actions: SplitActions, inst: Instance,
         raise AgentError("the exact optimum searches the slot MEC (its state dominance is over "
                          "slot release times); give the scenario mec_model='slots' "
                          "(--mec-model slots)")
-    if config.fallback is not None:
-        raise AgentError("the exact optimum does not search with the device's local fallback "
-                         "(a released slot breaks its state dominance); drop --fallback")
     response = objective == "response"
     n_dev = len(inst.arrivals)
     r_max = inst.requests_per_device
@@ -206,7 +208,7 @@ def exact_optimum(model: LatencyModel, actions: SplitActions, inst: Instance,
                 continue
             m2 = mec.copy()
             res = simulate_request(model, inst.links[i], actions.decision(a, wl), wl, t, m2,
-                                   detail=False)
+                                   detail=False, fallback=config.fallback)
             # a response time is the service latency plus the same wait for every child
             kids.append((res.t_end - inst.arrivals[i][j] if response else res.latency_s, a,
                          res.t_end, m2))

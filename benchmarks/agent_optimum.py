@@ -53,6 +53,9 @@ def main() -> int:
                    help="policy spec in the 'default' row (e.g. a candidate .zip)")
     p.add_argument("--objective", choices=("response", "service"), default="response",
                    help="the optimum the target is judged against")
+    p.add_argument("--fallback", type=float, default=None, metavar="F",
+                   help="the devices' local fallback after F x the local latency, for the "
+                        "optimum and every policy (agent.latency.fallback_start; default off)")
     a = p.parse_args()
     from agent.actions import SplitActions
     from agent.latency import LatencyModel
@@ -69,7 +72,9 @@ def main() -> int:
         return 2
     ok = True
     print(f"exact offline optimum vs policies; delay {DELAY_S * 1e3:g} ms one-way, "
-          f"mec-speedup {MEC_SPEEDUP:g}, 1 MEC slot, queue limit 4, seed {a.seed}; "
+          f"mec-speedup {MEC_SPEEDUP:g}, 1 MEC slot, queue limit 4, seed {a.seed}"
+          + (f", local fallback after {a.fallback:g} x the local latency"
+             if a.fallback is not None else "") + "; "
           f"target: default and greedy <= {TARGET:g} x the {a.objective} optimum")
     for model_name, fname, scale, n_dev, reqs, load in INSTANCES:
         dev = load_profile(ROOT / "profiles" / f"{model_name}.device.json")
@@ -82,7 +87,7 @@ def main() -> int:
         if scale != 1.0:
             trace = trace.scaled(scale)
         cfg = ScenarioConfig(n_devices=n_dev, mec_slots=1, one_way_delay_s=DELAY_S, load=load,
-                             horizon_s=1e12, mec_model="slots")
+                             horizon_s=1e12, mec_model="slots", fallback=a.fallback)
         print(f"\n{model_name}: {n_dev} device(s) x {reqs} requests on {fname} x {scale:g}, "
               f"load {load:g}; {acts.n_actions} actions ({', '.join(acts.names)})")
         inst = make_instance(model, trace, cfg, a.seed, reqs)

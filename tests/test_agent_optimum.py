@@ -31,7 +31,8 @@ class _Sequence:
     def __init__(self, acts: SplitActions, seq: tuple[int, ...]) -> None:
         self.acts, self.seq, self.k = acts, seq, 0
 
-    def decide_future(self, link: Link, mec: MecState, wl: Workload, t: float) -> Decision:
+    def decide_future(self, link: Link, mec: MecState, wl: Workload, t: float,
+                      **_kw: object) -> Decision:
         a = self.seq[self.k]
         self.k += 1
         return self.acts.decision(a, wl)
@@ -48,7 +49,8 @@ class _Replay:
         self.acts, self.offsets, self.assignment = acts, offsets, assignment
         self.count = [0] * len(offsets)
 
-    def decide_future(self, link: Link, mec: MecState, wl: Workload, t: float) -> Decision:
+    def decide_future(self, link: Link, mec: MecState, wl: Workload, t: float,
+                      **_kw: object) -> Decision:
         i = self.offsets.index(link.offset_s)
         a = self.assignment[(i, self.count[i])]
         self.count[i] += 1
@@ -101,6 +103,36 @@ def test_branch_and_bound_equals_brute_force(objective: str) -> None:
     if objective == "service":
         assert means[0] > opt.total_s * 1.01, (means[0], opt.total_s)
     assert opt.lower_bound_s <= opt.total_s
+
+
+def test_branch_and_bound_equals_brute_force_with_fallback() -> None:
+    """With the devices' local fallback every child is priced with it (a request offloaded
+    into an outage ends (1 + F) x L after its start and frees its slot): still the brute
+    force's best, on a link dark in 40% of its seconds where full offload falls back."""
+    import dataclasses
+
+    import numpy as np
+
+    from traces import Trace
+
+    model, acts, cfg = _setup()
+    cfg = dataclasses.replace(cfg, fallback=0.1)
+    rng = np.random.default_rng(5)
+    t = np.arange(0.0, 60.0)
+    trace = Trace(t, np.where(rng.random(t.size) < 0.4, 0.0, 8e6), period_s=60.0)
+    inst = make_instance(model, trace, cfg, 3, 3)
+    opt = exact_optimum(model, acts, inst, cfg)
+    assert opt.proven
+    runs = {seq: run_policy(model, acts, _Sequence(acts, seq), trace, cfg, 3,
+                            requests_per_device=3)
+            for seq in itertools.product(range(acts.n_actions), repeat=6)}
+    # the instance exercises it: full offload falls back twice
+    assert sum(r.fallback_s is not None for r in runs[(0,) * 6]) == 2
+    assert opt.total_s == pytest.approx(min(_cost(r, "response") for r in runs.values()),
+                                        rel=1e-12)
+    rep = _Replay(acts, [ln.offset_s for ln in inst.links], opt.assignment)
+    res = run_policy(model, acts, rep, trace, cfg, 3, requests_per_device=3)
+    assert _cost(res, "response") == pytest.approx(opt.total_s, rel=1e-12)
 
 
 def test_objectives_differ_and_bad_objective() -> None:

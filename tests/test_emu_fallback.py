@@ -1,10 +1,12 @@
 """As root: the device's local fallback in a real emulator run (``emulator.run --fallback F``).
-A closed-loop device offloads every request of a synthetic LLM (local latency ``L`` = 36 ms)
-over a 10 Mbit/s link that goes dark for 10 s: the request caught by the outage is run on the
-device too from ``F x L`` after its start and ends ``(1 + F) x L`` after it (the simulator's
-:func:`agent.latency.fallback_start` rule, which the run's own replay also prices), the MEC
-drops its session when the device releases it, what the MEC sends for it after the link comes
-back is ignored, and the requests after the outage offload as before."""
+One device offloads every request of a synthetic LLM with 500 tokens (local latency ``L`` =
+2.02 s) over a 10 Mbit/s link that goes dark for 10 s 0.2 s after one request (its arrival time
+taken from the device's seeded arrival stream) has started streaming: that request is run on
+the device too from ``F x L`` after its start and ends ``(1 + F) x L`` after it (the
+simulator's :func:`agent.latency.fallback_start` rule, which the run's own replay also
+prices); the tokens the MEC streamed before the outage count; the MEC drops its session when
+the device releases it, what the MEC sends for it after the link comes back is ignored, and
+the requests after the outage offload as before."""
 
 from __future__ import annotations
 
@@ -14,17 +16,34 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from emulator.synthetic import write_synthetic_pair
 
 ROOT = Path(__file__).resolve().parent.parent
-OUTAGE = (3.0, 13.0)
-F = 3.0
-L = 0.036  # the toy profile's fully-local latency (4 prefill blocks + 4 x 4 decode blocks)
+F = 0.5
+TOKENS = 500
+SEED = 3
 
 pytestmark = [pytest.mark.root, pytest.mark.slow,
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")]
+
+
+def _arrival_after(t: float) -> float:
+    """Device 0's first arrival after ``t`` at 1 request/s (emulator.device's seeded stream)."""
+    from emulator.device import arrivals
+
+    seq = np.random.SeedSequence([SEED, 0, 0x444556])
+    rng = np.random.default_rng(seq.spawn(2)[0])
+    prev = 0.0
+    for a in arrivals(rng, 1.0):
+        assert a is not None
+        if a > t:
+            assert a - prev > 1.0  # the device is idle when it comes (requests take ~0.55 s)
+            return a
+        prev = a
+    raise AssertionError("unreachable")
 
 
 def test_request_caught_by_an_outage_falls_back(tmp_path: Path) -> None:
@@ -33,34 +52,46 @@ def test_request_caught_by_an_outage_falls_back(tmp_path: Path) -> None:
     from agent.policy import Workload
     from profiler.schema import load_profile
 
-    assert LatencyModel(load_profile(dev), load_profile(mec)).local_latency(
-        Workload("toy")) == pytest.approx(L)
+    big = LatencyModel(load_profile(dev), load_profile(mec)).local_latency(
+        Workload("toy", {"decode": TOKENS}))
+    assert big == pytest.approx(0.020 + TOKENS * 0.004)  # 4 x 5 ms prefill, 4 x 1 ms a token
+    a = _arrival_after(2.0)
+    outage = (a + 0.2, a + 10.2)
     trace = tmp_path / "outage.csv"
-    trace.write_text(f"time_s,mbps\n0,10\n{OUTAGE[0]:g},0\n{OUTAGE[1]:g},10\n# period_s=60\n")
+    trace.write_text(f"time_s,mbps\n0,10\n{outage[0]:.3f},0\n{outage[1]:.3f},10\n"
+                     "# period_s=60\n")
     out = tmp_path / "run"
     res = subprocess.run(
         [sys.executable, "-m", "emulator.run", "--trace", str(trace), "--model", str(dev),
-         "--mec-profile", str(mec), "--policy", "offload", "--devices", "1", "--closed-loop",
-         "--duration", "16", "--delay-ms", "10", "--seed", "3", "--jitter", "none",
-         "--fallback", f"{F:g}", "--quiet", "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=180)
+         "--mec-profile", str(mec), "--policy", "offload", "--devices", "1", "--rate", "1",
+         "--repeat", f"decode={TOKENS}", "--duration", f"{outage[1] + 3:.1f}",
+         "--delay-ms", "10", "--mec-speedup", "1", "--seed", str(SEED), "--jitter", "none",
+         "--fallback", f"{F:g}",
+         "--quiet", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert res.returncode == 0, res.stderr
     assert f"local fallback after {F:g} x the local latency" in res.stderr
     recs = [json.loads(x) for x in (out / "requests.jsonl").read_text().splitlines()]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["provenance"]["inputs"]["fallback"] == F
     fell = [r for r in recs if "fallback_s" in r]
-    assert len(fell) == 1, [(r["t_start"], r["latency_s"]) for r in recs if r["latency_s"] > L]
+    assert [r["t_arrival"] for r in fell] == [pytest.approx(a, abs=1e-6)], fell
     r = fell[0]
-    assert r["t_start"] < OUTAGE[0] < r["t_end"] < OUTAGE[1]
+    assert r["t_start"] < outage[0] < r["t_end"] < outage[1]
     # the local run starts F x L after the start (+ the wait's wake-up) and takes L
-    assert F * L <= r["fallback_s"] < F * L + 0.005, r
-    assert r["latency_s"] == pytest.approx((1 + F) * L, rel=0.1), r
-    assert r["steps"] == [] and r["phases"]["device_s"] == pytest.approx(L, rel=0.1)
-    assert len(r["token_times"]) == 5 and r["token_times"][-1] == pytest.approx(r["latency_s"])
+    assert F * big <= r["fallback_s"] < F * big + 0.01, r
+    assert r["latency_s"] == pytest.approx((1 + F) * big, rel=0.02), r
+    assert r["steps"] == [] and r["phases"]["device_s"] == pytest.approx(big, rel=0.02)
+    # tokens streamed before the outage came from the MEC (within its first 0.2 s), the rest
+    # from the local run
+    tt = r["token_times"]
+    assert len(tt) == TOKENS + 1 and tt[-1] == pytest.approx(r["latency_s"])
+    k = next(i for i, t in enumerate(tt) if t > F * big)
+    assert 10 < k < TOKENS and tt[k - 1] < outage[0] - r["t_start"] + 0.02
+    assert tt[k] == pytest.approx(r["fallback_s"] + 0.020 + k * 0.004, abs=0.01)
     # the simulator's replay of the same request prices the same fallback
-    assert r["predicted_latency_s"] == pytest.approx((1 + F) * L, rel=1e-6)
-    # the next request waited for the link (its echo) and the ones after offloaded as before
-    after = [x for x in recs if x["t_start"] > OUTAGE[1]]
-    assert len(after) > 20 and all("fallback_s" not in x for x in after)
+    assert r["predicted_latency_s"] == pytest.approx((1 + F) * big, rel=1e-6)
+    # the requests after the outage offloaded as before
+    after = [x for x in recs if x["t_start"] > outage[1]]
+    assert len(after) >= 2 and all("fallback_s" not in x for x in after)
     assert all(x["phases"]["mec_s"] > 0 for x in after)

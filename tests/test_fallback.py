@@ -155,13 +155,39 @@ def test_no_mec_only_request_exceeds_its_bound(mec_model: str) -> None:
     assert all(math.isclose(r.fallback_s, F * big) for r in on if r.fallback_s is not None)
 
 
-def test_bad_fallback_and_exact_optimum_refuse() -> None:
+def test_bad_fallback_is_one_line() -> None:
     with pytest.raises(AgentError, match="--fallback must be >= 0"):
         ScenarioConfig(fallback=-1.0)
-    from agent.optimum import exact_optimum, make_instance
 
-    m = _model("llm")
-    cfg = ScenarioConfig(n_devices=1, mec_model="slots", fallback=F)
-    inst = make_instance(m, Trace(np.array([0.0]), np.array([R]), period_s=10.0), cfg, 0, 2)
-    with pytest.raises(AgentError, match="local fallback"):
-        exact_optimum(m, SplitActions(m), inst, cfg)
+
+@pytest.mark.parametrize("mec_model", ["slots", "batch"])
+def test_training_env_prices_the_fallback(mec_model: str) -> None:
+    """The RL env's step (slot timeline, or the batching MEC's prediction) caps an offloaded
+    request at (1 + F) x L too, so a policy trained with --fallback learns what it runs."""
+    from pathlib import Path
+
+    from agent.env import AigcSplitEnv
+
+    fix = Path(__file__).parent / "fixtures" / "agent"
+    big = _local(_model("llm"))[0]
+    rng = np.random.default_rng(4)
+    t = np.arange(0.0, 120.0)
+    trace = Trace(t, np.where(rng.random(t.size) < 0.25, 0.0, R), period_s=120.0)
+
+    def latencies(fallback: float | None) -> list[float]:
+        env = AigcSplitEnv(fix / "llm.device.json", fix / "llm.mec.json", [trace],
+                           ScenarioConfig(n_devices=3, mec_model=mec_model, horizon_s=120.0,
+                                          fallback=fallback), mec_speedup=4.0)
+        env.reset(seed=2)
+        out = []
+        for _ in range(300):
+            a = 0 if env.action_masks()[0] else int(np.flatnonzero(env.action_masks())[-1])
+            _, _, _, trunc, info = env.step(a)
+            out.append(float(info["latency_s"]))
+            if trunc:
+                break
+        return out
+
+    on, off = latencies(F), latencies(None)
+    assert len(on) > 100 and max(on) <= (1 + F) * big + 1e-9
+    assert max(off) > (1 + F) * big
