@@ -125,7 +125,8 @@ class Device:
                  policy: Policy, compute: ProfiledCompute, workload: Workload, t0: float,
                  estimator: LinkEstimator | None = None, runner: PieceRunner | None = None,
                  seed: int = 0, mec_speedup: float = 1.0, data_timeout_s: float = 600.0,
-                 report_dir: Path | None = None, fallback: float | None = None) -> None:
+                 report_dir: Path | None = None, fallback: float | None = None,
+                 echo_deadline_s: float = 1.0) -> None:
         self.index = index
         self.sock = sock
         self._tcp = SentSince(sock)
@@ -144,6 +145,10 @@ class Device:
         """Where the MEC writes the REPORT stamps it names (``--report-dir``), else None."""
         self.fallback = fallback
         """The local fallback's F (``--fallback``), or None: off."""
+        self.echo_deadline_s = echo_deadline_s
+        """How long the device waits for the reply to its empty echo before it reads an
+        outage (``--echo-deadline``)."""
+        self._echo_id = 0
         self._released: set[int] = set()
         """Requests ended by their local fallback: what the MEC still sends for them is
         dropped."""
@@ -222,19 +227,45 @@ class Device:
         self.sender.send(Message(MsgType.HELLO, meta=meta))
         self._recv(MsgType.WELCOME)
 
+    def _echo_reply(self, eid: int, timeout_s: float) -> Message | None:
+        """The MEC's reply to echo ``eid`` (replies to earlier echoes, which their deadline
+        gave up on, are discarded), or ``None`` after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                msg = self._replies.get(timeout=max(deadline - time.monotonic(), 0.0))
+            except queue.Empty:
+                return None
+            if isinstance(msg, str):
+                self._replies.put(msg)  # every later call fails the same way
+                raise ProtocolError(msg)
+            if msg.type != MsgType.ECHO_REPLY:
+                raise ProtocolError(f"expected ECHO_REPLY from the MEC, got {msg.type.name}")
+            if msg.request_id == eid:
+                return msg
+
     def echo(self) -> None:
         """An empty echo (RTT and queue state), then, when the device has no fresh throughput
-        sample, an echo with a probe payload (upload throughput sample)."""
+        sample, an echo with a probe payload (upload throughput sample). An empty echo not
+        answered within ``echo_deadline_s`` is read as an outage (:mod:`emulator.observe`):
+        the device decides at once instead of waiting for the link."""
+        self._echo_id += 1
         t1 = time.monotonic()
-        self.sender.send(Message(MsgType.ECHO))
-        self._recv(MsgType.ECHO_REPLY)
+        self.sender.send(Message(MsgType.ECHO, self._echo_id))
+        got = self._echo_reply(self._echo_id, self.echo_deadline_s)
         t2 = time.monotonic()
+        if got is None:
+            self.est.add_outage(t2)
+            return
         self.est.add_rtt(t2 - t1)
         if self.est.needs_probe(t2):
             probe = self._probe[:self.est.probe_size()]
+            self._echo_id += 1
             t1 = time.monotonic()
-            self.sender.send(Message(MsgType.ECHO, payload=probe))
-            reply = self._recv(MsgType.ECHO_REPLY)
+            self.sender.send(Message(MsgType.ECHO, self._echo_id, payload=probe))
+            reply = self._echo_reply(self._echo_id, 60.0)
+            if reply is None:
+                raise ProtocolError("no ECHO_REPLY to a probe from the MEC within 60 s")
             t3 = time.monotonic()
             t_recv = float(reply.meta["t_recv"])
             self.est.add_upload(len(probe), t_recv - t1, t3)
@@ -505,6 +536,10 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                     help="run a request that computes only on the MEC locally too once F times "
                          "its local latency has passed without its final output; the first "
                          "to finish ends it (agent.latency.fallback_start; default off)")
+    ap.add_argument("--echo-deadline", type=float, default=1.0, metavar="S",
+                    help="seconds to wait for the reply to the per-request echo; past it the "
+                         "device reads an outage (a 0 bit/s sample) and decides at once "
+                         "(default %(default)s: the simulator's 1-s sampling window)")
     ap.add_argument("--probe-bytes", type=int, default=32_768,
                     help="payload of a throughput probe echo (0: never probe)")
     ap.add_argument("--no-realtime", action="store_true",
@@ -550,6 +585,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.fallback is not None and not (args.fallback >= 0 and args.fallback < 1e6):
             raise EmulatorError(f"--fallback must be >= 0 (times the local latency), got "
                                 f"{args.fallback}")
+        if not (args.echo_deadline > 0 and args.echo_deadline <= 600):
+            raise EmulatorError(f"--echo-deadline must be in (0, 600] s, got "
+                                f"{args.echo_deadline}")
         if args.fallback is not None and args.compute == "execute":
             raise EmulatorError("--fallback runs with profiled compute only (an executed "
                                 "local run would need the request's tensors checked twice)")
@@ -560,7 +598,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      ProfiledCompute(profile, comp_rng, args.jitter), workload, 0.0,
                      LinkEstimator(probe_bytes=args.probe_bytes), runner, args.seed,
                      mec_speedup=args.mec_speedup, report_dir=args.report_dir,
-                     fallback=args.fallback)
+                     fallback=args.fallback, echo_deadline_s=args.echo_deadline)
         dev.hello()
         t0 = time.monotonic() if args.t0 is None else args.t0
         if args.wait_go:

@@ -15,6 +15,9 @@
   runs everything locally still learns the rate. A probe's bytes and seconds are charged to
   the request it preceded (its record's ``probe``; ``summary.json``'s ``probe`` totals) and its
   time is part of that request's response time.
+* Outage: an echo without payload that is not answered within the device's echo deadline
+  (``--echo-deadline``, 1 s: the simulator's sampling window) adds a 0 bit/s sample, and the
+  device decides without waiting for the link (a later reply to it is discarded).
 * RTT: the round trip of the per-request echo without payload (latest sample).
 * MEC state: the queue state in the MEC's latest reply.
 """
@@ -97,9 +100,16 @@ class LinkEstimator:
         """Whether the next echo should carry a probe payload (no fresh throughput sample)."""
         return self.probe_bytes > 0 and now - self._last_sample_t > self.probe_after_s
 
+    def add_outage(self, now: float) -> None:
+        """Nothing came back over the link for a while (an echo unanswered past its deadline):
+        a 0 bit/s sample, as the simulator counts a second without delivery
+        (:func:`agent.observation.throughput_estimate` reads it as an outage)."""
+        self._thr.append(0.0)
+        self._last_sample_t = now
+
     def throughput_bps(self) -> float:
-        """Harmonic mean of the recent samples, bit/s (0 if none yet)."""
-        if not self._thr:
+        """Harmonic mean of the recent samples, bit/s (0 if none yet, or with an outage)."""
+        if not self._thr or min(self._thr) <= 0.0:
             return 0.0
         return len(self._thr) / sum(1.0 / x for x in self._thr)
 

@@ -75,7 +75,11 @@ def test_request_caught_by_an_outage_falls_back(tmp_path: Path) -> None:
     summary = json.loads((out / "summary.json").read_text())
     assert summary["provenance"]["inputs"]["fallback"] == F
     fell = [r for r in recs if "fallback_s" in r]
-    assert [r["t_arrival"] for r in fell] == [pytest.approx(a, abs=1e-6)], fell
+    # the request caught by the outage, and the ones the device started inside it (their echo
+    # read the outage after its deadline; "offload" offloads anyway, and falls back)
+    assert fell[0]["t_arrival"] == pytest.approx(a, abs=1e-6), fell
+    assert all(outage[0] < x["t_start"] < outage[1] for x in fell[1:]), fell
+    assert all(x["latency_s"] == pytest.approx((1 + F) * big, rel=0.02) for x in fell)
     r = fell[0]
     assert r["t_start"] < outage[0] < r["t_end"] < outage[1]
     # the local run starts F x L after the start (+ the wait's wake-up) and takes L
@@ -95,3 +99,42 @@ def test_request_caught_by_an_outage_falls_back(tmp_path: Path) -> None:
     after = [x for x in recs if x["t_start"] > outage[1]]
     assert len(after) >= 2 and all("fallback_s" not in x for x in after)
     assert all(x["phases"]["mec_s"] > 0 for x in after)
+
+
+def test_request_arriving_in_an_outage_decides_without_the_link(tmp_path: Path) -> None:
+    """The per-request echo has a deadline (1 s): a request that arrives while the link is dark
+    reads an outage (a 0 bit/s sample, as the simulator counts a dark second) instead of the
+    device waiting for the link to come back. Greedy's estimate is the mean of the last 4
+    samples (agent.observation.throughput_estimate): the first three requests decided in the
+    dark still offload, and the local fallback (F 0.5) ends each at 1.5 x L; from the fourth
+    (four zeros) greedy reads the outage and runs locally, until the link is back and a probe
+    has measured it."""
+    dev, mec = write_synthetic_pair(tmp_path)
+    a = _arrival_after(2.0)
+    outage = (a - 0.5, a + 9.5)
+    trace = tmp_path / "outage.csv"
+    trace.write_text(f"time_s,mbps\n0,10\n{outage[0]:.3f},0\n{outage[1]:.3f},10\n"
+                     "# period_s=60\n")
+    out = tmp_path / "run"
+    res = subprocess.run(
+        [sys.executable, "-m", "emulator.run", "--trace", str(trace), "--model", str(dev),
+         "--mec-profile", str(mec), "--policy", "greedy", "--devices", "1", "--rate", "1",
+         "--duration", f"{outage[1] + 4:.1f}", "--delay-ms", "10", "--seed", str(SEED),
+         "--jitter", "none", "--fallback", "0.5", "--quiet", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stderr
+    recs = [json.loads(x) for x in (out / "requests.jsonl").read_text().splitlines()]
+    dark = [r for r in recs if outage[0] < r["t_decide"] < outage[1] - 1.5]
+    assert len(dark) >= 5, [(r["t_arrival"], r["t_decide"]) for r in recs]
+    for r in dark:
+        assert 1.0 <= r["decide_s"] < 1.2, r  # the echo's deadline, then the decision
+        assert r["observation"]["throughput_bps"] == 0.0
+    for r in dark[:3]:  # offloaded into the outage: the fallback ends them
+        assert r["phases"]["mec_s"] == 0 and r["fallback_s"] == pytest.approx(0.018, abs=0.003)
+        assert r["latency_s"] == pytest.approx(1.5 * 0.036, rel=0.1)
+    for r in dark[3:]:  # the outage read: local
+        assert "fallback_s" not in r and r["phases"]["upload_bytes"] == 0
+        assert r["latency_s"] == pytest.approx(0.036, rel=0.1)
+    # before the outage greedy offloads, and again once the link is back and probed
+    assert all(r["phases"]["mec_s"] > 0 for r in recs if r["t_decide"] < outage[0] - 0.1)
+    assert any(r["phases"]["mec_s"] > 0 for r in recs if r["t_decide"] > outage[1] + 0.5)
