@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -46,6 +47,24 @@ def _arrival_after(t: float) -> float:
     raise AssertionError("unreachable")
 
 
+def _run_outage(tmp_path: Path, dev: Path, mec: Path, outage: tuple[float, float],
+                *extra: str) -> tuple[str, list[dict[str, Any]], Path]:
+    """``emulator.run``, one device at 1 request/s (seed ``SEED``, medians), 10 ms, on a
+    10 Mbit/s link dark during ``outage``: its stderr, records and output directory."""
+    trace = tmp_path / "outage.csv"
+    trace.write_text(f"time_s,mbps\n0,10\n{outage[0]:.3f},0\n{outage[1]:.3f},10\n"
+                     "# period_s=60\n")
+    out = tmp_path / "run"
+    res = subprocess.run(
+        [sys.executable, "-m", "emulator.run", "--trace", str(trace), "--model", str(dev),
+         "--mec-profile", str(mec), "--devices", "1", "--rate", "1", "--delay-ms", "10",
+         "--seed", str(SEED), "--jitter", "none", "--quiet", "--out", str(out), *extra],
+        cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stderr
+    recs = [json.loads(x) for x in (out / "requests.jsonl").read_text().splitlines()]
+    return res.stderr, recs, out
+
+
 def test_request_caught_by_an_outage_falls_back(tmp_path: Path) -> None:
     dev, mec = write_synthetic_pair(tmp_path)
     from agent.latency import LatencyModel
@@ -57,21 +76,10 @@ def test_request_caught_by_an_outage_falls_back(tmp_path: Path) -> None:
     assert big == pytest.approx(0.020 + TOKENS * 0.004)  # 4 x 5 ms prefill, 4 x 1 ms a token
     a = _arrival_after(2.0)
     outage = (a + 0.2, a + 10.2)
-    trace = tmp_path / "outage.csv"
-    trace.write_text(f"time_s,mbps\n0,10\n{outage[0]:.3f},0\n{outage[1]:.3f},10\n"
-                     "# period_s=60\n")
-    out = tmp_path / "run"
-    res = subprocess.run(
-        [sys.executable, "-m", "emulator.run", "--trace", str(trace), "--model", str(dev),
-         "--mec-profile", str(mec), "--policy", "offload", "--devices", "1", "--rate", "1",
-         "--repeat", f"decode={TOKENS}", "--duration", f"{outage[1] + 3:.1f}",
-         "--delay-ms", "10", "--mec-speedup", "1", "--seed", str(SEED), "--jitter", "none",
-         "--fallback", f"{F:g}",
-         "--quiet", "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=240)
-    assert res.returncode == 0, res.stderr
-    assert f"local fallback after {F:g} x the local latency" in res.stderr
-    recs = [json.loads(x) for x in (out / "requests.jsonl").read_text().splitlines()]
+    stderr, recs, out = _run_outage(
+        tmp_path, dev, mec, outage, "--policy", "offload", "--repeat", f"decode={TOKENS}",
+        "--duration", f"{outage[1] + 3:.1f}", "--mec-speedup", "1", "--fallback", f"{F:g}")
+    assert f"local fallback after {F:g} x the local latency" in stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["provenance"]["inputs"]["fallback"] == F
     fell = [r for r in recs if "fallback_s" in r]
@@ -112,18 +120,8 @@ def test_request_arriving_in_an_outage_decides_without_the_link(tmp_path: Path) 
     dev, mec = write_synthetic_pair(tmp_path)
     a = _arrival_after(2.0)
     outage = (a - 0.5, a + 9.5)
-    trace = tmp_path / "outage.csv"
-    trace.write_text(f"time_s,mbps\n0,10\n{outage[0]:.3f},0\n{outage[1]:.3f},10\n"
-                     "# period_s=60\n")
-    out = tmp_path / "run"
-    res = subprocess.run(
-        [sys.executable, "-m", "emulator.run", "--trace", str(trace), "--model", str(dev),
-         "--mec-profile", str(mec), "--policy", "greedy", "--devices", "1", "--rate", "1",
-         "--duration", f"{outage[1] + 4:.1f}", "--delay-ms", "10", "--seed", str(SEED),
-         "--jitter", "none", "--fallback", "0.5", "--quiet", "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=240)
-    assert res.returncode == 0, res.stderr
-    recs = [json.loads(x) for x in (out / "requests.jsonl").read_text().splitlines()]
+    _, recs, _ = _run_outage(tmp_path, dev, mec, outage, "--policy", "greedy",
+                             "--duration", f"{outage[1] + 4:.1f}", "--fallback", "0.5")
     dark = [r for r in recs if outage[0] < r["t_decide"] < outage[1] - 1.5]
     assert len(dark) >= 5, [(r["t_arrival"], r["t_decide"]) for r in recs]
     for r in dark:
