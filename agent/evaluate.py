@@ -41,7 +41,7 @@ from agent._cli import (
 from agent.actions import SplitActions
 from agent.defaults import HelpFormatter, mec_model_note, resolved_scenario
 from agent.errors import AgentError
-from agent.latency import LatencyModel
+from agent.latency import LatencyModel, fallback_label
 from agent.oracle import Oracle
 from agent.policies import make_policy
 from agent.policy import Policy
@@ -301,8 +301,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{config.mec_slots if config.mec_model == 'slots' else ''}"
             f"{' MEC slot(s)' if config.mec_model == 'slots' else 'MEC ' + config.mec_config.label}, "
             f"delay {config.one_way_delay_s * 1e3:g} ms one-way, load {config.load:g}"
-            + (f", local fallback after {config.fallback:g}x the local latency"
-               if config.fallback is not None else "")
+            + (f", {fallback_label(config.fallback)}" if config.fallback is not None else "")
             + (f"; SLO {slo.describe()}" if slo.active else ""))
     print(scen)
     print(format_table(summary, a.deadline))

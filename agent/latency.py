@@ -71,6 +71,7 @@ __all__ = [
     "StepTiming",
     "apply_fallback",
     "fallback_after",
+    "fallback_label",
     "fallback_start",
     "local_decision",
     "local_run",
@@ -503,7 +504,15 @@ def fallback_start(model: LatencyModel, plan: Plan, workload: Workload, t_start:
     """When the device starts its local fallback run of ``plan`` started at ``t_start`` if the
     final output is not there by then (``inf``: no fallback for this plan; see the module
     docstring)."""
+    if fallback is None or not plan.mec_only:  # no local latency summed on the common path
+        return float("inf")
     return t_start + fallback_after(plan, model.local_latency(workload), fallback)
+
+
+def fallback_label(fallback: float | None) -> str:
+    """How outputs name the fallback: ``local fallback after F x the local latency`` (empty
+    when off)."""
+    return "" if fallback is None else f"local fallback after {fallback:g} x the local latency"
 
 
 def fallback_after(plan: Plan, local_s: float, fallback: float | None) -> float:

@@ -82,7 +82,7 @@ def main() -> int:
         p.error("--explain needs --mec-model slots")
     from agent.actions import SplitActions
     from agent.evaluate import build_policies
-    from agent.latency import LatencyModel
+    from agent.latency import LatencyModel, fallback_label
     from agent.policy import Workload
     from agent.scenario import ScenarioConfig, run_policy
     from profiler.schema import load_profile
@@ -169,8 +169,7 @@ def main() -> int:
                 + (" (profiles/<model>.mec-gpu.json)" if a.mec_batch_curve == "auto" else ""))
     print(f"\nscenario: 4 devices, {mec_text} (queue limit 4), 10 ms one-way, mec-speedup 10, "
           f"load 0.5"
-          + (f", local fallback after {a.fallback:g} x the local latency"
-             if a.fallback is not None else "")
+          + (f", {fallback_label(a.fallback)}" if a.fallback is not None else "")
           + f"; {a.files} files per family (seed {a.seed}); mean latency in s; "
           f"{time.perf_counter() - t0:.0f} s")
     head = (f"{'model':<5} {'family':<9} {'scale':>5} {'n':>5} " + " ".join(

@@ -58,7 +58,7 @@ def main() -> int:
                         "optimum and every policy (agent.latency.fallback_start; default off)")
     a = p.parse_args()
     from agent.actions import SplitActions
-    from agent.latency import LatencyModel
+    from agent.latency import LatencyModel, fallback_label
     from agent.optimum import exact_optimum, make_instance
     from agent.oracle import Oracle
     from agent.policies import make_policy
@@ -73,8 +73,7 @@ def main() -> int:
     ok = True
     print(f"exact offline optimum vs policies; delay {DELAY_S * 1e3:g} ms one-way, "
           f"mec-speedup {MEC_SPEEDUP:g}, 1 MEC slot, queue limit 4, seed {a.seed}"
-          + (f", local fallback after {a.fallback:g} x the local latency"
-             if a.fallback is not None else "") + "; "
+          + (f", {fallback_label(a.fallback)}" if a.fallback is not None else "") + "; "
           f"target: default and greedy <= {TARGET:g} x the {a.objective} optimum")
     for model_name, fname, scale, n_dev, reqs, load in INSTANCES:
         dev = load_profile(ROOT / "profiles" / f"{model_name}.device.json")

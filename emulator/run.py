@@ -483,6 +483,8 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.network == "mininet":
         _check_prerequisites()
     plan, dev, mec = _plan(args)
+    from agent.latency import fallback_label
+
     delay_s = args.delay_ms / 1e3 if args.network == "mininet" else 0.0
     inputs = {
         "trace": {"path": str(Path(args.trace).resolve()), "format": args.format,
@@ -504,8 +506,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
           f"policy {plan.policy}, MEC speedup {plan.mec_speedup:g}, delay {args.delay_ms:g} ms, "
           f"{arrivals}, trace {plan.trace.label} x{args.scale:g} "
           f"(mean {plan.trace.mean_bps() / 1e6:.2f} Mbit/s), "
-          + (f"local fallback after {plan.fallback:g} x the local latency, "
-             if plan.fallback is not None else "")
+          + (f"{fallback_label(plan.fallback)}, " if plan.fallback is not None else "")
           + f"{plan.duration_s:g} s -> {plan.out_dir}", file=sys.stderr, flush=True)
     hr = plan.high_rate
     if hr.get("active"):

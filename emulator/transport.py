@@ -129,35 +129,36 @@ class Inbox:
         a long transfer in progress keeps the wait alive)."""
         need = tuple(items)
         start = time.monotonic()
-        with self._cv:
-            while True:
-                if self._error is not None:
-                    raise ProtocolError(self._error)
-                missing = [it for it in need if it not in self._t]
-                if not missing:
-                    return max((self._t[it] for it in need), default=default)
-                heard = max(start, last_heard()) if last_heard is not None else start
-                left = heard + timeout_s - time.monotonic()
-                if left <= 0:
-                    raise ProtocolError(f"items {missing} did not arrive within {timeout_s:g} s "
-                                        "of silence")
-                self._cv.wait(min(left, 1.0))
 
+        def left() -> float:
+            heard = max(start, last_heard()) if last_heard is not None else start
+            return heard + timeout_s - time.monotonic()
+
+        got = self._wait(need, left)
+        if got is None:
+            missing = [it for it in need if self.time(it) is None]
+            raise ProtocolError(f"items {missing} did not arrive within {timeout_s:g} s "
+                                "of silence")
+        return default if not need else got
 
     def wait_until(self, items: Iterable[int], deadline: float) -> float | None:
         """Block until every item is here (their latest arrival time) or until ``deadline``
         (``time.monotonic()``; ``None`` then). Raises :class:`ProtocolError` on :meth:`fail`."""
-        need = tuple(items)
+        return self._wait(tuple(items), lambda: deadline - time.monotonic())
+
+    def _wait(self, need: tuple[int, ...], left: Callable[[], float]) -> float | None:
+        """The latest arrival of ``need`` once all are here (``-inf`` for none), ``None`` when
+        ``left()`` (seconds still to wait) runs out first; raises on :meth:`fail`."""
         with self._cv:
             while True:
                 if self._error is not None:
                     raise ProtocolError(self._error)
                 if all(it in self._t for it in need):
-                    return max((self._t[it] for it in need), default=None)
-                left = deadline - time.monotonic()
-                if left <= 0:
+                    return max((self._t[it] for it in need), default=-math.inf)
+                rem = left()
+                if rem <= 0:
                     return None
-                self._cv.wait(min(left, 1.0))
+                self._cv.wait(min(rem, 1.0))
 
 
 class Sender:
